@@ -1,0 +1,151 @@
+"""Callbacks: hooks into ``fit``, as in Keras.
+
+``fit`` calls, in order: ``on_train_begin``, then per epoch ``on_epoch_begin``,
+``on_batch_end`` after each batch, ``on_epoch_end`` with the epoch's logs
+(``loss``, ``val_loss``, ...), and finally ``on_train_end``. Before that it
+sets ``callback.model`` and ``callback.optimizer``. A callback stops training
+by setting ``self.model.stop_training = True``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+class Callback:
+    """Base class: override any of the ``on_*`` hooks."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.optimizer: Any = None
+
+    def set_context(self, model: Any, optimizer: Any) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    def on_train_begin(self, logs: dict | None = None) -> None: ...
+    def on_train_end(self, logs: dict | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None: ...
+
+
+class History(Callback):
+    """What ``fit`` returns: ``.history`` maps each metric to its per-epoch list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _monitor_mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    return mode
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best_weights`` the model ends with the weights of its best epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False):
+        super().__init__()
+        self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(min_delta)
+        self.mode = _monitor_mode(monitor, mode)
+        self.restore_best_weights = restore_best_weights
+        self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait, self.best_weights, self.stopped_epoch = 0, None, None
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            warnings.warn(f"EarlyStopping: '{self.monitor}' is not among the logged metrics "
+                          f"{sorted(logs or {})}; pass validation_data to fit", stacklevel=2)
+            return
+        if self._improved(value):
+            self.best, self.wait = value, 0
+            if self.restore_best_weights:
+                self.best_weights = [p.data.copy() for p in self.model.parameters()]
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            for p, best in zip(self.model.parameters(), self.best_weights):
+                p.data[...] = best
+
+
+class ModelCheckpoint(Callback):
+    """Save the model, its optimizer's state and the epochs done to ``path`` after each
+    epoch (atomically), or only when ``monitor`` improves with ``save_best_only``.
+
+    ``path`` may contain ``{epoch}`` and logged metrics, e.g. ``"ckpt-{epoch:02d}.npz"``.
+    Weights that are not finite are never saved.
+    """
+
+    def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto"):
+        super().__init__()
+        self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
+        self.mode = _monitor_mode(monitor, mode)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                warnings.warn(f"ModelCheckpoint: '{self.monitor}' is not among the logged "
+                              f"metrics {sorted(logs)}; nothing saved", stacklevel=2)
+                return
+            if not (value < self.best if self.mode == "min" else value > self.best):
+                return
+            self.best = value
+        if not all(np.isfinite(p.data).all() for p in self.model.parameters()):
+            warnings.warn(f"ModelCheckpoint: weights after epoch {epoch + 1} are not finite; "
+                          f"{self.path} was not overwritten", stacklevel=2)
+            return
+        path = self.path.format(epoch=epoch + 1, **logs)
+        self.model.save(path, optimizer=self.optimizer, epoch=epoch + 1)
+
+
+class CallbackList:
+    """Calls every callback's hook in order."""
+
+    def __init__(self, callbacks: Any, model: Any, optimizer: Any):
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            cb.set_context(model, optimizer)
+
+    def __getattr__(self, hook: str):
+        def call(*args: Any) -> None:
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args)
+        return call

@@ -1,0 +1,113 @@
+"""Element-wise activations and Softmax.
+
+For an element-wise y = f(x) the Jacobian is diagonal, J = diag(f'(x)), so
+the vector-Jacobian product is the element-wise product g · J = g ⊙ f'(x).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..layer import Layer
+
+
+class ReLU(Layer):
+    """y = max(x, 0).  VJP: g ⊙ [x > 0]."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._positive = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad * self._cached("_positive")
+
+
+class LeakyReLU(Layer):
+    """y = x if x > 0 else a·x.  VJP: g ⊙ (1 if x > 0 else a)."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._positive = x > 0
+        return np.where(self._positive, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        positive = self._cached("_positive")
+        return np.where(positive, grad, grad * grad.dtype.type(self.negative_slope))
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + e⁻ˣ), computed without overflow.  VJP: g ⊙ y(1 − y)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._y = sigmoid(x)
+        return self._y.copy()
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        y = self._cached("_y")
+        return grad * y * (1 - y)
+
+
+class Tanh(Layer):
+    """y = tanh(x).  VJP: g ⊙ (1 − y²)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._y = np.tanh(x)
+        return self._y.copy()
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        y = self._cached("_y")
+        return grad * (1 - y * y)
+
+
+class GELU(Layer):
+    """The tanh approximation of GELU (PyTorch's ``GELU(approximate="tanh")``).
+
+    y = ½x(1 + t) with t = tanh(u), u = √(2/π)(x + 0.044715x³).
+    VJP: g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)].
+    """
+
+    _C = float(np.sqrt(2.0 / np.pi))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        t = np.tanh(self._C * (x + 0.044715 * x ** 3))
+        self._x, self._t = x, t
+        return 0.5 * x * (1 + t)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        x, t = self._cached("_x"), self._cached("_t")
+        du = self._C * (1 + 3 * 0.044715 * x * x)
+        return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+class Softmax(Layer):
+    """y = eˣ / Σ eˣ along ``axis`` (shifted by the max, so it never overflows).
+
+    J = diag(y) − y yᵀ, so the VJP needs no matrix: g · J = y ⊙ (g − ⟨g, y⟩).
+    """
+
+    def __init__(self, axis: int = -1):
+        super().__init__()
+        self.axis = int(axis)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._y = softmax(x, self.axis)
+        return self._y.copy()
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        y = self._cached("_y")
+        return y * (grad - np.sum(grad * y, axis=self.axis, keepdims=True))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """σ(x) via e^(−|x|), which never overflows."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, z) / (1 + z)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum for stability."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e

@@ -1,0 +1,75 @@
+"""Dense layers: Linear and Flatten."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..layer import Layer, Parameter, default_rng
+
+
+class Linear(Layer):
+    """y = x @ W + b, with W of shape (in_features, out_features).
+
+    VJP: dL/dx = g @ Wᵀ;  dL/dW += xᵀ @ g;  dL/db += Σₙ gₙ
+    (the Jacobian ∂y/∂x is W ᵀ for every row, so g · J = g @ Wᵀ).
+
+    ``init="he"`` draws W from U(±√(6/fan_in)), right for ReLU networks;
+    ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid.
+    Biases start at zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 init: str = "he", dtype: Any = np.float32):
+        super().__init__()
+        if init not in ("he", "glorot"):
+            raise ValueError(f"Linear: init must be 'he' or 'glorot', got {init!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.init, self.dtype = init, np.dtype(dtype)
+        fan = in_features if init == "he" else in_features + out_features
+        limit = np.sqrt(6.0 / fan)
+        w = default_rng().uniform(-limit, limit, (in_features, out_features))
+        self.weight = Parameter(w.astype(self.dtype))
+        self.bias = Parameter(np.zeros(out_features, self.dtype)) if bias else None
+        self._x = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{self!r} expects input of shape (N, {self.in_features}), "
+                             f"got {x.shape}")
+        self._x = x
+        y = x @ self.weight.data
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad: np.ndarray) -> np.ndarray | None:
+        x = self._cached("_x")
+        if grad.shape != x.shape[:-1] + (self.out_features,):
+            raise ValueError(f"{self!r}.backward expects a gradient of shape "
+                             f"{x.shape[:-1] + (self.out_features,)}, got {grad.shape}")
+        x2, g2 = x.reshape(-1, self.in_features), grad.reshape(-1, self.out_features)
+        self.weight.grad += x2.T @ g2
+        if self.bias is not None:
+            self.bias.grad += g2.sum(axis=0)
+        if not self.input_grad:
+            return None
+        return grad @ self.weight.data.T
+
+    def get_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "init": self.init, "dtype": self.dtype.name}
+
+
+class Flatten(Layer):
+    """y = x.reshape(N, -1): keeps the batch axis, flattens the rest.
+
+    VJP: dL/dx = g.reshape(x.shape) (J is the identity, re-indexed).
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad.reshape(self._cached("_shape"))

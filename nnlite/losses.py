@@ -1,0 +1,178 @@
+"""Losses: a scalar L(pred, target), averaged over the batch.
+
+``forward(pred, target)`` returns L as a float and caches what ``backward``
+needs; ``backward()`` returns dL/dpred, the gradient that starts backpropagation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers.activations import sigmoid
+
+
+class Loss:
+    """Base class: subclasses define ``forward`` and ``backward``."""
+
+    #: Whether ``accuracy`` means something for this loss.
+    classification = False
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
+        return self.forward(pred, target)
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def backward(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
+        raise ValueError(f"{type(self).__name__} is not a classification loss: "
+                         f"accuracy is undefined")
+
+    def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
+        """Raise ValueError if ``target`` cannot go with predictions of ``pred_shape``."""
+        _same_shape(self, np.empty(pred_shape), target)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def _cached(self, name: str):
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        return value
+
+
+class MSE(Loss):
+    """L = mean((pred − target)²) over every element.  dL/dpred = 2(pred − target)/size."""
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        self._diff = pred - _same_shape(self, pred, target)
+        return float(np.vdot(self._diff, self._diff) / self._diff.size)
+
+    def backward(self) -> np.ndarray:
+        diff = self._cached("_diff")
+        return diff * diff.dtype.type(2.0 / diff.size)
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy from logits z (N, C), mean over the batch.
+
+    With class labels y: L = mean(logsumexp(zₙ) − zₙ,yₙ).
+    With probability (or one-hot) targets t: L = −mean(Σ_c t_c log softmax(z)_c).
+    dL/dz = (softmax(z) · Σ_c t_c − t) / N, i.e. (softmax(z) − onehot(y)) / N:
+    softmax and the loss fused, so no Softmax layer belongs before it.
+    """
+
+    classification = True
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        labels = self._labels(pred.shape, target)
+        n = pred.shape[0]
+        shifted = pred - pred.max(axis=1, keepdims=True)
+        p = np.exp(shifted)
+        total = p.sum(axis=1, keepdims=True)
+        log_total = np.log(total)
+        p /= total
+        self._p = p
+        if labels is not None:
+            self._labels_, self._t = labels, None
+            picked = shifted[np.arange(n), labels]
+            return float((log_total.sum() - picked.sum()) / n)
+        t = np.asarray(target, dtype=pred.dtype)
+        self._labels_, self._t = None, t
+        return float(-np.vdot(t, shifted - log_total) / n)
+
+    def backward(self) -> np.ndarray:
+        p = self._cached("_p")
+        n = p.shape[0]
+        if self._t is None:
+            grad = p.copy()
+            grad[np.arange(n), self._labels_] -= 1
+        else:
+            grad = p * self._t.sum(axis=1, keepdims=True) - self._t
+        grad *= grad.dtype.type(1.0 / n)
+        return grad
+
+    def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
+        labels = self._labels(pred.shape, target)
+        if labels is None:
+            labels = np.asarray(target).argmax(axis=1)
+        return float(np.mean(pred.argmax(axis=1) == labels))
+
+    def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
+        self._labels(pred_shape, target)
+
+    def _labels(self, pred_shape: tuple[int, ...], target: np.ndarray) -> np.ndarray | None:
+        """Integer labels (validated), or None for probability targets of pred's shape."""
+        if len(pred_shape) != 2:
+            raise ValueError(f"CrossEntropy expects logits of shape (N, classes), "
+                             f"got {pred_shape}")
+        target = np.asarray(target)
+        if target.shape == pred_shape and target.ndim == 2:
+            return None
+        n, classes = pred_shape
+        if target.shape != (n,):
+            raise ValueError(
+                f"CrossEntropy: target of shape {target.shape} does not fit logits of shape "
+                f"{pred_shape}; give {n} class labels, shape ({n},), or one-hot/probability "
+                f"targets of shape {pred_shape}")
+        if not np.issubdtype(target.dtype, np.integer):
+            if not np.issubdtype(target.dtype, np.floating) or \
+                    not np.all(np.mod(target, 1) == 0):
+                raise ValueError(f"CrossEntropy: class labels must be integers, got "
+                                 f"{target.dtype} values such as {target.ravel()[:3]}")
+            target = target.astype(np.int64)
+        if n and (target.min() < 0 or target.max() >= classes):
+            bad = target[(target < 0) | (target >= classes)][0]
+            raise ValueError(f"CrossEntropy: label {bad} is outside [0, {classes}) for logits "
+                             f"with {classes} classes")
+        return target
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid cross-entropy from logits z with targets t in [0, 1], mean over elements.
+
+    L = mean(max(z, 0) − z·t + log(1 + e^(−|z|))), stable for any z.
+    dL/dz = (σ(z) − t) / size.
+    """
+
+    classification = True
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        t = self._target(pred, target)
+        loss = np.maximum(pred, 0) - pred * t + np.log1p(np.exp(-np.abs(pred)))
+        self._pred, self._t = pred, t
+        return float(loss.mean())
+
+    def backward(self) -> np.ndarray:
+        pred, t = self._cached("_pred"), self._cached("_t")
+        grad = sigmoid(pred) - t
+        grad *= grad.dtype.type(1.0 / grad.size)
+        return grad
+
+    def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
+        t = self._target(pred, target)
+        return float(np.mean((pred > 0) == (t > 0.5)))
+
+    def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
+        self._target(np.empty(pred_shape), target)
+
+    @staticmethod
+    def _target(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        t = _same_shape(BinaryCrossEntropy, pred, target)
+        if t.size and (t.min() < 0 or t.max() > 1):
+            raise ValueError("BinaryCrossEntropy: targets must lie in [0, 1]")
+        return t
+
+
+def _same_shape(loss, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``target`` as an array of pred's shape and dtype; (N,) is taken for (N, 1)."""
+    t = np.asarray(target, dtype=pred.dtype)
+    if pred.ndim == 2 and pred.shape[1] == 1 and t.shape == pred.shape[:1]:
+        t = t[:, None]
+    if t.shape != pred.shape:
+        name = loss.__name__ if isinstance(loss, type) else type(loss).__name__
+        raise ValueError(f"{name}: target of shape {np.shape(target)} does not match "
+                         f"predictions of shape {pred.shape}")
+    return t
