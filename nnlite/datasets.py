@@ -1,9 +1,133 @@
-"""Datasets and mini-batches."""
+"""Datasets (MNIST, Fashion-MNIST, scikit-learn's digits), the IDX format, and mini-batches.
+
+MNIST-style loaders read the four original IDX gzip files from
+``root/<name>/``; ``root`` defaults to ``$NNLITE_DATA``, else ``~/.cache/nnlite``.
+Missing files are downloaded from public mirrors, tried in order, written to
+a temporary name and renamed only once their SHA-256 matches.
+"""
 from __future__ import annotations
 
-from typing import Iterator
+import gzip
+import hashlib
+import http.client
+import os
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
+
+Split = tuple[np.ndarray, np.ndarray]
+
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+#: (SHA-256, size in bytes) of every file, as published with the datasets.
+CHECKSUMS = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz":
+            ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        "train-labels-idx1-ubyte.gz":
+            ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        "t10k-images-idx3-ubyte.gz":
+            ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        "t10k-labels-idx1-ubyte.gz":
+            ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz":
+            ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        "train-labels-idx1-ubyte.gz":
+            ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        "t10k-images-idx3-ubyte.gz":
+            ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        "t10k-labels-idx1-ubyte.gz":
+            ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+    },
+}
+
+#: Public mirrors, tried in order (those torchvision and Keras use).
+MIRRORS = {
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/",
+              "http://yann.lecun.com/exdb/mnist/"],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"],
+}
+
+# IDX type codes: unsigned byte, signed byte, short, int, float, double (big-endian).
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``$NNLITE_DATA``, else ``~/.cache/nnlite``."""
+    if root is None:
+        root = os.environ.get("NNLITE_DATA") or Path.home() / ".cache" / "nnlite"
+    return Path(root).expanduser()
+
+
+def load_mnist(root: str | os.PathLike | None = None, download: bool = True) -> tuple[Split, Split]:
+    """MNIST as ``(x_train, y_train), (x_test, y_test)``: uint8 images (N, 28, 28),
+    int64 labels 0-9; 60,000 training and 10,000 test images."""
+    return _load_idx_dataset("mnist", root, download)
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None,
+                       download: bool = True) -> tuple[Split, Split]:
+    """Fashion-MNIST, in the same form as ``load_mnist``: 10 classes of clothing."""
+    return _load_idx_dataset("fashion-mnist", root, download)
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Split, Split]:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0-16), offline, as
+    ``(x_train, y_train), (x_test, y_test)``: uint8 (N, 8, 8) and int64 labels,
+    split by a stratified draw from ``seed``."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sk_digits()
+    x = digits.images.astype(np.uint8)
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or not) of any element type and rank.
+
+    Validates the magic number and that the payload matches the header's shape.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: cannot be read, it is truncated or corrupt ({e})") from e
+    return parse_idx(data, str(path))
+
+
+def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
+    """The array stored in the bytes of an (uncompressed) IDX file."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise ValueError(f"{name}: not an IDX file (bad magic number {data[:4].hex()!r})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{name}: IDX header is cut short")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, offset=4))
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(f"{name}: header says shape {shape} ({expected:,} bytes of data), "
+                         f"but the file holds {len(data) - header:,}")
+    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = True,
@@ -12,17 +136,81 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bo
     """Yield ``(x_batch, y_batch)`` of ``batch_size`` samples each.
 
     With ``shuffle`` the samples are taken in a random order drawn from ``rng``
-    (a Generator or a seed); without it, batches are views in order. With
-    ``drop_last`` a final, smaller batch is left out.
+    (a Generator or a seed); call again for a new order each epoch. Without it,
+    batches are views, in order. ``drop_last`` leaves out a final, smaller batch.
     """
-    n = len(x)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(x)
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        if order is None:
-            part = slice(start, start + batch_size)
-        else:
-            part = order[start:start + batch_size]
+        part = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
         yield x[part], (None if y is None else y[part])
+
+
+def _load_idx_dataset(name: str, root, download: bool) -> tuple[Split, Split]:
+    folder = data_root(root) / name
+    paths = {file: fetch(name, file, folder, download) for file in FILES}
+    x_train, y_train, x_test, y_test = (read_idx(paths[f]) for f in FILES)
+    return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
+
+
+def fetch(dataset: str, file: str, folder: Path, download: bool = True) -> Path:
+    """The verified path of ``file`` in ``folder``, downloading it if allowed and needed."""
+    path = folder / file
+    sha, size = CHECKSUMS[dataset][file]
+    if path.exists():
+        problem = _verify(path, sha, size)
+        if problem is None:
+            return path
+        if not download:
+            raise ValueError(f"{path} {problem}. Delete it, or pass download=True to fetch "
+                             f"it again.")
+    elif not download:
+        raise FileNotFoundError(
+            f"{file} of {dataset} is not in {folder}. Pass download=True, point NNLITE_DATA "
+            f"(or root=) at a folder holding {dataset}/{file}, or put the file there.")
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in MIRRORS[dataset]:
+        try:
+            _download(mirror + file, path, sha, size)
+            return path
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            errors.append(f"  {mirror + file}: {e}")
+    raise OSError(f"could not download {file} of {dataset}; tried:\n" + "\n".join(errors) +
+                  f"\nDownload it by hand into {folder}, or set NNLITE_DATA to a folder with "
+                  f"{dataset}/{file}.")
+
+
+def _verify(path: Path, sha: str, size: int) -> str | None:
+    """None if ``path`` has the expected size and SHA-256, else what is wrong."""
+    actual_size = path.stat().st_size
+    if actual_size != size:
+        return (f"is {actual_size:,} bytes, expected {size:,} (truncated or a different "
+                f"file)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha:
+        return f"is corrupt: its SHA-256 is {digest}, expected {sha}"
+    return None
+
+
+def _download(url: str, path: Path, sha: str, size: int) -> None:
+    """Stream ``url`` into a temporary file beside ``path``; rename it once verified."""
+    tmp = path.with_name(f".{path.name}.part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out, \
+                tqdm(total=size, unit="B", unit_scale=True, desc=path.name, leave=False) as bar:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        if tmp.stat().st_size != size or digest.hexdigest() != sha:
+            raise ValueError(f"downloaded {tmp.stat().st_size:,} bytes with SHA-256 "
+                             f"{digest.hexdigest()}, expected {size:,} bytes with {sha}")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+import nnlite
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same nnlite generator state."""
+    nnlite.set_seed(0)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    """The folder of original MNIST files, from NNLITE_DATA (CI sets it and requires it)."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("NNLITE_DATA")
+    if root and (Path(root) / "mnist").is_dir():
+        return Path(root)
+    message = "NNLITE_DATA does not point at a folder with mnist/ (see datasets/README.md)"
+    if os.environ.get("NNLITE_REQUIRE_DATA"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -1,0 +1,124 @@
+"""The checking tools: Jacobians both ways, and check_layer catching what it must."""
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import layers
+from nnlite.check import check_layer, jacobian, numerical_jacobian
+
+from test_layers import CASES
+
+
+def test_numerical_jacobian_of_a_known_function():
+    a = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    x = np.array([0.3, -0.7])
+    np.testing.assert_allclose(numerical_jacobian(lambda v: a @ v, x), a, atol=1e-8)
+    np.testing.assert_allclose(numerical_jacobian(np.sin, x), np.diag(np.cos(x)), atol=1e-8)
+
+
+@pytest.mark.parametrize("make, shape", CASES)
+def test_jacobian_agrees_with_finite_differences(make, shape, rng):
+    layer = make().astype(np.float64)
+    if isinstance(layer, layers.Dropout):
+        layer.eval()  # jacobian() runs forward itself: keep it deterministic
+    x = rng.standard_normal(shape)
+    np.testing.assert_allclose(jacobian(layer, x), numerical_jacobian(layer.forward, x),
+                               atol=1e-7)
+
+
+def test_jacobian_of_linear_is_w_transposed_per_row(rng):
+    layer = layers.Linear(3, 2, dtype=np.float64)
+    J = jacobian(layer, rng.standard_normal((1, 3)))
+    np.testing.assert_allclose(J, layer.weight.data.T)
+
+
+def test_softmax_jacobian_is_diag_minus_outer(rng):
+    x = rng.standard_normal((1, 4))
+    s = layers.Softmax()(x)[0]
+    np.testing.assert_allclose(jacobian(layers.Softmax(), x), np.diag(s) - np.outer(s, s),
+                               atol=1e-15)
+
+
+def test_jacobian_of_sequential_is_the_product_of_layer_jacobians(rng):
+    model = nnlite.Sequential(layers.Linear(4, 5), layers.Tanh(), layers.Linear(5, 3),
+                              layers.Softmax()).astype(np.float64)
+    x = rng.standard_normal((1, 4))
+    product = np.eye(x.size)
+    h = x
+    for layer in model:
+        product = jacobian(layer, h) @ product   # J = J₄ J₃ J₂ J₁, along the forward pass
+        h = layer.forward(h)
+    np.testing.assert_allclose(jacobian(model, x), product, atol=1e-12)
+    np.testing.assert_allclose(product, numerical_jacobian(model.forward, x), atol=1e-8)
+
+
+def test_jacobian_leaves_parameter_gradients_alone(rng):
+    layer = layers.Linear(3, 2, dtype=np.float64)
+    layer.weight.grad[...] = 7.0
+    jacobian(layer, rng.standard_normal((2, 3)))
+    np.testing.assert_array_equal(layer.weight.grad, 7.0)
+
+
+class WrongInputGrad(layers.Tanh):
+    def backward(self, grad):
+        return super().backward(grad) * 1.01
+
+
+class WrongWeightGrad(layers.Linear):
+    def backward(self, grad):
+        dx = super().backward(grad)
+        self.weight.grad += 1e-3
+        return dx
+
+
+class OverwritesGrad(layers.Linear):
+    """Assigns instead of adding: right once, wrong when gradients accumulate."""
+    def backward(self, grad):
+        self.weight.grad[...] = self._x.T @ grad
+        self.bias.grad[...] = grad.sum(axis=0)
+        return grad @ self.weight.data.T
+
+
+class ModifiesGrad(layers.ReLU):
+    def backward(self, grad):
+        grad *= self._positive
+        return grad
+
+
+def test_check_layer_catches_a_wrong_input_gradient(rng):
+    report = check_layer(WrongInputGrad(), rng.standard_normal((3, 4)))
+    assert not report.ok and "dL/dx differs" in str(report)
+
+
+def test_check_layer_catches_a_wrong_parameter_gradient(rng):
+    report = check_layer(WrongWeightGrad(4, 3), rng.standard_normal((3, 4)))
+    assert not report.ok and "dL/dweight differs" in str(report)
+    assert "dL/dx" not in "".join(report.problems)
+
+
+def test_check_layer_catches_overwriting_instead_of_accumulating(rng):
+    report = check_layer(OverwritesGrad(4, 3), rng.standard_normal((3, 4)))
+    assert not report.ok and "must accumulate" in str(report)
+
+
+def test_check_layer_catches_a_backward_that_modifies_its_input(rng):
+    report = check_layer(ModifiesGrad(), rng.standard_normal((3, 4)))
+    assert not report.ok and "modified its input" in str(report)
+
+
+def test_check_layer_is_not_fooled_by_stale_gradients_and_restores_state(rng):
+    layer = layers.Linear(4, 3)
+    layer.weight.grad[...] = 123.0   # left over from some earlier backward
+    weight = layer.weight.data.copy()
+    report = check_layer(layer, rng.standard_normal((2, 4)))
+    assert report.ok, str(report)
+    np.testing.assert_array_equal(layer.weight.grad, 123.0)
+    np.testing.assert_array_equal(layer.weight.data, weight)
+    assert layer.weight.data.dtype == np.float32
+
+
+def test_report_reads_well(rng):
+    report = check_layer(layers.Linear(4, 3), rng.standard_normal((2, 4)))
+    text = str(report)
+    assert text.startswith("check_layer(Linear(in_features=4") and "OK" in text
+    assert report.max_abs_error < 1e-6 and bool(report)

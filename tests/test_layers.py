@@ -1,0 +1,192 @@
+"""Every layer nnlite exports is checked against finite differences, on several shapes."""
+import inspect
+
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import layers
+from nnlite.check import check_layer
+
+# One or more constructions per exported layer, and input shapes (batch first) to check
+# them on. A layer exported without an entry here fails test_every_layer_has_a_check.
+EXAMPLES = {
+    "Linear": [(lambda: layers.Linear(5, 3), [(4, 5), (2, 3, 5)]),
+               (lambda: layers.Linear(4, 2, bias=False, init="glorot"), [(3, 4)])],
+    "Flatten": [(layers.Flatten, [(2, 3, 4), (3, 5)])],
+    "ReLU": [(layers.ReLU, [(4, 5), (2, 3, 4)])],
+    "LeakyReLU": [(lambda: layers.LeakyReLU(0.2), [(4, 5), (2, 3, 4)])],
+    "Sigmoid": [(layers.Sigmoid, [(4, 5), (2, 3, 4)])],
+    "Tanh": [(layers.Tanh, [(4, 5), (2, 3, 4)])],
+    "GELU": [(layers.GELU, [(4, 5), (2, 3, 4)])],
+    "Softmax": [(layers.Softmax, [(4, 5)]), (lambda: layers.Softmax(axis=1), [(2, 3, 4)])],
+    "Dropout": [(lambda: layers.Dropout(0.4), [(4, 5), (2, 3, 4)])],
+}
+
+
+def exported_layers():
+    return sorted(name for name in layers.__all__
+                  if inspect.isclass(getattr(layers, name))
+                  and issubclass(getattr(layers, name), nnlite.Layer))
+
+
+def _cases():
+    for name in exported_layers():
+        for make, shapes in EXAMPLES.get(name, []):
+            for shape in shapes:
+                yield pytest.param(make, shape, id=f"{name}-{shape}")
+
+
+CASES = list(_cases())
+
+
+def test_every_layer_has_a_check():
+    missing = [name for name in exported_layers() if name not in EXAMPLES]
+    assert not missing, f"add these layers to EXAMPLES so they are gradient-checked: {missing}"
+
+
+@pytest.mark.parametrize("make, shape", CASES)
+def test_layer_gradients(make, shape, rng):
+    x = rng.standard_normal(shape)
+    report = check_layer(make(), x)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("make, shape", CASES)
+def test_outputs_are_owned_by_the_caller(make, shape, rng):
+    """y1 = f(x1); y2 = f(x2) keeps y1 intact, and forward leaves x alone."""
+    layer = make()
+    x1, x2 = rng.standard_normal(shape), rng.standard_normal(shape)
+    x1_before = x1.copy()
+    y1 = layer(x1.astype(np.float32))
+    y1_before = y1.copy()
+    layer(x2.astype(np.float32))
+    np.testing.assert_array_equal(y1, y1_before)
+    np.testing.assert_array_equal(x1, x1_before)
+
+
+def test_linear_computes_x_w_plus_b():
+    layer = layers.Linear(2, 3, dtype=np.float64)
+    layer.weight.data[...] = [[1, 2, 3], [4, 5, 6]]
+    layer.bias.data[...] = [0.5, 0, -1]
+    np.testing.assert_allclose(layer(np.array([[1.0, 1.0]])), [[5.5, 7, 8]])
+    assert layer.weight.data.dtype == np.float64
+
+
+def test_linear_defaults_to_float32_with_he_scale():
+    layer = layers.Linear(1000, 200)
+    assert layer.weight.data.dtype == np.float32 and layer.bias.data.dtype == np.float32
+    limit = np.sqrt(6 / 1000)
+    assert np.abs(layer.weight.data).max() <= limit
+    assert abs(layer.weight.data.std() - limit / np.sqrt(3)) < 0.01 * limit
+    np.testing.assert_array_equal(layer.bias.data, 0)
+
+
+def test_linear_shape_error_names_layer_and_shapes():
+    with pytest.raises(ValueError, match=r"Linear\(in_features=784.*784.*\(32, 780\)"):
+        layers.Linear(784, 10)(np.zeros((32, 780), np.float32))
+
+
+def test_sequential_shape_error_names_position():
+    model = nnlite.Sequential(layers.Linear(4, 3), layers.ReLU(), layers.Linear(2, 1))
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\).*\(N, 2\).*\(5, 3\)"):
+        model(np.zeros((5, 4), np.float32))
+
+
+def test_backward_before_forward_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        layers.ReLU().backward(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("name, f", [
+    ("ReLU", lambda x: np.maximum(x, 0)),
+    ("Sigmoid", lambda x: 1 / (1 + np.exp(-x))),
+    ("Tanh", np.tanh),
+    ("GELU", lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
+])
+def test_activation_values(name, f, rng):
+    x = rng.standard_normal((3, 4)) * 3
+    np.testing.assert_allclose(getattr(layers, name)()(x), f(x), rtol=1e-12, atol=1e-15)
+
+
+def test_leaky_relu_and_softmax_values():
+    x = np.array([[-2.0, 0.5, 3.0]])
+    np.testing.assert_allclose(layers.LeakyReLU(0.1)(x), [[-0.2, 0.5, 3.0]])
+    s = layers.Softmax()(np.array([[1000.0, 1000.0, 1000.0 + np.log(2)]]))
+    np.testing.assert_allclose(s, [[0.25, 0.25, 0.5]])
+
+
+def test_sigmoid_does_not_overflow():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = layers.Sigmoid()(np.array([-1000.0, 0.0, 1000.0], np.float32))
+    np.testing.assert_array_equal(y, [0, 0.5, 1])
+
+
+def test_dropout_is_inverted_and_identity_in_eval():
+    drop = layers.Dropout(0.25)
+    x = np.ones((2000, 50), np.float32)
+    y = drop(x)
+    assert set(np.unique(y)) == {0, np.float32(1 / 0.75)}
+    assert abs((y == 0).mean() - 0.25) < 0.01
+    drop.eval()
+    np.testing.assert_array_equal(drop(x), x)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_dropout_rejects_p_outside_0_1(p):
+    with pytest.raises(ValueError, match=r"Dropout.*\[0, 1\)"):
+        layers.Dropout(p)
+
+
+def test_parameters_register_in_assignment_order():
+    class Block(nnlite.Layer):
+        def __init__(self):
+            super().__init__()
+            self.scale = nnlite.Parameter(np.ones(3))
+            self.inner = layers.Linear(3, 2)
+            self.shift = nnlite.Parameter(np.zeros(2))
+
+        def forward(self, x):
+            return self.inner(x * self.scale.data) + self.shift.data
+
+    block = Block()
+    names = [name for name, _ in block.named_parameters()]
+    assert names == ["scale", "shift", "inner.weight", "inner.bias"]
+    assert len(block.parameters()) == 4
+    model = nnlite.Sequential(block, layers.ReLU())
+    assert [n for n, _ in model.named_parameters()][0] == "0.scale"
+
+
+def test_parameter_keeps_dtype_and_grad_starts_at_zero():
+    p = nnlite.Parameter(np.ones((2, 3), np.float64))
+    assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+    np.testing.assert_array_equal(p.grad, 0)
+
+
+def test_backward_accumulates_and_zero_grad_resets(rng):
+    layer = layers.Linear(3, 2, dtype=np.float64)
+    x, g = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    layer(x)
+    layer.backward(g)
+    once = layer.weight.grad.copy()
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, 2 * once)
+    layer.zero_grad()
+    np.testing.assert_array_equal(layer.weight.grad, 0)
+
+
+def test_train_and_eval_modes_propagate():
+    model = nnlite.Sequential(layers.Linear(2, 2), nnlite.Sequential(layers.Dropout(0.5)))
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_astype_converts_the_model(rng):
+    model = nnlite.Sequential(layers.Linear(3, 2), layers.Tanh())
+    assert model.dtype == np.float32
+    model.astype(np.float64)
+    assert model.dtype == np.float64
+    assert all(p.grad.dtype == np.float64 for p in model.parameters())
+    assert model[0].get_config()["dtype"] == "float64"

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from nnlite import losses
+from nnlite.check import numerical_jacobian
+
+
+def numerical_grad(loss, pred, target):
+    return numerical_jacobian(lambda p: np.array([loss.forward(p, target)]), pred).reshape(
+        pred.shape)
+
+
+@pytest.fixture
+def logits(rng):
+    return rng.standard_normal((5, 4)) * 3
+
+
+def test_cross_entropy_value_with_labels():
+    z = np.array([[0.0, 0.0], [np.log(3), 0.0]])
+    y = np.array([0, 1])
+    expected = (np.log(2) + np.log(4)) / 2  # -log(1/2), -log(1/4)
+    assert losses.CrossEntropy().forward(z, y) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("target_kind", ["labels", "onehot", "soft"])
+def test_cross_entropy_gradient(logits, rng, target_kind):
+    labels = np.array([0, 3, 1, 1, 2])
+    target = {"labels": labels,
+              "onehot": np.eye(4)[labels],
+              "soft": rng.dirichlet(np.ones(4), size=5)}[target_kind]
+    loss = losses.CrossEntropy()
+    loss.forward(logits, target)
+    np.testing.assert_allclose(loss.backward(), numerical_grad(loss, logits, target),
+                               atol=1e-8)
+
+
+def test_cross_entropy_labels_and_onehot_agree(logits):
+    labels = np.array([0, 3, 1, 1, 2])
+    a, b = losses.CrossEntropy(), losses.CrossEntropy()
+    assert a.forward(logits, labels) == pytest.approx(b.forward(logits, np.eye(4)[labels]))
+    np.testing.assert_allclose(a.backward(), b.backward(), atol=1e-15)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n(logits):
+    labels = np.array([0, 3, 1, 1, 2])
+    loss = losses.CrossEntropy()
+    loss.forward(logits, labels)
+    s = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(loss.backward(), (s - np.eye(4)[labels]) / 5, atol=1e-15)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    z = np.array([[1e4, 0.0, -1e4]], np.float32)
+    loss = losses.CrossEntropy()
+    assert loss.forward(z, np.array([0])) == 0.0
+    assert loss.forward(z, np.array([1])) == pytest.approx(1e4)
+    assert np.isfinite(loss.backward()).all()
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 1, 4, 0, 1]), r"label 4 is outside \[0, 4\)"),
+    (np.array([0, -1, 2, 0, 1]), r"label -1 is outside"),
+    (np.array([0.5, 1, 2, 0, 1]), "must be integers"),
+    (np.array([0, 1, 2]), r"target of shape \(3,\) does not fit logits of shape \(5, 4\)"),
+    (np.zeros((5, 3)), r"target of shape \(5, 3\)"),
+])
+def test_cross_entropy_rejects_bad_labels(logits, labels, message):
+    with pytest.raises(ValueError, match=message):
+        losses.CrossEntropy().forward(logits, labels)
+
+
+def test_cross_entropy_accepts_whole_float_labels(logits):
+    a = losses.CrossEntropy().forward(logits, np.array([0.0, 3, 1, 1, 2]))
+    assert a == pytest.approx(losses.CrossEntropy().forward(logits, np.array([0, 3, 1, 1, 2])))
+
+
+def test_mse_value_and_gradient(rng):
+    pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    loss = losses.MSE()
+    assert loss.forward(pred, target) == pytest.approx(np.mean((pred - target) ** 2))
+    np.testing.assert_allclose(loss.backward(), numerical_grad(loss, pred, target), atol=1e-8)
+    with pytest.raises(ValueError, match=r"MSE: target of shape \(4, 2\)"):
+        loss.forward(pred, target[:, :2])
+
+
+def test_binary_cross_entropy_value_gradient_and_stability(rng):
+    z = rng.standard_normal((6, 1)) * 4
+    t = rng.integers(0, 2, 6).astype(float)
+    loss = losses.BinaryCrossEntropy()
+    p = 1 / (1 + np.exp(-z[:, 0]))
+    expected = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
+    assert loss.forward(z, t) == pytest.approx(expected, rel=1e-10)
+    np.testing.assert_allclose(loss.backward(), numerical_grad(loss, z, t), atol=1e-8)
+    big = np.array([[800.0], [-800.0]])
+    assert loss.forward(big, np.array([0.0, 1.0])) == pytest.approx(800.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        loss.forward(z, t + 2)
+
+
+def test_accuracy():
+    z = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+    assert losses.CrossEntropy().accuracy(z, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    assert losses.BinaryCrossEntropy().accuracy(np.array([[1.0], [-1.0]]),
+                                                np.array([1, 1])) == 0.5
+    with pytest.raises(ValueError, match="not a classification loss"):
+        losses.MSE().accuracy(z, z)

@@ -1,0 +1,185 @@
+"""Optimizer updates against the algorithms documented for torch.optim, step by step."""
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import layers, optim
+
+
+def reference(name, theta, grads, lr, **hp):
+    """The torch.optim documentation's pseudo-code, written plainly for one array."""
+    theta = theta.copy()
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    b = np.zeros_like(theta)
+    wd = hp.get("weight_decay", 1e-2 if name == "AdamW" else 0.0)
+    for t, grad in enumerate(grads, start=1):
+        if name == "SGD":
+            g = grad + wd * theta
+            mu = hp.get("momentum", 0.0)
+            if mu:
+                b = mu * b + g if t > 1 else g.copy()
+                g = g + mu * b if hp.get("nesterov") else b
+            theta = theta - lr * g
+        elif name in ("Adam", "AdamW"):
+            b1, b2 = hp.get("betas", (0.9, 0.999))
+            eps = hp.get("eps", 1e-8)
+            if name == "AdamW":
+                theta = theta - lr * wd * theta
+                g = grad
+            else:
+                g = grad + wd * theta
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        elif name == "RMSprop":
+            alpha, eps, mu = hp.get("alpha", 0.99), hp.get("eps", 1e-8), hp.get("momentum", 0.0)
+            g = grad + wd * theta
+            v = alpha * v + (1 - alpha) * g * g
+            if mu:
+                b = mu * b + g / (np.sqrt(v) + eps)
+                theta = theta - lr * b
+            else:
+                theta = theta - lr * g / (np.sqrt(v) + eps)
+    return theta
+
+
+CONFIGS = [
+    ("SGD", {}), ("SGD", {"momentum": 0.9}), ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("SGD", {"momentum": 0.5, "weight_decay": 0.1}),
+    ("Adam", {}), ("Adam", {"weight_decay": 0.05, "betas": (0.8, 0.99), "eps": 1e-6}),
+    ("AdamW", {}), ("AdamW", {"weight_decay": 0.3}),
+    ("RMSprop", {}), ("RMSprop", {"momentum": 0.9, "weight_decay": 0.01}),
+]
+
+
+@pytest.mark.parametrize("name, hp", CONFIGS, ids=[f"{n}-{h}" for n, h in CONFIGS])
+def test_updates_match_torch_algorithms(name, hp, rng):
+    shapes = [(3, 4), (4,), (2, 2)]
+    params = [nnlite.Parameter(rng.standard_normal(s)) for s in shapes]
+    start = [p.data.copy() for p in params]
+    grads = [[rng.standard_normal(s) for _ in range(6)] for s in shapes]
+    opt = getattr(optim, name)(params, lr=0.05, **hp)
+    for step in range(6):
+        opt.zero_grad()
+        for p, g in zip(params, grads):
+            p.grad += g[step]
+        opt.step()
+    for p, theta0, g in zip(params, start, grads):
+        np.testing.assert_allclose(p.data, reference(name, theta0, g, 0.05, **hp),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_adam_first_step_by_hand():
+    p = nnlite.Parameter(np.array([1.0, -2.0]))
+    p.grad[...] = [0.5, -3.0]
+    optim.Adam([p], lr=0.1).step()
+    # m̂ = g and v̂ = g², so the first step is lr · g/(|g| + ε) ≈ lr · sign(g)
+    np.testing.assert_allclose(p.data, [0.9, -1.9], rtol=1e-7)
+
+
+def test_sgd_step_by_hand():
+    p = nnlite.Parameter(np.array([1.0, 2.0]))
+    opt = optim.SGD([p], lr=0.5, momentum=0.9)
+    for _ in range(2):
+        p.grad[...] = [1.0, -1.0]
+        opt.step()
+    # b₁ = g, θ₁ = θ₀ − 0.5g; b₂ = 0.9g + g = 1.9g, θ₂ = θ₁ − 0.95g
+    np.testing.assert_allclose(p.data, [1 - 0.5 - 0.95, 2 + 0.5 + 0.95])
+
+
+def test_optimizer_does_not_modify_grad_when_decaying():
+    p = nnlite.Parameter(np.array([1.0, 2.0]))
+    p.grad[...] = [0.1, 0.2]
+    optim.Adam([p], weight_decay=0.5).step()
+    np.testing.assert_array_equal(p.grad, [0.1, 0.2])
+
+
+def test_reassigned_data_and_grad_are_respected():
+    layer = layers.Linear(3, 2, dtype=np.float64)
+    opt = optim.SGD(layer.parameters(), lr=1.0)
+    layer.weight.data = np.ones((3, 2))          # a fresh array
+    layer.bias.data[...] = 5.0                    # edited in place
+    layer.weight.grad = np.full((3, 2), 0.25)     # a fresh gradient array
+    opt.step()
+    np.testing.assert_array_equal(layer.weight.data, 0.75)
+    np.testing.assert_array_equal(layer.bias.data, 5.0)
+    opt.zero_grad()
+    np.testing.assert_array_equal(layer.weight.grad, 0)
+
+
+def test_a_second_optimizer_over_the_same_parameters():
+    p = nnlite.Parameter(np.array([1.0]))
+    first = optim.SGD([p], lr=1.0)
+    second = optim.SGD([p], lr=0.1)
+    p.grad[...] = 1.0
+    second.step()
+    assert p.data[0] == pytest.approx(0.9)
+    p.grad[...] = 1.0
+    first.step()          # sees the 0.9 the second optimizer left
+    assert p.data[0] == pytest.approx(-0.1)
+    p.grad[...] = 1.0
+    second.step()
+    assert p.data[0] == pytest.approx(-0.2)
+
+
+def test_changed_shape_is_a_clear_error():
+    p = nnlite.Parameter(np.zeros(3))
+    opt = optim.SGD([p], lr=0.1)
+    p.data = np.zeros(4)
+    with pytest.raises(ValueError, match=r"changed shape from \(3,\) to \(4,\)"):
+        opt.step()
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, lr=0), lambda ps: optim.Adam(ps, lr=-1e-3),
+    lambda ps: optim.RMSprop(ps, lr=0.0), lambda ps: optim.AdamW(ps, lr=float("nan")),
+])
+def test_non_positive_learning_rate_is_rejected(make):
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        make([nnlite.Parameter(np.zeros(2))])
+
+
+def test_empty_parameter_list_is_rejected():
+    with pytest.raises(ValueError, match="empty parameter list"):
+        optim.Adam([])
+
+
+def test_clip_grad_norm():
+    a, b = nnlite.Parameter(np.zeros(2)), nnlite.Parameter(np.zeros(1))
+    a.grad[...] = [3.0, 0.0]
+    b.grad[...] = [4.0]
+    assert optim.clip_grad_norm_([a, b], 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.concatenate([a.grad, b.grad]), [0.6, 0, 0.8], rtol=1e-5)
+
+
+def test_max_grad_norm_clips_before_the_step():
+    p = nnlite.Parameter(np.array([0.0, 0.0]))
+    p.grad[...] = [30.0, 40.0]
+    optim.SGD([p], lr=1.0, max_grad_norm=5.0).step()
+    np.testing.assert_allclose(p.data, [-3.0, -4.0], rtol=1e-6)
+
+
+def test_schedules():
+    p = nnlite.Parameter(np.zeros(1))
+    opt = optim.SGD([p], lr=1.0)
+    step = optim.StepLR(opt, step_size=2, gamma=0.5)
+    lrs = []
+    for _ in range(5):
+        step.step()
+        lrs.append(opt.lr)
+    assert lrs == [1.0, 0.5, 0.5, 0.25, 0.25]
+    opt2 = optim.SGD([p], lr=1.0)
+    cos = optim.CosineAnnealingLR(opt2, T_max=4, eta_min=0.0)
+    values = []
+    for _ in range(4):
+        cos.step()
+        values.append(opt2.lr)
+    np.testing.assert_allclose(values, [0.5 + 0.5 * np.cos(np.pi * k / 4) for k in range(1, 5)])
+
+
+def test_mixed_dtypes_are_a_clear_error():
+    with pytest.raises(ValueError, match="different dtypes"):
+        optim.SGD([nnlite.Parameter(np.zeros(2, np.float32)),
+                   nnlite.Parameter(np.zeros(2, np.float64))], lr=0.1)
