@@ -1,0 +1,40 @@
+"""The examples run as a user runs them, and print what README says they print."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(script, *args, cwd, env=None):
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def accuracy(stdout):
+    match = re.search(r"^test accuracy: (0\.\d{4})$", stdout.strip().splitlines()[-1])
+    assert match, stdout[-500:]
+    return float(match.group(1))
+
+
+def test_digits_mlp(tmp_path):
+    assert accuracy(run("digits_mlp.py", "--epochs", "10", cwd=tmp_path)) > 0.9
+
+
+def test_custom_layer(tmp_path):
+    out = run("custom_layer.py", cwd=tmp_path)
+    assert "check_layer(Swish(features=4)): OK" in out and accuracy(out) > 0.9
+
+
+@pytest.mark.parametrize("dataset, floor", [("mnist", 0.90), ("fashion-mnist", 0.78)])
+def test_mnist_mlp_one_quick_epoch(tmp_path, data_root, dataset, floor):
+    out = run("mnist_mlp.py", "--data-dir", str(data_root), "--dataset", dataset,
+              "--epochs", "1", "--hidden", "64", "--batch-size", "256", "--save", "m.npz",
+              cwd=tmp_path)
+    assert accuracy(out) > floor
+    assert (tmp_path / "m.npz").exists()
