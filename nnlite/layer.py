@@ -33,14 +33,40 @@ def default_rng() -> np.random.Generator:
 class Parameter:
     """A trainable array: ``.data`` and its gradient ``.grad`` (same shape and dtype).
 
-    ``backward`` adds into ``.grad``; optimizers and ``zero_grad`` reset it.
+    ``backward`` adds into ``.grad``; optimizers and ``zero_grad`` reset it. The reset
+    is lazy: the zeros are written when ``.grad`` is next read, or not at all when
+    ``add_matmul`` can write its product straight into the gradient.
     """
 
     def __init__(self, data: Any):
         self.data = np.asarray(data)
         if not np.issubdtype(self.data.dtype, np.floating):
             self.data = self.data.astype(np.float32)
-        self.grad = np.zeros_like(self.data)
+        self._grad = np.zeros_like(self.data)
+        self._zero_pending = False
+
+    @property
+    def grad(self) -> np.ndarray:
+        if self._zero_pending:
+            self._grad[...] = 0
+            self._zero_pending = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray) -> None:
+        self._grad = value
+        self._zero_pending = False
+
+    def zero_grad(self) -> None:
+        self._zero_pending = True
+
+    def add_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
+        """grad += a @ b, computed into the gradient itself when it was just zeroed."""
+        if self._zero_pending:
+            np.matmul(a, b, out=self._grad)
+            self._zero_pending = False
+        else:
+            self._grad += a @ b
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -53,9 +79,6 @@ class Parameter:
     @property
     def size(self) -> int:
         return self.data.size
-
-    def zero_grad(self) -> None:
-        self.grad[...] = 0
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"

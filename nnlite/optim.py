@@ -60,9 +60,21 @@ class _FlatStore:
         """Copy in any array a user (or another optimizer) put on a parameter."""
         for i, p in enumerate(self.params):
             stale_data = p.data is not self.data_views[i]
-            stale_grad = p.grad is not self.grad_views[i]
+            stale_grad = p._grad is not self.grad_views[i]
             if stale_data or stale_grad:
                 self._adopt(i, stale_data, stale_grad)
+
+    def zero_grad(self) -> None:
+        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
+        self.sync()
+        for p in self.params:
+            p.zero_grad()
+
+    def grads(self) -> np.ndarray:
+        """The flat gradient array, with any pending zeros written."""
+        for p in self.params:
+            p.grad  # reading a gradient writes its pending zeros
+        return self.grad
 
 
 class Optimizer:
@@ -94,18 +106,18 @@ class Optimizer:
         self._scratch = np.empty_like(self._store.data)
 
     def zero_grad(self) -> None:
-        self._store.sync()
-        self._store.grad.fill(0)
+        self._store.zero_grad()
 
     def step(self) -> None:
         store = self._store
         store.sync()
+        grad = store.grads()
         if self.max_grad_norm is not None:
-            norm = math.sqrt(float(np.dot(store.grad, store.grad)))
+            norm = math.sqrt(float(np.dot(grad, grad)))
             if norm > self.max_grad_norm:
-                store.grad *= self.max_grad_norm / (norm + 1e-6)
+                grad *= self.max_grad_norm / (norm + 1e-6)
         self.steps += 1
-        self._update(store.data, store.grad)
+        self._update(store.data, grad)
 
     def _update(self, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
@@ -181,7 +193,11 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  with t the step count,
-    θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).  Weight decay is L2 (g ← g + λθ)."""
+    θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).  Weight decay is L2 (g ← g + λθ).
+
+    The state holds m/(1−β₁) and v/(1−β₂), which update in fewer passes over memory
+    (m' ← β₁m' + g); the constants are folded into the step, so the result is the same.
+    """
 
     decoupled = False
 
@@ -202,18 +218,18 @@ class Adam(Optimizer):
         else:
             g = self._decayed(p, g)
         m, v, tmp = self._buffer("exp_avg"), self._buffer("exp_avg_sq"), self._scratch
-        m *= b1
-        m += np.multiply(g, 1 - b1, out=tmp)
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
+        m *= b1                       # m = m_torch / (1 - b1)
+        m += g
+        np.multiply(g, g, out=tmp)    # v = v_torch / (1 - b2)
         v *= b2
         v += tmp
-        # lr/(1-b1ᵗ) · m/(√v/√(1-b2ᵗ) + ε) = [lr·√(1-b2ᵗ)/(1-b1ᵗ)] · m/(√v + ε·√(1-b2ᵗ))
-        root_c2 = math.sqrt(1 - b2 ** t)
+        # lr/(1-b1ᵗ)·m_torch/(√v_torch/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
+        step = self.lr * (1 - b1) / (1 - b1 ** t) * math.sqrt((1 - b2 ** t) / (1 - b2))
+        eps_hat = self.eps * math.sqrt((1 - b2 ** t) / (1 - b2))
         np.sqrt(v, out=tmp)
-        tmp += self.eps * root_c2
+        tmp += eps_hat
         np.divide(m, tmp, out=tmp)
-        tmp *= self.lr * root_c2 / (1 - b1 ** t)
+        tmp *= step
         p -= tmp
 
     def get_config(self) -> dict[str, Any]:

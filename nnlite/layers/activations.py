@@ -14,11 +14,11 @@ class ReLU(Layer):
     """y = max(x, 0).  VJP: g ⊙ [x > 0]."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._positive = x > 0
+        self._x = x
         return np.maximum(x, 0)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad * self._cached("_positive")
+        return grad * (self._cached("_x") > 0)
 
 
 class LeakyReLU(Layer):

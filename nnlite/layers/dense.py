@@ -49,9 +49,9 @@ class Linear(Layer):
             raise ValueError(f"{self!r}.backward expects a gradient of shape "
                              f"{x.shape[:-1] + (self.out_features,)}, got {grad.shape}")
         x2, g2 = x.reshape(-1, self.in_features), grad.reshape(-1, self.out_features)
-        self.weight.grad += x2.T @ g2
+        self.weight.add_matmul(x2.T, g2)
         if self.bias is not None:
-            self.bias.grad += g2.sum(axis=0)
+            self.bias.add_matmul(np.ones(len(g2), g2.dtype), g2)  # the column sums of g
         if not self.input_grad:
             return None
         return grad @ self.weight.data.T

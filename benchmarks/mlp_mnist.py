@@ -1,0 +1,251 @@
+"""Train a 784-256-128-10 ReLU MLP on MNIST with nnlite, PyTorch (CPU), scikit-learn and a
+"GEMM floor" (the same matrix products and nothing else), in one process, alternating the
+contenders round by round so machine noise hits them alike; print ratios.
+
+    python benchmarks/mlp_mnist.py [--rounds 5] [--data-dir DIR] [--no-scaling]
+
+PyTorch is optional (pip install -e ".[bench]"); without it its columns are left out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+import nnlite
+from nnlite.layers import Linear, ReLU
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+BATCH, LR = 128, 1e-3
+
+
+# -- contenders: each is built once, then .epoch() trains one epoch; .accuracy() tests ----------
+class NNLite:
+    name = "nnlite"
+
+    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0):
+        nnlite.set_seed(seed)
+        sizes = [x.shape[1], *hidden]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [Linear(a, b), ReLU()]
+        self.model = nnlite.Sequential(*layers, Linear(sizes[-1], 10))
+        self.opt = nnlite.optim.Adam(self.model.parameters(), lr=LR)
+        self.loss = nnlite.losses.CrossEntropy()
+        self.x, self.y, self.batch, self.epochs = x, y, batch, 0
+
+    def epoch(self):
+        self.model.fit(self.x, self.y, loss=self.loss, optimizer=self.opt, batch_size=self.batch,
+                       epochs=self.epochs + 1, initial_epoch=self.epochs, verbose=False, seed=0)
+        self.epochs += 1
+
+    def predict(self, x):
+        return self.model.predict(x, batch_size=1024)
+
+    def accuracy(self, x, y):
+        return float(np.mean(self.predict(x).argmax(1) == y))
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0):
+        torch.manual_seed(seed)
+        sizes = [x.shape[1], *hidden]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        self.model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 10))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.batch = batch
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def epoch(self):
+        order = torch.randperm(len(self.x), generator=self.gen)
+        for start in range(0, len(order), self.batch):
+            idx = order[start:start + self.batch]
+            self.opt.zero_grad()
+            self.loss(self.model(self.x[idx]), self.y[idx]).backward()
+            self.opt.step()
+
+    def predict(self, x):
+        with torch.no_grad():
+            xt = torch.from_numpy(x)
+            return torch.cat([self.model(xt[i:i + 1024]) for i in range(0, len(xt), 1024)]).numpy()
+
+    def accuracy(self, x, y):
+        return float(np.mean(self.predict(x).argmax(1) == y))
+
+
+class SKLearn:
+    name = "scikit-learn"
+
+    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0):
+        from sklearn.neural_network import MLPClassifier
+        self.model = MLPClassifier(hidden_layer_sizes=hidden, solver="adam", batch_size=batch,
+                                   learning_rate_init=LR, alpha=0.0, random_state=seed)
+        self.x, self.y, self.classes = x, y, np.arange(10)
+
+    def epoch(self):
+        self.model.partial_fit(self.x, self.y, classes=self.classes)
+
+    def predict(self, x):
+        return self.model.predict_proba(x)
+
+    def accuracy(self, x, y):
+        return float(np.mean(self.model.predict(x) == y))
+
+
+class GemmFloor:
+    """Only the matrix products one training step needs: forward, weight gradients, and the
+    input gradients of every layer but the first. No activations, loss, optimizer or batching."""
+    name = "GEMM floor"
+
+    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0):
+        rng = np.random.default_rng(seed)
+        sizes = [x.shape[1], *hidden, 10]
+        self.w = [rng.standard_normal((a, b)).astype(np.float32) * 0.01
+                  for a, b in zip(sizes, sizes[1:])]
+        self.dw = [np.empty_like(w) for w in self.w]
+        self.h = [rng.standard_normal((batch, s)).astype(np.float32) for s in sizes]
+        self.g = [np.empty((batch, s), np.float32) for s in sizes]
+        self.steps = len(x) // batch
+
+    def epoch(self):
+        h, g, w, dw = self.h, self.g, self.w, self.dw
+        for _ in range(self.steps):
+            for i in range(len(w)):
+                np.matmul(h[i], w[i], out=h[i + 1])
+            g[-1][...] = h[-1]
+            for i in reversed(range(len(w))):
+                np.matmul(h[i].T, g[i + 1], out=dw[i])
+                if i:
+                    np.matmul(g[i + 1], w[i].T, out=g[i])
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def race(contenders, rounds):
+    """Median seconds per epoch of each contender, alternating them every round."""
+    times = {c.name: [] for c in contenders}
+    for r in range(rounds):
+        for c in contenders:
+            start = time.perf_counter()
+            c.epoch()
+            times[c.name].append(time.perf_counter() - start)
+        print(f"  round {r + 1}/{rounds}: " +
+              ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), flush=True)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def traced_peak(run):
+    """Peak bytes allocated through Python's tracer while ``run()`` executes (NumPy reports its
+    arrays to it; PyTorch's allocations are invisible to it)."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    run()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+def table(header, rows):
+    widths = [max(len(str(v)) for v in col) for col in zip(header, *rows)]
+    line = lambda vals: "| " + " | ".join(str(v).rjust(w) for v, w in zip(vals, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, rows)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
+    parser.add_argument("--no-sklearn", action="store_true")
+    args = parser.parse_args()
+
+    root = args.data_dir or os.environ.get("NNLITE_DATA") or \
+        Path(__file__).resolve().parent.parent / "datasets"
+    (x, y), (xt, yt) = nnlite.datasets.load_mnist(root)
+    x = (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32)
+    xt = (xt.reshape(len(xt), -1) / np.float32(255)).astype(np.float32)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"numpy {np.__version__}" + (f", torch {torch.__version__} "
+                                       f"({torch.get_num_threads()} threads)" if torch else ""))
+    kinds = [NNLite, *([Torch] if torch else []), *([] if args.no_sklearn else [SKLearn]),
+             GemmFloor]
+    contenders = [k(x, y) for k in kinds]
+    print(f"MNIST, 784-256-128-10 ReLU MLP, Adam lr {LR}, batch {BATCH}, float32, "
+          f"median of {args.rounds} alternating rounds")
+    median = race(contenders, args.rounds)
+
+    peaks = {}
+    for c in contenders:
+        if c.name != "pytorch":
+            peaks[c.name] = traced_peak(c.epoch)
+    ref = median.get("pytorch")
+    floor = median["GEMM floor"]
+    rows = []
+    for c in contenders:
+        m = median[c.name]
+        acc = f"{c.accuracy(xt, yt):.4f}" if hasattr(c, "accuracy") else "-"
+        rows.append([c.name, f"{m:.3f}", f"{len(x) / m:,.0f}",
+                     f"{m / ref:.2f}x" if ref else "-", f"{m / floor:.2f}x",
+                     f"{peaks[c.name] / 2**20:.1f} MiB" if c.name in peaks else "-", acc])
+    print()
+    print(table(["", "s/epoch", "samples/s", "vs PyTorch", "vs GEMM floor",
+                 "peak alloc/epoch", f"test acc ({args.rounds + 1} ep)"], rows))
+
+    if torch:
+        print("\nPrediction on the 10,000 test images (samples/s, best of 5):")
+        pred_rows = []
+        for c in contenders[:2]:
+            best = min(_timed(lambda: c.predict(xt)) for _ in range(5))
+            pred_rows.append([c.name, f"{len(xt) / best:,.0f}"])
+        print(table(["", "samples/s"], pred_rows))
+
+    if not args.no_scaling:
+        scaling(x, y, [NNLite, *([Torch] if torch else []), GemmFloor])
+
+
+def _timed(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def scaling(x, y, kinds, n=20000, rounds=3):
+    """Epoch time on ``n`` samples across batch sizes and hidden widths."""
+    x, y = x[:n], y[:n]
+    for label, settings in [("batch size", [dict(batch=b) for b in (32, 128, 512, 1024)]),
+                            ("hidden width", [dict(hidden=(h, h // 2)) for h in
+                                              (128, 512, 1024, 2048)])]:
+        rows = []
+        for s in settings:
+            print(f"scaling {label} {s}", flush=True)
+            median = race([k(x, y, **s) for k in kinds], rounds)
+            value = s.get("batch") or s["hidden"][0]
+            nn, floor = median["nnlite"], median["GEMM floor"]
+            pt = median.get("pytorch")
+            rows.append([value, f"{nn:.3f}", f"{pt:.3f}" if pt else "-",
+                         f"{nn / pt:.2f}x" if pt else "-", f"{nn / floor:.2f}x"])
+        print(f"\nScaling with {label} ({n:,} samples per epoch, median of {rounds}):")
+        print(table([label, "nnlite s", "pytorch s", "nnlite/pytorch", "nnlite/floor"], rows))
+
+
+if __name__ == "__main__":
+    main()
