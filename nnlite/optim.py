@@ -108,6 +108,15 @@ class Optimizer:
     def zero_grad(self) -> None:
         self._store.zero_grad()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Views into the flat store do not survive pickling or deepcopy: rebuild them.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_store", "_scratch")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._store = _FlatStore(self.params)
+        self._scratch = np.empty_like(self._store.data)
+
     def step(self) -> None:
         store = self._store
         store.sync()

@@ -38,3 +38,8 @@ def test_mnist_mlp_one_quick_epoch(tmp_path, data_root, dataset, floor):
               cwd=tmp_path)
     assert accuracy(out) > floor
     assert (tmp_path / "m.npz").exists()
+
+
+def test_sklearn_search(tmp_path):
+    out = run("sklearn_search.py", cwd=tmp_path)
+    assert "best parameters: {" in out and accuracy(out) >= 0.93

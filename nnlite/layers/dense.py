@@ -16,11 +16,12 @@ class Linear(Layer):
 
     ``init="he"`` draws W from U(±√(6/fan_in)), right for ReLU networks;
     ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid.
-    Biases start at zero.
+    Biases start at zero. Draws come from ``rng``, else nnlite's generator.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init: str = "he", dtype: Any = np.float32):
+                 init: str = "he", dtype: Any = np.float32,
+                 rng: np.random.Generator | None = None):
         super().__init__()
         if init not in ("he", "glorot"):
             raise ValueError(f"Linear: init must be 'he' or 'glorot', got {init!r}")
@@ -28,7 +29,7 @@ class Linear(Layer):
         self.init, self.dtype = init, np.dtype(dtype)
         fan = in_features if init == "he" else in_features + out_features
         limit = np.sqrt(6.0 / fan)
-        w = default_rng().uniform(-limit, limit, (in_features, out_features))
+        w = (rng or default_rng()).uniform(-limit, limit, (in_features, out_features))
         self.weight = Parameter(w.astype(self.dtype))
         self.bias = Parameter(np.zeros(out_features, self.dtype)) if bias else None
         self._x = None
