@@ -21,7 +21,25 @@ EXAMPLES = {
     "GELU": [(layers.GELU, [(4, 5), (2, 3, 4)])],
     "Softmax": [(layers.Softmax, [(4, 5)]), (lambda: layers.Softmax(axis=1), [(2, 3, 4)])],
     "Dropout": [(lambda: layers.Dropout(0.4), [(4, 5), (2, 3, 4)])],
+    "Conv2D": [(lambda: layers.Conv2D(2, 3, 3), [(2, 2, 5, 5)]),
+               (lambda: layers.Conv2D(3, 2, (2, 3), stride=2, padding=1), [(2, 3, 5, 6)]),
+               (lambda: layers.Conv2D(1, 2, 1, bias=False), [(3, 1, 3, 2)])],
+    "MaxPool2D": [(lambda: layers.MaxPool2D(2), [(2, 3, 4, 4), (1, 2, 5, 5)]),
+                  (lambda: layers.MaxPool2D(3, stride=2), [(2, 2, 7, 5)])],
+    "AvgPool2D": [(lambda: layers.AvgPool2D(2), [(2, 3, 4, 4)]),
+                  (lambda: layers.AvgPool2D((3, 2), stride=1), [(2, 2, 4, 5)])],
+    "BatchNorm": [(lambda: layers.BatchNorm(4), [(5, 4)]),
+                  (lambda: layers.BatchNorm(3), [(2, 3, 3, 4)]),
+                  (lambda: _with_running_stats(layers.BatchNorm(3)).eval(), [(2, 3, 2, 2)])],
 }
+
+
+def _with_running_stats(bn):
+    rng = np.random.default_rng(1)
+    bn.running_mean[...] = rng.standard_normal(bn.num_features)
+    bn.running_var[...] = rng.uniform(0.5, 2, bn.num_features)
+    bn.weight.data[...] = rng.uniform(0.5, 2, bn.num_features)
+    return bn
 
 
 def exported_layers():

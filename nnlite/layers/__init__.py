@@ -1,7 +1,9 @@
 """nnlite's layers, one module per family."""
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .convolution import AvgPool2D, Conv2D, MaxPool2D
 from .dense import Flatten, Linear
+from .normalisation import BatchNorm
 from .regularisation import Dropout
 
 __all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-           "Dropout"]
+           "Dropout", "Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm"]

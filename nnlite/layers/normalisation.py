@@ -1,0 +1,78 @@
+"""Normalisation layers: BatchNorm."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..layer import Layer, Parameter
+
+
+class BatchNorm(Layer):
+    """Batch normalisation of (N, C) or (N, C, H, W) input, as torch's BatchNorm1d/2d.
+
+    Per channel c, over the batch (and pixels): x̂ = (x − μ_B)/√(σ²_B + ε) with the
+    biased batch variance, y = γ x̂ + β. Running statistics move by ``momentum``:
+    μ ← (1 − m)μ + m·μ_B, σ² ← (1 − m)σ² + m·σ²_B·M/(M − 1) (unbiased, M values per
+    channel), and replace the batch statistics in eval mode.
+    VJP (training), per channel over its M values, with ĝ = g ⊙ γ:
+    dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / √(σ²_B + ε);
+    dL/dγ += Σ g ⊙ x̂;  dL/dβ += Σ g.  In eval mode dL/dx = g ⊙ γ/√(σ² + ε).
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
+                 dtype: Any = np.float32):
+        super().__init__()
+        self.num_features, self.momentum, self.eps = int(num_features), float(momentum), \
+            float(eps)
+        self.dtype = np.dtype(dtype)
+        self.weight = Parameter(np.ones(num_features, self.dtype))
+        self.bias = Parameter(np.zeros(num_features, self.dtype))
+        self.register_buffer("running_mean", np.zeros(num_features, self.dtype))
+        self.register_buffer("running_var", np.ones(num_features, self.dtype))
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """x as (M, C): channels last (NHWC memory for 4-D input)."""
+        if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r} expects input of shape (N, {self.num_features}) or "
+                             f"(N, {self.num_features}, H, W), got {x.shape}")
+        return x if x.ndim == 2 else x.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
+
+    def _back(self, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
+        """(M, C) rows back to the shape of ``like`` (an NCHW view of NHWC memory)."""
+        if like.ndim == 2:
+            return rows
+        n, c, h, w = like.shape
+        return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        rows = self._rows(x)
+        if self.training:
+            m = len(rows)
+            if m < 2:
+                raise ValueError(f"{self!r} needs more than one value per channel in training, "
+                                 f"got input of shape {x.shape}")
+            mean = rows.mean(axis=0)
+            centred = rows - mean
+            var = np.mean(centred * centred, axis=0)
+            self.running_mean *= 1 - self.momentum
+            self.running_mean += self.momentum * mean
+            self.running_var *= 1 - self.momentum
+            self.running_var += (self.momentum * m / (m - 1)) * var
+        else:
+            centred = rows - self.running_mean
+            var = self.running_var
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype)
+        xhat = centred * inv_std
+        self._xhat, self._inv_std, self._batch_stats = xhat, inv_std, self.training
+        return self._back(xhat * self.weight.data + self.bias.data, x)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        xhat, inv_std = self._cached("_xhat"), self._cached("_inv_std")
+        g = self._rows(grad)
+        self.weight.grad += np.sum(g * xhat, axis=0)
+        self.bias.add_matmul(np.ones(len(g), g.dtype), g)
+        ghat = g * self.weight.data
+        if self._batch_stats:
+            ghat = ghat - ghat.mean(axis=0) - xhat * np.mean(ghat * xhat, axis=0)
+        return self._back(ghat * inv_std, grad)

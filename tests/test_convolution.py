@@ -1,0 +1,147 @@
+"""Convolution, pooling and batch norm against definitions computed by hand and by loops."""
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import layers, losses, optim
+
+
+def naive_conv(x, w, b, stride, padding):
+    """torch.nn.functional.conv2d written as its definition, with loops."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+    y = np.zeros((n, o, ho, wo))
+    for p in range(ho):
+        for q in range(wo):
+            patch = xp[:, :, p * stride:p * stride + kh, q * stride:q * stride + kw]
+            y[:, :, p, q] = np.einsum("ncij,ocij->no", patch, w) + b
+    return y
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (1, 1), (2, 0), (2, 2), (3, 1)])
+def test_conv2d_matches_its_definition(rng, stride, padding):
+    conv = layers.Conv2D(3, 4, 3, stride=stride, padding=padding, dtype=np.float64)
+    conv.bias.data[...] = rng.standard_normal(4)
+    x = rng.standard_normal((2, 3, 7, 8))
+    expected = naive_conv(x, conv.weight.data, conv.bias.data, stride, padding)
+    np.testing.assert_allclose(conv(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_by_hand():
+    conv = layers.Conv2D(1, 1, 2, dtype=np.float64)
+    conv.weight.data[...] = [[[[1, 2], [3, 4]]]]
+    conv.bias.data[...] = 0.5
+    x = np.arange(9.0).reshape(1, 1, 3, 3)
+    # top-left window [[0, 1], [3, 4]] · [[1, 2], [3, 4]] = 0 + 2 + 9 + 16
+    np.testing.assert_array_equal(conv(x), [[[[27.5, 37.5], [57.5, 67.5]]]])
+
+
+def test_conv2d_input_layout_does_not_matter(rng):
+    conv = layers.Conv2D(3, 2, 3, padding=1)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    nhwc_backed = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(conv(x), conv(nhwc_backed))
+    assert conv(x).shape == (2, 2, 5, 5)
+
+
+def test_conv2d_shape_errors_name_the_layer():
+    with pytest.raises(ValueError, match=r"Conv2D\(in_channels=3.*\(N, 3, H, W\).*\(2, 1, 5, 5\)"):
+        layers.Conv2D(3, 2, 3)(np.zeros((2, 1, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="smaller than the kernel 5x5"):
+        layers.Conv2D(1, 2, 5)(np.zeros((2, 1, 3, 3), np.float32))
+
+
+def test_max_pool_by_hand_and_ties_go_to_the_first_maximum():
+    x = np.array([[[[1.0, 5, 2, 2], [3, 4, 2, 2], [0, 0, 9, 1], [0, 7, 1, 1]]]])
+    pool = layers.MaxPool2D(2)
+    np.testing.assert_array_equal(pool(x), [[[[5, 2], [7, 9]]]])
+    dx = pool.backward(np.array([[[[10.0, 20], [30, 40]]]]))
+    np.testing.assert_array_equal(dx, [[[[0, 10, 20, 0], [0, 0, 0, 0],
+                                         [0, 0, 40, 0], [0, 30, 0, 0]]]])
+
+
+def test_avg_pool_by_hand():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    pool = layers.AvgPool2D(2)
+    np.testing.assert_array_equal(pool(x), [[[[2.5, 4.5], [10.5, 12.5]]]])
+    np.testing.assert_array_equal(pool.backward(np.ones((1, 1, 2, 2))), np.full(x.shape, 0.25))
+
+
+def test_overlapping_max_pool_matches_loops(rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    y = layers.MaxPool2D(3, stride=2)(x)
+    expected = np.array([[[[x[n, c, 2 * p:2 * p + 3, 2 * q:2 * q + 3].max() for q in range(2)]
+                           for p in range(3)] for c in range(3)] for n in range(2)])
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_batch_norm_training_and_running_statistics(rng):
+    bn = layers.BatchNorm(3, momentum=0.1, dtype=np.float64)
+    bn.weight.data[...] = [1.0, 2.0, 0.5]
+    bn.bias.data[...] = [0.0, -1.0, 3.0]
+    xs = [rng.standard_normal((4, 3, 2, 5)) * 3 + 1 for _ in range(2)]
+    mean, var = np.zeros(3), np.ones(3)
+    for x in xs:
+        y = bn(x)
+        mu, sigma2 = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+        shape = (1, 3, 1, 1)
+        expected = (x - mu.reshape(shape)) / np.sqrt(sigma2.reshape(shape) + 1e-5)
+        expected = expected * bn.weight.data.reshape(shape) + bn.bias.data.reshape(shape)
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+        m = x.size // 3
+        mean = 0.9 * mean + 0.1 * mu
+        var = 0.9 * var + 0.1 * sigma2 * m / (m - 1)  # unbiased for the running variance
+    np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, var, rtol=1e-12)
+    bn.eval()
+    x = rng.standard_normal((2, 3, 2, 2))
+    expected = (x - mean.reshape(1, 3, 1, 1)) / np.sqrt(var.reshape(1, 3, 1, 1) + 1e-5)
+    expected = expected * bn.weight.data.reshape(1, 3, 1, 1) + bn.bias.data.reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(bn(x), expected, rtol=1e-10)
+
+
+def test_batch_norm_needs_two_values_per_channel():
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        layers.BatchNorm(3)(np.ones((1, 3), np.float32))
+
+
+def cnn():
+    return nnlite.Sequential(
+        layers.Conv2D(1, 8, 3, padding=1), layers.BatchNorm(8), layers.ReLU(),
+        layers.MaxPool2D(2), layers.Conv2D(8, 8, 3, padding=1), layers.ReLU(),
+        layers.AvgPool2D(2), layers.Flatten(), layers.Dropout(0.1), layers.Linear(8 * 2 * 2, 10))
+
+
+def test_a_small_cnn_learns_digits_and_round_trips(tmp_path):
+    (x, y), (xt, yt) = nnlite.datasets.load_digits()
+    x = x[:, None].astype(np.float32) / 16
+    xt = xt[:, None].astype(np.float32) / 16
+    model = cnn()
+    text = model.summary(input_shape=(1, 8, 8))
+    assert "(None, 8, 8, 8)" in text and "(None, 8, 4, 4)" in text and "(None, 32)" in text
+    model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters(), 3e-3),
+              epochs=15, seed=0, verbose=False)
+    assert model.evaluate(xt, yt)["accuracy"] > 0.9
+    model.save(tmp_path / "cnn.npz")
+    loaded = nnlite.load(tmp_path / "cnn.npz")
+    np.testing.assert_array_equal(loaded[1].running_var, model[1].running_var)
+    assert not np.allclose(loaded[1].running_var, 1)
+    np.testing.assert_array_equal(loaded.predict(xt), model.predict(xt))
+
+
+def test_batch_norm_statistics_roll_back_on_divergence(rng):
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    model = nnlite.Sequential(layers.BatchNorm(4), layers.Linear(4, 1))
+    before = model[0].running_mean.copy()
+
+    class Sabotage(nnlite.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model[1].weight.data[0, 0] = np.nan
+
+    with pytest.raises(FloatingPointError):
+        model.fit(x, x[:, :1], loss=losses.MSE(), optimizer=optim.SGD(model.parameters(), 0.1),
+                  batch_size=16, callbacks=[Sabotage()], verbose=False)
+    np.testing.assert_array_equal(model[0].running_mean, before)
