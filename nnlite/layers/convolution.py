@@ -29,16 +29,16 @@ def _windows(xh: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -
     return sliding_window_view(xh, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
 
 
-def _scatter_windows(dwin: np.ndarray, shape: tuple[int, ...], stride: tuple[int, int]
+def _scatter_windows(parts: np.ndarray, shape: tuple[int, ...], stride: tuple[int, int]
                      ) -> np.ndarray:
-    """The adjoint of ``_windows``: add each window's gradient (N, Ho, Wo, kh, kw, C)
-    back onto an NHWC array of ``shape`` (col2im), one kernel offset at a time."""
-    out = np.zeros(shape, dwin.dtype)
-    _, ho, wo, kh, kw, _ = dwin.shape
+    """The adjoint of ``_windows`` (col2im): ``parts[i, j]`` (N, Ho, Wo, C) is the gradient
+    of every window's value at offset (i, j); add each back where it was read."""
+    out = np.zeros(shape, parts.dtype)
+    kh, kw, _, ho, wo, _ = parts.shape
     sh, sw = stride
     for i in range(kh):
         for j in range(kw):
-            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += dwin[:, :, :, i, j]
+            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += parts[i, j]
     return out
 
 
@@ -48,7 +48,8 @@ class Conv2D(Layer):
     y[n, o, p, q] = b[o] + Σ_{c,i,j} W[o, c, i, j] · xpad[n, c, s·p + i, s·q + j].
     Computed as one matrix product: the windows of x as rows (im2col), times W.
     VJP: with G the output gradient as rows, dL/dW += Gᵀ · windows, dL/db += Σ G, and
-    dL/dx = col2im(G · W): each window's gradient added back where the window was read.
+    dL/dx = col2im(G · W): each window's gradient added back where the window was read
+    (one product G · W[:, :, i, j] per kernel offset, so each part is contiguous).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -95,8 +96,9 @@ class Conv2D(Layer):
             self.bias.add_matmul(np.ones(len(g2), g2.dtype), g2)
         if not self.input_grad:
             return None
-        dcols = (g2 @ self._weight_rows()).reshape(n, ho, wo, kh, kw, c)
-        dxh = _scatter_windows(dcols, self._in_shape, self.stride)
+        w_offsets = self.weight.data.transpose(2, 3, 0, 1).reshape(kh * kw, -1, c)
+        parts = np.matmul(g2, w_offsets).reshape(kh, kw, n, ho, wo, c)
+        dxh = _scatter_windows(parts, self._in_shape, self.stride)
         ph, pw = self.padding
         dxh = dxh[:, ph:hp - ph, pw:wp - pw]
         return dxh.transpose(0, 3, 1, 2)
@@ -121,8 +123,20 @@ class Conv2D(Layer):
                 "dtype": self.dtype.name}
 
 
+def _along(axis: int, ndim: int, start: int, count: int, step: int) -> tuple:
+    """Index of ``count`` entries from ``start`` every ``step`` along ``axis``."""
+    index = [slice(None)] * ndim
+    index[axis] = slice(start, start + step * (count - 1) + 1, step)
+    return tuple(index)
+
+
 class _Pool2D(Layer):
-    """Shared by the pooling layers: kh×kw windows every stride (default: the kernel)."""
+    """Shared by the pooling layers: kh×kw windows every stride (default: the kernel).
+
+    A 2-D window max or mean is a 1-D one along W, then a 1-D one along H, so both
+    pools run two 1-D passes over NHWC memory, each visiting the k window offsets in
+    turn as strided slices; backward applies the adjoints of the two passes in reverse.
+    """
 
     def __init__(self, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] | None = None):
@@ -130,18 +144,35 @@ class _Pool2D(Layer):
         self.kernel_size = _pair(kernel_size)
         self.stride = _pair(stride) if stride is not None else self.kernel_size
 
-    def _windows(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray) -> np.ndarray:
         _check_nchw(self, x)
         kh, kw = self.kernel_size
         if x.shape[2] < kh or x.shape[3] < kw:
             raise ValueError(f"{self!r}: input {x.shape} is smaller than the window {kh}x{kw}")
-        self._in_shape = x.shape
-        return _windows(x.transpose(0, 2, 3, 1), self.kernel_size, self.stride)
+        xh = x.transpose(0, 2, 3, 1)
+        along_w, arg_w = self._pool_1d(xh, 2, kw, self.stride[1])
+        y, arg_h = self._pool_1d(along_w, 1, kh, self.stride[0])
+        self._shapes, self._args = (xh.shape, along_w.shape), (arg_w, arg_h)
+        return y.transpose(0, 3, 1, 2)
 
-    def _scatter(self, dwin: np.ndarray) -> np.ndarray:
-        """Window gradients (N, Ho, Wo, kh, kw, C) back to an NCHW input gradient."""
-        n, c, h, w = self._cached("_in_shape")
-        return _scatter_windows(dwin, (n, h, w, c), self.stride).transpose(0, 3, 1, 2)
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        (in_shape, mid_shape), (arg_w, arg_h) = self._cached("_shapes"), self._args
+        g = grad.transpose(0, 2, 3, 1)
+        g = self._adjoint_1d(g, arg_h, mid_shape, 1, self.kernel_size[0], self.stride[0])
+        g = self._adjoint_1d(g, arg_w, in_shape, 2, self.kernel_size[1], self.stride[1])
+        return g.transpose(0, 3, 1, 2)
+
+    def _adjoint_1d(self, g, arg, in_shape, axis, k, s) -> np.ndarray:
+        count = g.shape[axis]
+        if s == k and count * k == in_shape[axis]:  # windows tile the axis: write, not add
+            dx = np.empty(in_shape, g.dtype)
+            for i in range(k):
+                self._share(g, arg, i, k, out=dx[_along(axis, dx.ndim, i, count, s)])
+            return dx
+        dx = np.zeros(in_shape, g.dtype)
+        for i in range(k):
+            dx[_along(axis, dx.ndim, i, count, s)] += self._share(g, arg, i, k)
+        return dx
 
     def get_config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
@@ -151,23 +182,28 @@ class MaxPool2D(_Pool2D):
     """y = the maximum of each window (as ``torch.nn.MaxPool2d``, floor mode, no padding).
 
     VJP: each output's gradient goes to the position of its window's maximum (the
-    first one, if tied), i.e. J has a single 1 per row.
+    first one in row-major order, if tied), i.e. J has a single 1 per row.
     """
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        win = self._windows(x)                                  # (N, Ho, Wo, C, kh, kw)
-        flat = win.reshape(*win.shape[:4], -1)
-        self._argmax = flat.argmax(axis=-1)
-        y = np.take_along_axis(flat, self._argmax[..., None], axis=-1)[..., 0]
-        return y.transpose(0, 3, 1, 2)
+    @staticmethod
+    def _pool_1d(x, axis, k, s):
+        count = (x.shape[axis] - k) // s + 1
+        y = x[_along(axis, x.ndim, 0, count, s)].copy()
+        arg = np.zeros(y.shape, np.uint8)             # offset of the first maximum
+        for i in range(1, k):
+            candidate = x[_along(axis, x.ndim, i, count, s)]
+            better = candidate > y
+            np.maximum(y, candidate, out=y)
+            # arg = i where better, else arg; in uint8 arithmetic, which wraps around
+            step = np.subtract(np.uint8(i), arg)
+            step *= better
+            arg += step
+        return y, arg
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        argmax = self._cached("_argmax")                         # (N, Ho, Wo, C)
-        g = grad.transpose(0, 2, 3, 1)
-        kh, kw = self.kernel_size
-        hits = argmax[..., None] == np.arange(kh * kw)           # (N, Ho, Wo, C, kh·kw)
-        dwin = (g[..., None] * hits).reshape(*g.shape, kh, kw).transpose(0, 1, 2, 4, 5, 3)
-        return self._scatter(dwin)
+    @staticmethod
+    def _share(g, arg, i, k, out=None):
+        """The part of g that offset i receives: g where it held the maximum, else 0."""
+        return np.multiply(g, arg == i, out=out)
 
 
 class AvgPool2D(_Pool2D):
@@ -176,12 +212,16 @@ class AvgPool2D(_Pool2D):
     VJP: each output's gradient, divided by kh·kw, goes to every position of its window.
     """
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._windows(x).mean(axis=(4, 5)).transpose(0, 3, 1, 2)
+    @staticmethod
+    def _pool_1d(x, axis, k, s):
+        count = (x.shape[axis] - k) // s + 1
+        y = x[_along(axis, x.ndim, 0, count, s)].copy()
+        for i in range(1, k):
+            y += x[_along(axis, x.ndim, i, count, s)]
+        y *= y.dtype.type(1.0 / k)
+        return y, None
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        g = grad.transpose(0, 2, 3, 1)
-        kh, kw = self.kernel_size
-        share = g * g.dtype.type(1.0 / (kh * kw))
-        dwin = np.broadcast_to(share[:, :, :, None, None, :], (*g.shape[:3], kh, kw, g.shape[3]))
-        return self._scatter(dwin)
+    @staticmethod
+    def _share(g, arg, i, k, out=None):
+        """The part of g that offset i receives: an equal 1/k share."""
+        return np.multiply(g, g.dtype.type(1.0 / k), out=out)
