@@ -1,7 +1,7 @@
 """Train a small CNN on MNIST (or Fashion-MNIST) and report its test accuracy.
 
 conv 3x3 32 → BatchNorm → ReLU → max-pool → conv 3x3 64 → BatchNorm → ReLU → max-pool →
-dropout → 128 → ReLU → dropout → 10, Adam with a cosine learning-rate schedule.
+128 → ReLU → dropout → 10, Adam with a cosine learning-rate schedule.
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
 """
 import argparse
@@ -22,8 +22,7 @@ def build(hidden: int) -> nnlite.Sequential:
     return nnlite.Sequential(
         Conv2D(1, 32, 3, padding=1), BatchNorm(32), ReLU(), MaxPool2D(2),
         Conv2D(32, 64, 3, padding=1), BatchNorm(64), ReLU(), MaxPool2D(2),
-        Flatten(), Dropout(0.25), Linear(64 * 7 * 7, hidden), ReLU(), Dropout(0.5),
-        Linear(hidden, 10))
+        Flatten(), Linear(64 * 7 * 7, hidden), ReLU(), Dropout(0.3), Linear(hidden, 10))
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="mnist")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, default=128, help="width of the dense layer")

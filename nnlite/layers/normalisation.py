@@ -47,14 +47,14 @@ class BatchNorm(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         rows = self._rows(x)
+        m = len(rows)
         if self.training:
-            m = len(rows)
             if m < 2:
                 raise ValueError(f"{self!r} needs more than one value per channel in training, "
                                  f"got input of shape {x.shape}")
-            mean = rows.mean(axis=0)
+            mean = _column_sums(rows) / m
             centred = rows - mean
-            var = np.mean(centred * centred, axis=0)
+            var = np.einsum("ij,ij->j", centred, centred) / m
             self.running_mean *= 1 - self.momentum
             self.running_mean += self.momentum * mean
             self.running_var *= 1 - self.momentum
@@ -63,16 +63,29 @@ class BatchNorm(Layer):
             centred = rows - self.running_mean
             var = self.running_var
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype)
-        xhat = centred * inv_std
-        self._xhat, self._inv_std, self._batch_stats = xhat, inv_std, self.training
-        return self._back(xhat * self.weight.data + self.bias.data, x)
+        self._centred, self._inv_std, self._batch_stats = centred, inv_std, self.training
+        y = np.multiply(centred, inv_std * self.weight.data)    # γ x̂ = γ/σ · (x − μ)
+        y += self.bias.data
+        return self._back(y, x)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        xhat, inv_std = self._cached("_xhat"), self._cached("_inv_std")
+        centred, inv_std = self._cached("_centred"), self._cached("_inv_std")
         g = self._rows(grad)
-        self.weight.grad += np.sum(g * xhat, axis=0)
-        self.bias.add_matmul(np.ones(len(g), g.dtype), g)
-        ghat = g * self.weight.data
-        if self._batch_stats:
-            ghat = ghat - ghat.mean(axis=0) - xhat * np.mean(ghat * xhat, axis=0)
-        return self._back(ghat * inv_std, grad)
+        m = len(g)
+        sum_g = _column_sums(g)
+        sum_g_xhat = np.einsum("ij,ij->j", g, centred) * inv_std
+        self.weight.grad += sum_g_xhat
+        self.bias.grad += sum_g
+        scale = self.weight.data * inv_std                      # γ/σ
+        if not self._batch_stats:
+            return self._back(g * scale, grad)
+        # γ/σ · (g − mean(g) − x̂ mean(g x̂)), with x̂ = (x − μ)/σ, as a·(g − ḡ) + k·(x − μ)
+        dx = np.subtract(g, sum_g / m)
+        dx *= scale
+        dx += centred * (-scale * inv_std * sum_g_xhat / m)
+        return self._back(dx, grad)
+
+
+def _column_sums(rows: np.ndarray) -> np.ndarray:
+    """Σ over rows of an (M, C) array, as one matrix-vector product."""
+    return np.ones(len(rows), rows.dtype) @ rows
