@@ -21,6 +21,8 @@ EXAMPLES = {
     "GELU": [(layers.GELU, [(4, 5), (2, 3, 4)])],
     "Softmax": [(layers.Softmax, [(4, 5)]), (lambda: layers.Softmax(axis=1), [(2, 3, 4)])],
     "Dropout": [(lambda: layers.Dropout(0.4), [(4, 5), (2, 3, 4)])],
+    "RandomShift": [(lambda: layers.RandomShift(2), [(3, 2, 5, 6)]),
+                    (lambda: layers.RandomShift(1).eval(), [(2, 1, 4, 4)])],
     "Conv2D": [(lambda: layers.Conv2D(2, 3, 3), [(2, 2, 5, 5)]),
                (lambda: layers.Conv2D(3, 2, (2, 3), stride=2, padding=1), [(2, 3, 5, 6)]),
                (lambda: layers.Conv2D(1, 2, 1, bias=False), [(3, 1, 3, 2)])],
@@ -208,3 +210,17 @@ def test_astype_converts_the_model(rng):
     assert model.dtype == np.float64
     assert all(p.grad.dtype == np.float64 for p in model.parameters())
     assert model[0].get_config()["dtype"] == "float64"
+
+
+def test_random_shift_moves_each_image_by_its_own_offset():
+    x = np.zeros((40, 1, 7, 7), np.float32)
+    x[:, 0, 3, 3] = 1.0                      # one bright pixel in the centre
+    shift = layers.RandomShift(2)
+    y = shift(x)
+    rows, cols = np.nonzero(y[:, 0].reshape(40, -1))[1] // 7, np.nonzero(y[:, 0].reshape(40, -1))[1] % 7
+    assert y.sum() == 40 and set(rows) <= set(range(1, 6)) and set(cols) <= set(range(1, 6))
+    assert len(set(zip(rows, cols))) > 5       # offsets differ between samples
+    back = shift.backward(y)                   # the adjoint undoes the shift here
+    np.testing.assert_array_equal(back, x)
+    shift.eval()
+    np.testing.assert_array_equal(shift(x), x)

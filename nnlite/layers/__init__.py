@@ -3,7 +3,7 @@ from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .convolution import AvgPool2D, Conv2D, MaxPool2D
 from .dense import Flatten, Linear
 from .normalisation import BatchNorm
-from .regularisation import Dropout
+from .regularisation import Dropout, RandomShift
 
 __all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-           "Dropout", "Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm"]
+           "Dropout", "RandomShift", "Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm"]

@@ -1,7 +1,8 @@
-"""Regularisation layers: Dropout."""
+"""Regularisation layers: Dropout, and RandomShift (data augmentation)."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..layer import Layer, default_rng
 
@@ -36,3 +37,53 @@ class Dropout(Layer):
         if "_scale" not in self.__dict__:
             raise RuntimeError(f"{self!r}: backward called before forward")
         return grad.copy() if self._scale is None else grad * self._scale
+
+
+class RandomShift(Layer):
+    """Data augmentation for NCHW images: in training, each sample is shifted by its own
+    random (dy, dx) ∈ [−s, s]², filling with zeros; in eval mode y = x.
+
+    y[n, c, i, j] = x[n, c, i + dyₙ, j + dxₙ] (0 outside the image), a linear map whose
+    VJP shifts the gradient back: dL/dx[n, c, i, j] = g[n, c, i − dyₙ, j − dxₙ] (0 outside).
+    Draws come from ``self.rng`` (set per epoch by ``fit``), else nnlite's generator.
+    """
+
+    def __init__(self, max_shift: int = 2):
+        super().__init__()
+        if max_shift < 0:
+            raise ValueError(f"RandomShift: max_shift must be >= 0, got {max_shift}")
+        self.max_shift = int(max_shift)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4:
+            raise ValueError(f"{self!r} expects images of shape (N, C, H, W), got {x.shape}")
+        if not self.training or self.max_shift == 0:
+            self._offsets = None
+            return x.copy()
+        s = self.max_shift
+        rng = self.rng if self.rng is not None else default_rng()
+        self._offsets = rng.integers(0, 2 * s + 1, (2, len(x)))
+        self._shape = x.shape
+        padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
+        return self._at_offsets(padded)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        if "_offsets" not in self.__dict__:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        if self._offsets is None:
+            return grad.copy()
+        s = self.max_shift
+        n, c, h, w = self._shape
+        padded = np.zeros((n, c, h + 2 * s, w + 2 * s), grad.dtype)
+        self._at_offsets(padded, grad)
+        return padded[:, :, s:s + h, s:s + w].copy()
+
+    def _at_offsets(self, padded: np.ndarray, value: np.ndarray | None = None) -> np.ndarray:
+        """Each sample's H×W window of ``padded`` at its offset: read it, or write ``value``."""
+        n, c, h, w = self._shape
+        windows = sliding_window_view(padded, (h, w), axis=(2, 3), writeable=value is not None)
+        index = (np.arange(n), slice(None), self._offsets[0], self._offsets[1])
+        if value is None:
+            return windows[index]
+        windows[index] = value
+        return padded
