@@ -1,8 +1,8 @@
 """Train a small CNN on MNIST (or Fashion-MNIST) and report its test accuracy.
 
 random shifts of up to 2 pixels (training only) → conv 3x3 32 → BatchNorm → ReLU →
-max-pool → conv 3x3 64 → BatchNorm → ReLU → max-pool → 128 → ReLU → dropout → 10,
-Adam with a cosine learning-rate schedule.
+max-pool → conv 3x3 64 → BatchNorm → ReLU → max-pool → 128 → ReLU → 10, Adam with a
+cosine learning-rate schedule.
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
 """
 import argparse
@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import nnlite
-from nnlite.layers import (BatchNorm, Conv2D, Dropout, Flatten, Linear, MaxPool2D,
-                           RandomShift, ReLU)
+from nnlite.layers import BatchNorm, Conv2D, Flatten, Linear, MaxPool2D, RandomShift, ReLU
 
 LOADERS = {"mnist": nnlite.datasets.load_mnist,
            "fashion-mnist": nnlite.datasets.load_fashion_mnist}
@@ -24,7 +23,7 @@ def build(hidden: int) -> nnlite.Sequential:
     return nnlite.Sequential(
         RandomShift(2), Conv2D(1, 32, 3, padding=1), BatchNorm(32), ReLU(), MaxPool2D(2),
         Conv2D(32, 64, 3, padding=1), BatchNorm(64), ReLU(), MaxPool2D(2),
-        Flatten(), Linear(64 * 7 * 7, hidden), ReLU(), Dropout(0.3), Linear(hidden, 10))
+        Flatten(), Linear(64 * 7 * 7, hidden), ReLU(), Linear(hidden, 10))
 
 
 def main() -> None:

@@ -43,3 +43,23 @@ def test_mnist_mlp_one_quick_epoch(tmp_path, data_root, dataset, floor):
 def test_sklearn_search(tmp_path):
     out = run("sklearn_search.py", cwd=tmp_path)
     assert "best parameters: {" in out and accuracy(out) >= 0.93
+
+
+def test_mnist_cnn_architecture_learns(data_root):
+    """The CNN example's network, one epoch on 3,000 MNIST images (the full run is long)."""
+    import importlib.util
+
+    import numpy as np
+
+    import nnlite
+
+    spec = importlib.util.spec_from_file_location("mnist_cnn", EXAMPLES / "mnist_cnn.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    (x, y), (xt, yt) = nnlite.datasets.load_mnist(data_root, download=False)
+    x, xt = x[:3000, None] / np.float32(255), xt[:1000, None] / np.float32(255)
+    nnlite.set_seed(0)
+    model = example.build(64)
+    model.fit(x, y[:3000], loss=nnlite.losses.CrossEntropy(), epochs=1, batch_size=64, seed=0,
+              optimizer=nnlite.optim.Adam(model.parameters(), lr=2e-3), verbose=False)
+    assert model.evaluate(xt, yt[:1000], batch_size=500)["accuracy"] > 0.9
