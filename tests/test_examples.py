@@ -46,7 +46,7 @@ def test_sklearn_search(tmp_path):
 
 
 def test_mnist_cnn_architecture_learns(data_root):
-    """The CNN example's network, one epoch on 3,000 MNIST images (the full run is long)."""
+    """The CNN example's network, three epochs on 3,000 MNIST images (the full run is long)."""
     import importlib.util
 
     import numpy as np
@@ -60,6 +60,6 @@ def test_mnist_cnn_architecture_learns(data_root):
     x, xt = x[:3000, None] / np.float32(255), xt[:1000, None] / np.float32(255)
     nnlite.set_seed(0)
     model = example.build(64)
-    model.fit(x, y[:3000], loss=nnlite.losses.CrossEntropy(), epochs=1, batch_size=64, seed=0,
+    model.fit(x, y[:3000], loss=nnlite.losses.CrossEntropy(), epochs=3, batch_size=64, seed=0,
               optimizer=nnlite.optim.Adam(model.parameters(), lr=2e-3), verbose=False)
     assert model.evaluate(xt, yt[:1000], batch_size=500)["accuracy"] > 0.9
