@@ -214,7 +214,7 @@ def main() -> None:
         print("\nPrediction on the 10,000 test images (samples/s, best of 5):")
         pred_rows = []
         for c in contenders[:2]:
-            best = min(_timed(lambda: c.predict(xt)) for _ in range(5))
+            best = min(_timed(c.predict, xt) for _ in range(5))
             pred_rows.append([c.name, f"{len(xt) / best:,.0f}"])
         print(table(["", "samples/s"], pred_rows))
 
@@ -222,9 +222,9 @@ def main() -> None:
         scaling(x, y, [NNLite, *([Torch] if torch else []), GemmFloor])
 
 
-def _timed(run):
+def _timed(run, *args):
     start = time.perf_counter()
-    run()
+    run(*args)
     return time.perf_counter() - start
 
 

@@ -13,7 +13,7 @@ import http.client
 import os
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -143,9 +143,10 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bo
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     n = len(x)
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        part = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+    end = n - n % batch_size if drop_last else n
+    for start in range(0, end, batch_size):
+        stop = start + batch_size
+        part = slice(start, stop) if order is None else order[start:stop]
         yield x[part], (None if y is None else y[part])
 
 

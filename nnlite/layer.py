@@ -47,9 +47,7 @@ class Parameter:
 
     @property
     def grad(self) -> np.ndarray:
-        if self._zero_pending:
-            self._grad[...] = 0
-            self._zero_pending = False
+        self.write_pending_zeros()
         return self._grad
 
     @grad.setter
@@ -59,6 +57,12 @@ class Parameter:
 
     def zero_grad(self) -> None:
         self._zero_pending = True
+
+    def write_pending_zeros(self) -> None:
+        """Carry out a lazy ``zero_grad`` now (before reading the storage directly)."""
+        if self._zero_pending:
+            self._grad[...] = 0
+            self._zero_pending = False
 
     def add_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
         """grad += a @ b, computed into the gradient itself when it was just zeroed."""

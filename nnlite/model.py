@@ -99,7 +99,8 @@ class Sequential(Layer):
             self.train(was_training)
 
     def evaluate(self, x: Any, y: Any, loss: Loss | None = None,
-                 metrics: Sequence[str] = ("accuracy",), batch_size: int = 1024) -> dict[str, float]:
+                 metrics: Sequence[str] = ("accuracy",),
+                 batch_size: int = 1024) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode."""
         x, y = self._as_input(x), np.asarray(y)
         _check_lengths(x, y)

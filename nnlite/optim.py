@@ -73,7 +73,7 @@ class _FlatStore:
     def grads(self) -> np.ndarray:
         """The flat gradient array, with any pending zeros written."""
         for p in self.params:
-            p.grad  # reading a gradient writes its pending zeros
+            p.write_pending_zeros()
         return self.grad
 
 
@@ -98,7 +98,8 @@ class Optimizer:
         if max_grad_norm is not None:
             _positive(self, "max_grad_norm", max_grad_norm)
         self.params = unique
-        self.lr, self.weight_decay, self.max_grad_norm = float(lr), float(weight_decay), max_grad_norm
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.max_grad_norm = max_grad_norm
         self.initial_lr = self.lr
         self.steps = 0
         self._store = _FlatStore(unique)

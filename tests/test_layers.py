@@ -217,7 +217,8 @@ def test_random_shift_moves_each_image_by_its_own_offset():
     x[:, 0, 3, 3] = 1.0                      # one bright pixel in the centre
     shift = layers.RandomShift(2)
     y = shift(x)
-    rows, cols = np.nonzero(y[:, 0].reshape(40, -1))[1] // 7, np.nonzero(y[:, 0].reshape(40, -1))[1] % 7
+    where = np.nonzero(y[:, 0].reshape(40, -1))[1]
+    rows, cols = where // 7, where % 7
     assert y.sum() == 40 and set(rows) <= set(range(1, 6)) and set(cols) <= set(range(1, 6))
     assert len(set(zip(rows, cols))) > 5       # offsets differ between samples
     back = shift.backward(y)                   # the adjoint undoes the shift here
