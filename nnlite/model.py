@@ -101,7 +101,11 @@ class Sequential(Layer):
     def evaluate(self, x: Any, y: Any, loss: Loss | None = None,
                  metrics: Sequence[str] = ("accuracy",),
                  batch_size: int = 1024) -> dict[str, float]:
-        """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode."""
+        """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode.
+
+        Accuracy is reported for classification losses (and when no loss is given, as
+        the argmax of the outputs against integer labels); a regression loss has none.
+        """
         x, y = self._as_input(x), np.asarray(y)
         _check_lengths(x, y)
         pred = self.predict(x, batch_size)
@@ -111,8 +115,10 @@ class Sequential(Layer):
         for metric in metrics:
             if metric != "accuracy":
                 raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
-            results["accuracy"] = (loss if loss is not None and loss.classification
-                                   else CrossEntropy()).accuracy(pred, y)
+            if loss is None:
+                results["accuracy"] = CrossEntropy().accuracy(pred, y)
+            elif loss.classification:
+                results["accuracy"] = loss.accuracy(pred, y)
         return results
 
     # -- training -----------------------------------------------------------------

@@ -53,6 +53,10 @@ class _FlatStore:
             if np.shape(value) != shape:
                 raise ValueError(f"optimizer: parameter {i} changed shape from {shape} to "
                                  f"{np.shape(value)}; build a new optimizer for the new model")
+            if np.asarray(value).dtype != self.dtype:
+                raise ValueError(f"optimizer: parameter {i} changed dtype from {self.dtype} to "
+                                 f"{np.asarray(value).dtype} (model.astype?); build a new "
+                                 f"optimizer for the converted model")
             view[...] = value
             setattr(p, name, view)
 

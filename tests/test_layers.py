@@ -152,6 +152,13 @@ def test_dropout_is_inverted_and_identity_in_eval():
     np.testing.assert_array_equal(drop(x), x)
 
 
+def test_random_shift_rejects_negative_shifts_and_non_images():
+    with pytest.raises(ValueError, match="RandomShift: max_shift must be >= 0, got -1"):
+        layers.RandomShift(-1)
+    with pytest.raises(ValueError, match=r"RandomShift\(max_shift=2\) expects images.*\(4, 5\)"):
+        layers.RandomShift(2)(np.zeros((4, 5), np.float32))
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
 def test_dropout_rejects_p_outside_0_1(p):
     with pytest.raises(ValueError, match=r"Dropout.*\[0, 1\)"):

@@ -132,6 +132,14 @@ def test_changed_shape_is_a_clear_error():
         opt.step()
 
 
+def test_converting_the_model_under_an_optimizer_is_a_clear_error():
+    layer = layers.Linear(3, 2)
+    opt = optim.Adam(layer.parameters())
+    layer.astype(np.float64)
+    with pytest.raises(ValueError, match="changed dtype from float32 to float64"):
+        opt.step()
+
+
 @pytest.mark.parametrize("make", [
     lambda ps: optim.SGD(ps, lr=0), lambda ps: optim.Adam(ps, lr=-1e-3),
     lambda ps: optim.RMSprop(ps, lr=0.0), lambda ps: optim.AdamW(ps, lr=float("nan")),
