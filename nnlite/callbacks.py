@@ -143,6 +143,9 @@ class CallbackList:
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_context(model, optimizer)
+        #: The ``on_batch_end`` hooks that do something (they run at every batch).
+        self.batch_end_hooks = [cb.on_batch_end for cb in self.callbacks
+                                if type(cb).on_batch_end is not Callback.on_batch_end]
 
     def __getattr__(self, hook: str):
         def call(*args: Any) -> None:

@@ -224,6 +224,17 @@ class Layer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
+    def _filled(self, shape: tuple[int, ...], dtype: np.dtype, value: float) -> np.ndarray:
+        """A read-only array of ``value``, kept between calls and remade when the shape
+        or dtype changes (the ones of a column sum, the zeros of ReLU's max)."""
+        key = f"_filled_{value}"
+        array = self.__dict__.get(key)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.full(shape, value, dtype)
+            array.flags.writeable = False
+            self.__dict__[key] = array
+        return array
+
     def _cached(self, name: str) -> Any:
         """An attribute set by forward, with a clear error if forward has not run."""
         value = self.__dict__.get(name)

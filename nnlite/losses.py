@@ -39,7 +39,8 @@ class Loss:
     def _cached(self, name: str):
         value = self.__dict__.get(name)
         if value is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
+            raise RuntimeError(f"{self!r}: backward needs a forward first (one backward "
+                               f"per forward)")
         return value
 
 
@@ -72,27 +73,26 @@ class CrossEntropy(Loss):
         shifted = pred - pred.max(axis=1, keepdims=True)
         p = np.exp(shifted)
         total = p.sum(axis=1, keepdims=True)
-        log_total = np.log(total)
         p /= total
         self._p = p
         if labels is not None:
-            self._labels_, self._t = labels, None
-            picked = shifted[np.arange(n), labels]
-            return float((log_total.sum() - picked.sum()) / n)
+            # Where each row's true class sits in the flattened (N, C) array.
+            self._picks, self._t = np.arange(0, p.size, p.shape[1]) + labels, None
+            return float(np.log(total).sum() - shifted.ravel()[self._picks].sum()) / n
         t = np.asarray(target, dtype=pred.dtype)
-        self._labels_, self._t = None, t
-        return float(-np.vdot(t, shifted - log_total) / n)
+        self._picks, self._t = None, t
+        return float(-np.vdot(t, shifted - np.log(total))) / n
 
     def backward(self) -> np.ndarray:
+        """dL/dz, written over forward's softmax: one backward per forward, as in PyTorch."""
         p = self._cached("_p")
-        n = p.shape[0]
+        self._p = None
         if self._t is None:
-            grad = p.copy()
-            grad[np.arange(n), self._labels_] -= 1
+            p.ravel()[self._picks] -= 1
         else:
-            grad = p * self._t.sum(axis=1, keepdims=True) - self._t
-        grad *= grad.dtype.type(1.0 / n)
-        return grad
+            p = p * self._t.sum(axis=1, keepdims=True) - self._t
+        p *= p.dtype.type(1.0 / len(p))
+        return p
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
         labels = self._labels(pred.shape, target)
@@ -117,13 +117,14 @@ class CrossEntropy(Loss):
                 f"CrossEntropy: target of shape {target.shape} does not fit logits of shape "
                 f"{pred_shape}; give {n} class labels, shape ({n},), or one-hot/probability "
                 f"targets of shape {pred_shape}")
-        if not np.issubdtype(target.dtype, np.integer):
+        if target.dtype.kind not in "iu":
             if not np.issubdtype(target.dtype, np.floating) or \
                     not np.all(np.mod(target, 1) == 0):
                 raise ValueError(f"CrossEntropy: class labels must be integers, got "
                                  f"{target.dtype} values such as {target.ravel()[:3]}")
             target = target.astype(np.int64)
-        if n and (target.min() < 0 or target.max() >= classes):
+        # Cast to unsigned, a negative label wraps to a huge one: one max checks both bounds.
+        if n and target.astype(np.uint64).max() >= classes:
             bad = target[(target < 0) | (target >= classes)][0]
             raise ValueError(f"CrossEntropy: label {bad} is outside [0, {classes}) for logits "
                              f"with {classes} classes")

@@ -211,7 +211,8 @@ class Sequential(Layer):
                 bar.update()
                 if verbose:
                     bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-                cbs.on_batch_end(b, {"loss": value})
+                for hook in cbs.batch_end_hooks:
+                    hook(b, {"loss": value})
                 if interrupted.raised:
                     break
         return {"loss": total / max(seen, 1)}

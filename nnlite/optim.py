@@ -70,14 +70,14 @@ class _FlatStore:
 
     def zero_grad(self) -> None:
         """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
-        self.sync()
         for p in self.params:
             p.zero_grad()
 
     def grads(self) -> np.ndarray:
         """The flat gradient array, with any pending zeros written."""
         for p in self.params:
-            p.write_pending_zeros()
+            if p._zero_pending:  # a parameter backward did not reach
+                p.write_pending_zeros()
         return self.grad
 
 

@@ -83,3 +83,15 @@ def test_fit_makes_no_copy_of_a_float32_training_set(rng):
     finally:
         tracemalloc.stop()
     assert peak < 0.10 * x.nbytes, f"fit allocated {peak / 2**20:.1f} MiB at its peak"
+
+
+def test_relu_reused_zeros_follow_shape_and_dtype(rng):
+    relu = layers.ReLU()
+    for shape, dtype in [((4, 3), np.float32), ((2, 3), np.float32), ((4, 3), np.float64),
+                         ((5,), np.float64)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        y = relu(x)
+        assert y.dtype == dtype and y.shape == shape
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        y[...] = -1  # the caller owns y; the layer's zeros must stay zeros
+        np.testing.assert_array_equal(relu(x), np.maximum(x, 0))

@@ -104,3 +104,15 @@ def test_accuracy():
                                                 np.array([1, 1])) == 0.5
     with pytest.raises(ValueError, match="not a classification loss"):
         losses.MSE().accuracy(z, z)
+
+
+def test_cross_entropy_backward_pairs_with_one_forward(logits):
+    """backward writes over forward's softmax, so a second call without a forward is refused
+    rather than returning a gradient twice corrected."""
+    loss = losses.CrossEntropy()
+    with pytest.raises(RuntimeError, match="needs a forward first"):
+        loss.backward()
+    loss.forward(logits, np.array([0, 3, 1, 1, 2]))
+    loss.backward()
+    with pytest.raises(RuntimeError, match="one backward per forward"):
+        loss.backward()

@@ -93,7 +93,7 @@ class Conv2D(Layer):
         dw = (g2.T @ cols).reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
         self.weight.grad += dw
         if self.bias is not None:
-            self.bias.add_matmul(np.ones(len(g2), g2.dtype), g2)
+            self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
         if not self.input_grad:
             return None
         w_offsets = self.weight.data.transpose(2, 3, 0, 1).reshape(kh * kw, -1, c)

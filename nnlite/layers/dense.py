@@ -49,10 +49,11 @@ class Linear(Layer):
         if grad.shape != x.shape[:-1] + (self.out_features,):
             raise ValueError(f"{self!r}.backward expects a gradient of shape "
                              f"{x.shape[:-1] + (self.out_features,)}, got {grad.shape}")
-        x2, g2 = x.reshape(-1, self.in_features), grad.reshape(-1, self.out_features)
+        x2, g2 = (x, grad) if x.ndim == 2 else (x.reshape(-1, self.in_features),
+                                                grad.reshape(-1, self.out_features))
         self.weight.add_matmul(x2.T, g2)
-        if self.bias is not None:
-            self.bias.add_matmul(np.ones(len(g2), g2.dtype), g2)  # the column sums of g
+        if self.bias is not None:  # the column sums of g, as 1ᵀg
+            self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
         if not self.input_grad:
             return None
         return grad @ self.weight.data.T
