@@ -18,6 +18,12 @@ from .callbacks import Callback
 from .layer import Parameter
 
 
+#: Adam updates the flat arrays in blocks of this many values (1 MiB of float32 each), so
+#: that a model larger than the cache streams each array from memory once per step, not
+#: once per pass. A smaller model is one block.
+BLOCK = 1 << 18
+
+
 class _FlatStore:
     """One contiguous data array and one grad array with a view per parameter."""
 
@@ -232,19 +238,21 @@ class Adam(Optimizer):
         else:
             g = self._decayed(p, g)
         m, v, tmp = self._buffer("exp_avg"), self._buffer("exp_avg_sq"), self._scratch
-        m *= b1                       # m = m_torch / (1 - b1)
-        m += g
-        np.multiply(g, g, out=tmp)    # v = v_torch / (1 - b2)
-        v *= b2
-        v += tmp
         # lr/(1-b1ᵗ)·m_torch/(√v_torch/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
         step = self.lr * (1 - b1) / (1 - b1 ** t) * math.sqrt((1 - b2 ** t) / (1 - b2))
         eps_hat = self.eps * math.sqrt((1 - b2 ** t) / (1 - b2))
-        np.sqrt(v, out=tmp)
-        tmp += eps_hat
-        np.divide(m, tmp, out=tmp)
-        tmp *= step
-        p -= tmp
+        for i in range(0, p.size, BLOCK):
+            pb, gb, mb, vb, tb = (a[i:i + BLOCK] for a in (p, g, m, v, tmp))
+            mb *= b1                       # m = m_torch / (1 - b1)
+            mb += gb
+            np.multiply(gb, gb, out=tb)    # v = v_torch / (1 - b2)
+            vb *= b2
+            vb += tb
+            np.sqrt(vb, out=tb)
+            tb += eps_hat
+            np.divide(mb, tb, out=tb)
+            tb *= step
+            pb -= tb
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "betas": list(self.betas), "eps": self.eps}

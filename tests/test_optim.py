@@ -71,6 +71,24 @@ def test_updates_match_torch_algorithms(name, hp, rng):
                                    rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_blocks_do_not_change_the_update(name, rng):
+    """Adam updates in blocks of optim.BLOCK values; here block edges fall inside parameters."""
+    shapes = [(optim.BLOCK + 5,), (3, optim.BLOCK // 2)]
+    params = [nnlite.Parameter(rng.standard_normal(s)) for s in shapes]
+    start = [p.data.copy() for p in params]
+    grads = [[rng.standard_normal(s) for _ in range(3)] for s in shapes]
+    opt = getattr(optim, name)(params, lr=0.05)
+    for step in range(3):
+        opt.zero_grad()
+        for p, g in zip(params, grads):
+            p.grad[...] = g[step]
+        opt.step()
+    for p, theta0, g in zip(params, start, grads):
+        np.testing.assert_allclose(p.data, reference(name, theta0, g, 0.05),
+                                   rtol=1e-10, atol=1e-12)
+
+
 def test_adam_first_step_by_hand():
     p = nnlite.Parameter(np.array([1.0, -2.0]))
     p.grad[...] = [0.5, -3.0]
