@@ -2,7 +2,7 @@
 "GEMM floor" (the same matrix products and nothing else), in one process, alternating the
 contenders round by round so machine noise hits them alike; print ratios.
 
-    python benchmarks/mlp_mnist.py [--rounds 5] [--data-dir DIR] [--no-scaling]
+    python benchmarks/mlp_mnist.py [--rounds 7] [--data-dir DIR] [--no-scaling]
 
 PyTorch is optional (pip install -e ".[bench]"); without it its columns are left out.
 """
@@ -137,7 +137,7 @@ class GemmFloor:
 
 # -- measuring ----------------------------------------------------------------------------------
 def race(contenders, rounds):
-    """Median seconds per epoch of each contender, alternating them every round."""
+    """Seconds per epoch of each contender in every round, alternating them every round."""
     times = {c.name: [] for c in contenders}
     for r in range(rounds):
         for c in contenders:
@@ -146,7 +146,13 @@ def race(contenders, rounds):
             times[c.name].append(time.perf_counter() - start)
         print(f"  round {r + 1}/{rounds}: " +
               ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), flush=True)
-    return {n: statistics.median(t) for n, t in times.items()}
+    return times
+
+
+def ratio(times, a, b):
+    """Median over rounds of a's time / b's time: a round runs every contender back to back,
+    so each round's ratio compares them under the same machine conditions."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 def traced_peak(run):
@@ -171,7 +177,7 @@ def table(header, rows):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--data-dir")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
     parser.add_argument("--no-sklearn", action="store_true")
@@ -190,21 +196,21 @@ def main() -> None:
              GemmFloor]
     contenders = [k(x, y) for k in kinds]
     print(f"MNIST, 784-256-128-10 ReLU MLP, Adam lr {LR}, batch {BATCH}, float32, "
-          f"median of {args.rounds} alternating rounds")
-    median = race(contenders, args.rounds)
+          f"median of {args.rounds} alternating rounds (ratios: median of the per-round ratios)")
+    times = race(contenders, args.rounds)
+    median = {name: statistics.median(t) for name, t in times.items()}
 
     peaks = {}
     for c in contenders:
         if c.name != "pytorch":
             peaks[c.name] = traced_peak(c.epoch)
-    ref = median.get("pytorch")
-    floor = median["GEMM floor"]
     rows = []
     for c in contenders:
         m = median[c.name]
         acc = f"{c.accuracy(xt, yt):.4f}" if hasattr(c, "accuracy") else "-"
         rows.append([c.name, f"{m:.3f}", f"{len(x) / m:,.0f}",
-                     f"{m / ref:.2f}x" if ref else "-", f"{m / floor:.2f}x",
+                     f"{ratio(times, c.name, 'pytorch'):.2f}x" if torch else "-",
+                     f"{ratio(times, c.name, 'GEMM floor'):.2f}x",
                      f"{peaks[c.name] / 2**20:.1f} MiB" if c.name in peaks else "-", acc])
     print()
     print(table(["", "s/epoch", "samples/s", "vs PyTorch", "vs GEMM floor",
@@ -237,12 +243,13 @@ def scaling(x, y, kinds, n=20000, rounds=3):
         rows = []
         for s in settings:
             print(f"scaling {label} {s}", flush=True)
-            median = race([k(x, y, **s) for k in kinds], rounds)
+            times = race([k(x, y, **s) for k in kinds], rounds)
             value = s.get("batch") or s["hidden"][0]
-            nn, floor = median["nnlite"], median["GEMM floor"]
-            pt = median.get("pytorch")
+            nn = statistics.median(times["nnlite"])
+            pt = statistics.median(times["pytorch"]) if torch else None
             rows.append([value, f"{nn:.3f}", f"{pt:.3f}" if pt else "-",
-                         f"{nn / pt:.2f}x" if pt else "-", f"{nn / floor:.2f}x"])
+                         f"{ratio(times, 'nnlite', 'pytorch'):.2f}x" if pt else "-",
+                         f"{ratio(times, 'nnlite', 'GEMM floor'):.2f}x"])
         print(f"\nScaling with {label} ({n:,} samples per epoch, median of {rounds}):")
         print(table([label, "nnlite s", "pytorch s", "nnlite/pytorch", "nnlite/floor"], rows))
 
