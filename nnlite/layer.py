@@ -230,7 +230,9 @@ class Layer:
         key = f"_filled_{value}"
         array = self.__dict__.get(key)
         if array is None or array.shape != shape or array.dtype != dtype:
-            array = np.full(shape, value, dtype)
+            array = np.zeros(shape, dtype)  # large zeros stay unwritten pages of the OS
+            if value:
+                array[...] = value
             array.flags.writeable = False
             self.__dict__[key] = array
         return array

@@ -71,7 +71,7 @@ class CrossEntropy(Loss):
         labels = self._labels(pred.shape, target)
         n = pred.shape[0]
         shifted = pred - pred.max(axis=1, keepdims=True)
-        p = np.exp(shifted)
+        p = np.exp(shifted, order="C")  # C order: backward indexes its flat view
         total = p.sum(axis=1, keepdims=True)
         p /= total
         self._p = p

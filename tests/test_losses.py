@@ -106,6 +106,13 @@ def test_accuracy():
         losses.MSE().accuracy(z, z)
 
 
+def test_cross_entropy_gradient_for_column_major_logits(logits):
+    labels = np.array([0, 3, 1, 1, 2])
+    loss = losses.CrossEntropy()
+    loss.forward(np.asfortranarray(logits), labels)
+    np.testing.assert_allclose(loss.backward(), numerical_grad(loss, logits, labels), atol=1e-8)
+
+
 def test_cross_entropy_backward_pairs_with_one_forward(logits):
     """backward writes over forward's softmax, so a second call without a forward is refused
     rather than returning a gradient twice corrected."""
