@@ -169,7 +169,9 @@ def traced_peak(run):
 
 def table(header, rows):
     widths = [max(len(str(v)) for v in col) for col in zip(header, *rows)]
-    line = lambda vals: "| " + " | ".join(str(v).rjust(w) for v, w in zip(vals, widths)) + " |"
+
+    def line(vals):
+        return "| " + " | ".join(str(v).rjust(w) for v, w in zip(vals, widths)) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *map(line, rows)])
 

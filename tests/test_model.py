@@ -155,8 +155,10 @@ def test_fit_rejects_bad_data(digits):
     x, y, *_ = digits
     model = mlp()
     opt = optim.SGD(model.parameters(), 0.1)
-    fit = lambda xx, yy: model.fit(xx, yy, loss=losses.CrossEntropy(), optimizer=opt,
-                                   verbose=False)
+
+    def fit(xx, yy):
+        return model.fit(xx, yy, loss=losses.CrossEntropy(), optimizer=opt, verbose=False)
+
     with pytest.raises(ValueError, match="x has 1400 samples but y has 1399"):
         fit(x, y[:-1])
     with pytest.raises(ValueError, match="x is empty"):

@@ -299,7 +299,10 @@ def test_resuming_in_a_new_process_is_bit_identical(tmp_path):
                   initial_epoch=epoch, seed=0, verbose=False)
         model.save({str(tmp_path / 'resumed.npz')!r})
     """)
-    run = lambda code, *args: subprocess.run([sys.executable, "-c", code, *args], check=True)
+
+    def run(code, *args):
+        subprocess.run([sys.executable, "-c", code, *args], check=True)
+
     run(first, "4")
     straight = nnlite.load(tmp_path / "straight.npz")
     run(first, "2")
