@@ -146,8 +146,11 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bo
     end = n - n % batch_size if drop_last else n
     for start in range(0, end, batch_size):
         stop = start + batch_size
-        part = slice(start, stop) if order is None else order[start:stop]
-        yield x[part], (None if y is None else y[part])
+        if order is None:
+            yield x[start:stop], (None if y is None else y[start:stop])
+        else:  # take copies whole rows, a little faster than x[indices]
+            part = order[start:stop]
+            yield x.take(part, axis=0), (None if y is None else y.take(part, axis=0))
 
 
 def _load_idx_dataset(name: str, root, download: bool) -> tuple[Split, Split]:

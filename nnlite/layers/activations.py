@@ -20,7 +20,8 @@ class ReLU(Layer):
         return np.maximum(x, self._filled(x.shape, x.dtype, 0))
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad * (self._cached("_x") > 0)
+        # dtype= makes NumPy cast the mask inside a float loop, faster than bool · float.
+        return np.multiply(grad, self._cached("_x") > 0, dtype=grad.dtype)
 
 
 class LeakyReLU(Layer):
