@@ -2,7 +2,7 @@
 "GEMM floor" (the same matrix products and nothing else), in one process, alternating the
 contenders round by round so machine noise hits them alike; print ratios.
 
-    python benchmarks/mlp_mnist.py [--rounds 7] [--data-dir DIR] [--no-scaling]
+    python benchmarks/mlp_mnist.py [--rounds 7] [--data-dir DIR] [--no-scaling] [--samples N]
 
 PyTorch is optional (pip install -e ".[bench]"); without it its columns are left out.
 """
@@ -184,11 +184,14 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
     parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--samples", type=int, default=60000,
+                        help="train on the first SAMPLES images only (a quick look)")
     args = parser.parse_args()
 
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
         Path(__file__).resolve().parent.parent / "datasets"
     (x, y), (xt, yt) = nnlite.datasets.load_mnist(root)
+    x, y = x[:args.samples], y[:args.samples]
     x = (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32)
     xt = (xt.reshape(len(xt), -1) / np.float32(255)).astype(np.float32)
 
@@ -198,8 +201,9 @@ def main() -> None:
     kinds = [NNLite, *([Torch] if torch else []), *([] if args.no_sklearn else [SKLearn]),
              GemmFloor]
     contenders = [k(x, y) for k in kinds]
-    print(f"MNIST, 784-256-128-10 ReLU MLP, Adam lr {LR}, batch {BATCH}, float32, "
-          f"median of {args.rounds} alternating rounds (ratios: median of the per-round ratios)")
+    print(f"MNIST ({len(x):,} images), 784-256-128-10 ReLU MLP, Adam lr {LR}, batch {BATCH}, "
+          f"float32, median of {args.rounds} alternating rounds (ratios: median of the "
+          f"per-round ratios)")
     times = race(contenders, args.rounds)
     median = {name: statistics.median(t) for name, t in times.items()}
 

@@ -1,0 +1,24 @@
+"""benchmarks/mlp_mnist.py runs and prints its table (a short run: its timings are not checked)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mlp_mnist.py"
+
+
+def test_benchmark_prints_its_table(tmp_path, data_root):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data-dir", str(data_root), "--rounds", "1",
+         "--samples", "2560", "--no-scaling"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = result.stdout.split("Prediction")[0]
+    rows = {m.group(1): m.group(2).split("|") for m in
+            re.finditer(r"^\|\s+(nnlite|pytorch|scikit-learn|GEMM floor) \|(.*)\|$",
+                        training, re.M)}
+    assert {"nnlite", "GEMM floor"} <= rows.keys(), result.stdout
+    seconds, _, _, vs_floor, peak, accuracy = (v.strip() for v in rows["nnlite"][:6])
+    assert float(seconds) > 0 and vs_floor.endswith("x") and peak.endswith("MiB")
+    assert float(accuracy) > 0.8  # two epochs on 2,560 images
+    assert rows["GEMM floor"][3].strip() == "1.00x"
