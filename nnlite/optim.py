@@ -204,7 +204,11 @@ class SGD(Optimizer):
             else:
                 b *= self.momentum
                 b += g
-            g = g + self.momentum * b if self.nesterov else b
+            if self.nesterov:
+                np.multiply(b, self.momentum, out=self._scratch)
+                g = np.add(g, self._scratch, out=self._scratch)
+            else:
+                g = b
         p -= np.multiply(g, self.lr, out=self._scratch)
 
     def get_config(self) -> dict[str, Any]:
@@ -283,16 +287,22 @@ class RMSprop(Optimizer):
 
     def _update(self, p: np.ndarray, g: np.ndarray) -> None:
         g = self._decayed(p, g)
-        v = self._buffer("square_avg")
+        v, tmp = self._buffer("square_avg"), self._scratch
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.alpha
         v *= self.alpha
-        v += (1 - self.alpha) * g * g
-        step = g / (np.sqrt(v) + self.eps)
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)  # the step g / (√v + ε)
         if self.momentum:
             b = self._buffer("momentum_buffer")
             b *= self.momentum
-            b += step
-            step = b
-        p -= self.lr * step
+            b += tmp
+            np.multiply(b, self.lr, out=tmp)
+        else:
+            tmp *= self.lr
+        p -= tmp
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "alpha": self.alpha, "eps": self.eps,

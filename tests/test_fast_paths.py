@@ -95,3 +95,23 @@ def test_relu_reused_zeros_follow_shape_and_dtype(rng):
         np.testing.assert_array_equal(y, np.maximum(x, 0))
         y[...] = -1  # the caller owns y; the layer's zeros must stay zeros
         np.testing.assert_array_equal(relu(x), np.maximum(x, 0))
+
+
+def test_optimizer_steps_make_no_parameter_sized_temporaries(rng):
+    """After the first step (which creates the state), a step works in place: with 1 MiB of
+    parameters it allocates well under one parameter-sized array."""
+    configs = [(optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+               (optim.Adam, {"weight_decay": 0.01}), (optim.AdamW, {}),
+               (optim.RMSprop, {"momentum": 0.9, "weight_decay": 0.01})]
+    for cls, hp in configs:
+        params = [nnlite.Parameter(rng.standard_normal(1 << 18).astype(np.float32))]
+        opt = cls(params, **hp)
+        params[0].grad[...] = 1
+        opt.step()
+        tracemalloc.start()
+        try:
+            opt.step()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < params[0].data.nbytes // 4, f"{cls.__name__}.step allocated {peak} bytes"
