@@ -70,18 +70,24 @@ class CrossEntropy(Loss):
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         labels = self._labels(pred.shape, target)
         n = pred.shape[0]
-        shifted = pred - pred.max(axis=1, keepdims=True)
-        p = np.exp(shifted, order="C")  # C order: backward indexes its flat view
-        total = p.sum(axis=1, keepdims=True)
-        p /= total
-        self._p = p
+        # Classes along rows, (C, N): each sample's max and sum then run down contiguous
+        # rows, several times faster than along a short last axis.
+        s = pred.T.copy()
+        s -= s.max(axis=0)
         if labels is not None:
-            # Where each row's true class sits in the flattened (N, C) array.
-            self._picks, self._t = np.arange(0, p.size, p.shape[1]) + labels, None
-            return float(np.log(total).sum() - shifted.ravel()[self._picks].sum()) / n
-        t = np.asarray(target, dtype=pred.dtype)
-        self._picks, self._t = None, t
-        return float(-np.vdot(t, shifted - np.log(total))) / n
+            # Where each sample's true class sits in the flattened (C, N) array.
+            self._picks, self._t = labels * n + np.arange(n), None
+            picked = s.ravel()[self._picks].sum()
+        else:
+            self._picks, self._t = None, np.asarray(target, dtype=pred.dtype).T
+            picked = np.vdot(self._t, s)
+        np.exp(s, out=s)
+        total = s.sum(axis=0)
+        s /= total
+        self._p = s
+        log_total = np.log(total)
+        weighted = log_total.sum() if labels is not None else log_total @ self._t.sum(axis=0)
+        return float(weighted - picked) / n
 
     def backward(self) -> np.ndarray:
         """dL/dz, written over forward's softmax: one backward per forward, as in PyTorch."""
@@ -90,9 +96,9 @@ class CrossEntropy(Loss):
         if self._t is None:
             p.ravel()[self._picks] -= 1
         else:
-            p = p * self._t.sum(axis=1, keepdims=True) - self._t
-        p *= p.dtype.type(1.0 / len(p))
-        return p
+            p = p * self._t.sum(axis=0) - self._t
+        p *= p.dtype.type(1.0 / p.shape[1])
+        return p.T
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
         labels = self._labels(pred.shape, target)
