@@ -111,6 +111,85 @@ class SKLearn:
         return float(np.mean(self.model.predict(x) == y))
 
 
+class HandFused:
+    """The same training written as one NumPy loop with no framework around it: every buffer
+    allocated once, every operation in place, Adam over one flat array. The issue calls this
+    the limit a NumPy framework can get close to; nnlite's ratio to it is its overhead."""
+    name = "NumPy, hand-fused"
+
+    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0):
+        rng = np.random.default_rng(seed)
+        sizes = [x.shape[1], *hidden, 10]
+        n = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        self.p, self.g, self.m, self.v, self.tmp = (np.zeros(n, np.float32) for _ in range(5))
+        self.w, self.b, self.dw, self.db, at = [], [], [], [], 0
+        for a, b in zip(sizes, sizes[1:]):
+            self.w.append(self.p[at:at + a * b].reshape(a, b))
+            self.dw.append(self.g[at:at + a * b].reshape(a, b))
+            self.b.append(self.p[at + a * b:at + a * b + b])
+            self.db.append(self.g[at + a * b:at + a * b + b])
+            self.w[-1][...] = rng.uniform(-1, 1, (a, b)) * np.sqrt(6 / a)
+            at += a * b + b
+        self.h = [None] + [np.empty((batch, s), np.float32) for s in sizes[1:]]
+        self.d = [np.empty((batch, s), np.float32) for s in sizes]
+        self.mask = [np.empty((batch, s), bool) for s in sizes]
+        self.ones, self.cols = np.ones(batch, np.float32), np.arange(0, batch * 10, 10)
+        self.x, self.y, self.batch, self.rng, self.t = x, y, batch, rng, 0
+
+    def epoch(self):
+        w, b, dw, db, last = self.w, self.b, self.dw, self.db, len(self.w) - 1
+        for xb, yb in nnlite.datasets.batches(self.x, self.y, self.batch, rng=self.rng):
+            n = len(xb)
+            h, d, mask = [xb] + [a[:n] for a in self.h[1:]], [a[:n] for a in self.d], \
+                [a[:n] for a in self.mask]
+            for i in range(len(w)):
+                np.matmul(h[i], w[i], out=h[i + 1])
+                h[i + 1] += b[i]
+                if i < last:
+                    np.maximum(h[i + 1], 0, out=h[i + 1])
+            z = h[-1]  # softmax cross-entropy gradient, in place on the logits
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=1, keepdims=True)
+            z.ravel()[self.cols[:n] + yb] -= 1
+            z *= np.float32(1 / n)
+            g = z
+            for i in reversed(range(len(w))):
+                np.matmul(h[i].T, g, out=dw[i])
+                np.matmul(self.ones[:n], g, out=db[i])
+                if i:
+                    np.matmul(g, w[i].T, out=d[i])
+                    np.greater(h[i], 0, out=mask[i])
+                    g = np.multiply(d[i], mask[i], out=d[i])
+            self._adam()
+
+    def _adam(self):
+        (b1, b2), self.t = (0.9, 0.999), self.t + 1
+        step = LR * (1 - b1) / (1 - b1 ** self.t) * np.sqrt((1 - b2 ** self.t) / (1 - b2))
+        eps = 1e-8 * np.sqrt((1 - b2 ** self.t) / (1 - b2))
+        p, g, m, v, tmp = self.p, self.g, self.m, self.v, self.tmp
+        m *= b1
+        m += g
+        np.multiply(g, g, out=tmp)
+        v *= b2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step
+        p -= tmp
+
+    def predict(self, x):
+        for i in range(len(self.w)):
+            x = x @ self.w[i] + self.b[i]
+            if i < len(self.w) - 1:
+                np.maximum(x, 0, out=x)
+        return x
+
+    def accuracy(self, x, y):
+        return float(np.mean(self.predict(x).argmax(1) == y))
+
+
 class GemmFloor:
     """Only the matrix products one training step needs: forward, weight gradients, and the
     input gradients of every layer but the first. No activations, loss, optimizer or batching."""
@@ -199,7 +278,7 @@ def main() -> None:
           f"numpy {np.__version__}" + (f", torch {torch.__version__} "
                                        f"({torch.get_num_threads()} threads)" if torch else ""))
     kinds = [NNLite, *([Torch] if torch else []), *([] if args.no_sklearn else [SKLearn]),
-             GemmFloor]
+             HandFused, GemmFloor]
     contenders = [k(x, y) for k in kinds]
     print(f"MNIST ({len(x):,} images), 784-256-128-10 ReLU MLP, Adam lr {LR}, batch {BATCH}, "
           f"float32, median of {args.rounds} alternating rounds (ratios: median of the "
