@@ -76,7 +76,8 @@ class CrossEntropy(Loss):
         s -= s.max(axis=0)
         if labels is not None:
             # Where each sample's true class sits in the flattened (C, N) array.
-            self._picks, self._t = labels * n + np.arange(n), None
+            self._picks = np.arange(n) + np.multiply(labels, n, dtype=np.intp)
+            self._t = None
             picked = s.ravel()[self._picks].sum()
         else:
             self._picks, self._t = None, np.asarray(target, dtype=pred.dtype).T

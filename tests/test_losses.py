@@ -41,6 +41,15 @@ def test_cross_entropy_labels_and_onehot_agree(logits):
     np.testing.assert_allclose(a.backward(), b.backward(), atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int32])
+def test_cross_entropy_takes_labels_of_any_integer_dtype(rng, dtype):
+    # 128 rows and labels up to 9: label · rows overflows 8 bits if computed in the labels' dtype.
+    z, labels = rng.standard_normal((128, 10)), rng.integers(0, 10, 128)
+    a, b = losses.CrossEntropy(), losses.CrossEntropy()
+    assert a.forward(z, labels.astype(dtype)) == pytest.approx(b.forward(z, labels), rel=1e-12)
+    np.testing.assert_allclose(a.backward(), b.backward(), atol=1e-15)
+
+
 def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n(logits):
     labels = np.array([0, 3, 1, 1, 2])
     loss = losses.CrossEntropy()
