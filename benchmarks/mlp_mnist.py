@@ -1,6 +1,7 @@
-"""Train a 784-256-128-10 ReLU MLP on MNIST with nnlite, PyTorch (CPU), scikit-learn and a
-"GEMM floor" (the same matrix products and nothing else), in one process, alternating the
-contenders round by round so machine noise hits them alike; print ratios.
+"""Train a 784-256-128-10 ReLU MLP on MNIST with nnlite, PyTorch (CPU), scikit-learn, a
+hand-fused NumPy loop and a "GEMM floor" (the same matrix products and nothing else), in one
+process, alternating the contenders round by round so machine noise hits them alike; print
+ratios.
 
     python benchmarks/mlp_mnist.py [--rounds 7] [--data-dir DIR] [--no-scaling] [--samples N]
 
