@@ -131,9 +131,11 @@ class HandFused:
             self.db.append(self.g[at + a * b:at + a * b + b])
             self.w[-1][...] = rng.uniform(-1, 1, (a, b)) * np.sqrt(6 / a)
             at += a * b + b
-        self.h = [None] + [np.empty((batch, s), np.float32) for s in sizes[1:]]
-        self.d = [np.empty((batch, s), np.float32) for s in sizes]
-        self.mask = [np.empty((batch, s), bool) for s in sizes]
+        # The layers' outputs; then, for the i-th hidden activation (i >= 1), the gradient
+        # reaching it, ReLU's mask, and zeros to compare against (faster than the scalar 0).
+        self.h = [np.empty((batch, s), np.float32) for s in sizes[1:]]
+        self.d, self.mask, self.zeros = ([None] + [np.zeros((batch, s), t) for s in sizes[1:-1]]
+                                         for t in (np.float32, bool, np.float32))
         self.ones, self.cols = np.ones(batch, np.float32), np.arange(0, batch * 10, 10)
         self.x, self.y, self.batch, self.rng, self.t = x, y, batch, rng, 0
 
@@ -141,13 +143,12 @@ class HandFused:
         w, b, dw, db, last = self.w, self.b, self.dw, self.db, len(self.w) - 1
         for xb, yb in nnlite.datasets.batches(self.x, self.y, self.batch, rng=self.rng):
             n = len(xb)
-            h, d, mask = [xb] + [a[:n] for a in self.h[1:]], [a[:n] for a in self.d], \
-                [a[:n] for a in self.mask]
+            h = [xb] + [a[:n] for a in self.h]
             for i in range(len(w)):
                 np.matmul(h[i], w[i], out=h[i + 1])
                 h[i + 1] += b[i]
                 if i < last:
-                    np.maximum(h[i + 1], 0, out=h[i + 1])
+                    np.maximum(h[i + 1], self.zeros[i + 1][:n], out=h[i + 1])
             z = h[-1]  # softmax cross-entropy gradient, in place on the logits
             z -= z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
@@ -159,9 +160,10 @@ class HandFused:
                 np.matmul(h[i].T, g, out=dw[i])
                 np.matmul(self.ones[:n], g, out=db[i])
                 if i:
-                    np.matmul(g, w[i].T, out=d[i])
-                    np.greater(h[i], 0, out=mask[i])
-                    g = np.multiply(d[i], mask[i], out=d[i])
+                    d, mask = self.d[i][:n], self.mask[i][:n]
+                    np.matmul(g, w[i].T, out=d)
+                    np.greater(h[i], self.zeros[i][:n], out=mask)
+                    g = np.multiply(d, mask, out=d)
             self._adam()
 
     def _adam(self):
@@ -184,7 +186,7 @@ class HandFused:
         for i in range(len(self.w)):
             x = x @ self.w[i] + self.b[i]
             if i < len(self.w) - 1:
-                np.maximum(x, 0, out=x)
+                np.maximum(x, np.zeros_like(x), out=x)
         return x
 
     def accuracy(self, x, y):
