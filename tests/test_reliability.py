@@ -270,10 +270,25 @@ def test_killing_a_process_mid_save_never_leaves_a_torn_file(tmp_path):
         model = nnlite.load(path)  # the old file or the new one, never a torn one
         bias = model[0].bias.data
         assert np.all(bias == bias[0])
-        leftovers = [p.name for p in tmp_path.iterdir() if p.name != "big.npz"]
+        leftovers = {p.name for p in tmp_path.iterdir()} - {"big.npz"}
         assert len(leftovers) <= 1  # at most the one temporary file the kill interrupted
+        for p in leftovers:
+            (tmp_path / p).unlink()
         model.save(path)
         assert [p.name for p in tmp_path.iterdir()] == ["big.npz"]
+
+
+def test_two_saves_to_one_path_at_once_do_not_mix(tmp_path):
+    path = tmp_path / "model.npz"
+
+    def first(f):  # a second writer saves to the same path while the first is mid-write
+        f.write(b"first, ")
+        nnlite.io.atomic_write(path, lambda g: g.write(b"second"))
+        f.write(b"complete")
+
+    nnlite.io.atomic_write(path, first)
+    assert path.read_bytes() == b"first, complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
 def test_resuming_in_a_new_process_is_bit_identical(tmp_path):
