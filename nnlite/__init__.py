@@ -1,9 +1,11 @@
 """nnlite: a minimal neural-network framework on NumPy, built on the chain rule."""
 from . import callbacks, check, datasets, layers, losses, optim
+from .graph import Input, Model
 from .io import load, load_checkpoint, save
-from .layer import Layer, Parameter, set_seed
-from .model import Sequential
+from .layer import Layer, Parameter, get_default_dtype, set_default_dtype, set_seed
+from .sequential import Sequential
 
-__version__ = "0.1.0"
-__all__ = ["Parameter", "Layer", "Sequential", "set_seed", "save", "load", "load_checkpoint",
+__version__ = "0.2.0"
+__all__ = ["Parameter", "Layer", "Sequential", "Input", "Model", "set_seed",
+           "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint",
            "layers", "losses", "optim", "callbacks", "check", "datasets"]

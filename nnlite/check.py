@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,20 +38,31 @@ def numerical_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return np.stack(columns, axis=1)
 
 
-def jacobian(layer: Layer, x: np.ndarray) -> np.ndarray:
+def jacobian(layer: Layer, x: np.ndarray | Sequence[np.ndarray]
+             ) -> np.ndarray | list[np.ndarray]:
     """∂y/∂x of shape (y.size, x.size), row i being the VJP eᵢ · J from ``layer.backward``.
 
+    For a layer with several inputs, ``x`` is a list and the result one Jacobian per
+    input, ∂y/∂xₖ; with several outputs, y is all of them flattened and joined.
     Parameter gradients are left as they were.
     """
+    multi_in = isinstance(x, (list, tuple))
     saved = [p.grad.copy() for p in layer.parameters()]
     try:
-        y = layer.forward(x)
-        rows = []
-        for i in range(y.size):
-            e = np.zeros(y.size, y.dtype)
-            e[i] = 1
-            rows.append(np.array(layer.backward(e.reshape(y.shape))).reshape(-1))
-        return np.stack(rows) if rows else np.zeros((0, np.size(x)))
+        y = layer.forward(list(x) if multi_in else x)
+        multi_out = isinstance(y, (list, tuple))
+        outs = list(y) if multi_out else [y]
+        rows: list[list[np.ndarray]] = [[] for _ in (x if multi_in else [x])]
+        for k, out in enumerate(outs):
+            for i in range(out.size):
+                es = [np.zeros(o.shape, o.dtype) for o in outs]
+                es[k].reshape(-1)[i] = 1
+                dx = layer.backward(es if multi_out else es[0])
+                for r, d in zip(rows, dx if multi_in else [dx]):
+                    r.append(np.array(d).reshape(-1))
+        sizes = [np.size(v) for v in (x if multi_in else [x])]
+        jacobians = [np.stack(r) if r else np.zeros((0, n)) for r, n in zip(rows, sizes)]
+        return jacobians if multi_in else jacobians[0]
     finally:
         for p, g in zip(layer.parameters(), saved):
             p.grad[...] = g
@@ -78,55 +89,74 @@ class GradCheckReport:
         return "\n  ".join([head, worst, *self.problems])
 
 
-def check_layer(layer: Layer, x: np.ndarray, *, eps: float = 1e-6, atol: float = 1e-5,
-                rtol: float = 1e-4, seed: int = 0) -> GradCheckReport:
+def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: float = 1e-6,
+                atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0) -> GradCheckReport:
     """Compare ``layer``'s backward with finite differences, in float64.
 
     With a fixed random upstream gradient g, L(x, θ) = ⟨g, f(x; θ)⟩; the layer's
     backward(g) must equal ∂L/∂x and add ∂L/∂θ into every parameter's grad.
+    For a layer with several inputs, ``x`` is a list and every ∂L/∂xᵢ is checked
+    (with several outputs, g has one part per output and L sums over them); integer
+    inputs (token ids) are passed through and not differentiated.
     Also checked: backward leaves its inputs alone, a second backward gives the
     same dL/dx and adds the same parameter gradients again. The layer itself
     is not touched: a float64 copy is checked. Random layers (dropout) draw
     the same numbers on every call.
     """
     layer = copy.deepcopy(layer).astype(np.float64)
-    x = np.array(x, dtype=np.float64)
+    multi_in = isinstance(x, (list, tuple))
+    xs = [np.array(v) for v in (x if multi_in else [x])]
+    xs = [v if v.dtype.kind in "iu" else v.astype(np.float64) for v in xs]
     report = GradCheckReport(layer=repr(layer))
 
-    def forward(inp: np.ndarray) -> np.ndarray:
+    def forward(inputs: list[np.ndarray]) -> list[np.ndarray]:
         for m in layer.modules():
             m.rng = np.random.default_rng(seed)
-        return layer.forward(inp)
+        y = layer.forward(inputs if multi_in else inputs[0])
+        return list(y) if isinstance(y, (list, tuple)) else [y]
 
-    y = forward(x)
-    g = np.random.default_rng(seed + 1).standard_normal(y.shape)
+    ys = forward(xs)
+    multi_out = len(ys) > 1  # forward returned a list (of one output, it is taken as bare)
+    rng = np.random.default_rng(seed + 1)
+    gs = [rng.standard_normal(y.shape) for y in ys]
     params = dict(layer.named_parameters())
     for p in params.values():
         p.grad[...] = 0
-    x_before, g_before = x.copy(), g.copy()
-    dx = layer.backward(g)
+    before = [v.copy() for v in xs + gs]
+
+    def backward() -> list[np.ndarray]:
+        dx = layer.backward(gs if multi_out else gs[0])
+        return list(dx) if multi_in else [dx]
+
+    dxs = backward()
     grads = {name: p.grad.copy() for name, p in params.items()}
-    if not np.array_equal(x, x_before) or not np.array_equal(g, g_before):
+    if not all(np.array_equal(a, b) for a, b in zip(xs + gs, before)):
         report.problems.append("backward modified its input or the upstream gradient")
-    dx2 = layer.backward(g)
-    if not np.allclose(dx2, dx, rtol=1e-12, atol=0):
-        report.problems.append("a second backward gave a different dL/dx")
+    for dx2, dx in zip(backward(), dxs):
+        if not np.allclose(dx2, dx, rtol=1e-12, atol=0):
+            report.problems.append("a second backward gave a different dL/dx")
     for name, p in params.items():
         if not np.allclose(p.grad, 2 * grads[name], rtol=1e-10, atol=1e-12):
             report.problems.append(f"a second backward did not add the same gradient to "
                                    f"{name!r} (backward must accumulate into .grad)")
         p.grad[...] = 0
 
-    def loss_of_x(inp: np.ndarray) -> float:
-        return float(np.vdot(g, forward(inp)))
+    def loss(inputs: list[np.ndarray]) -> float:
+        return float(sum(np.vdot(g, y) for g, y in zip(gs, forward(inputs))))
 
-    _compare(report, "dL/dx", np.asarray(dx), _numerical_grad(loss_of_x, x, eps), atol, rtol)
+    for i, (v, dx) in enumerate(zip(xs, dxs)):
+        if v.dtype.kind in "iu":
+            continue
+        def loss_of_x(value: np.ndarray, i=i) -> float:
+            return loss(xs[:i] + [value] + xs[i + 1:])
+        what = f"dL/dx[{i}]" if multi_in else "dL/dx"
+        _compare(report, what, np.asarray(dx), _numerical_grad(loss_of_x, v, eps), atol, rtol)
     for name, p in params.items():
         def loss_of_p(value: np.ndarray, p=p) -> float:
             keep = p.data
             p.data = value
             try:
-                return float(np.vdot(g, forward(x)))
+                return loss(xs)
             finally:
                 p.data = keep
         _compare(report, f"dL/d{name}", grads[name], _numerical_grad(loss_of_p, p.data, eps),

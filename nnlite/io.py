@@ -3,7 +3,11 @@
 The archive holds one JSON header (format name and version, the architecture
 as nested layer configs, the optimizer's class and hyper-parameters, the
 epochs done) and one array per parameter, buffer and optimizer state.
-Writes are atomic; loading never executes code.
+A layer used at several places is described once and referred to after that
+(``{"same_as": k}``, the k-th layer described); a Parameter held under several
+names (tied weights) is stored once, the other names listed under ``"tied"``.
+Writes are atomic; loading never executes code: only Layer classes defined in
+the running program are built, from their JSON configs.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from . import optim
 from .layer import LAYER_CLASSES, Layer
 
 FORMAT = "nnlite"
-VERSION = 1
+VERSION = 2  # 2: layers inside configs, shared layers, tied parameters (1 still loads)
 _HEADER = "__nnlite__"
 
 
@@ -27,6 +31,13 @@ def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | 
     """Write ``model`` (and, for a checkpoint, ``optimizer`` state and ``epoch``) to ``path``."""
     header: dict[str, Any] = {"format": FORMAT, "version": VERSION,
                               "architecture": describe(model)}
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied.update({name: first[id(p)]} if id(p) in first else {})
+        first.setdefault(id(p), name)
+    if tied:
+        header["tied"] = tied
     arrays = {f"param/{name}": p.data for name, p in model.named_parameters()}
     arrays.update({f"buffer/{name}": b for name, b in model.named_buffers()})
     if optimizer is not None:
@@ -55,22 +66,63 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Layer, optim.Optimizer, in
     return model, opt, epoch
 
 
-def describe(layer: Layer) -> dict[str, Any]:
-    """The JSON description of a layer: its class, config and, for containers, children."""
-    desc: dict[str, Any] = {"class": type(layer).__name__, "config": layer.get_config()}
-    if hasattr(layer, "layers"):
-        desc["layers"] = [describe(child) for child in layer.layers]
-    return desc
+def describe(layer: Layer, described: list[Layer] | None = None) -> dict[str, Any]:
+    """The JSON description of a layer: its class and config, where a layer inside the
+    config is described in turn, and one described before is referred to by number."""
+    described = [] if described is None else described
+    for k, seen in enumerate(described):
+        if seen is layer:
+            return {"same_as": k}
+    config = {name: _encode(value, described) for name, value in layer.get_config().items()}
+    described.append(layer)  # numbered after the layers inside it, as build makes them
+    return {"class": type(layer).__name__, "config": config}
 
 
-def build(desc: dict[str, Any]) -> Layer:
+def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
     """The layer a ``describe`` result stands for, freshly initialised."""
+    built = [] if built is None else built
+    if "same_as" in desc:
+        k = desc["same_as"]
+        if not isinstance(k, int) or not 0 <= k < len(built):
+            raise ValueError(f"a layer refers to layer {k!r}, which is not described before it")
+        return built[k]
     cls = LAYER_CLASSES.get(desc["class"])
     if cls is None:
         raise ValueError(f"unknown layer class {desc['class']!r}: define or import it before "
                          f"loading")
-    children = [build(child) for child in desc.get("layers", [])]
-    return cls(*children, **desc["config"])
+    config = {name: _decode(value, built) for name, value in desc["config"].items()}
+    if "layers" in desc:  # version 1: a Sequential's layers beside its config
+        config["layers"] = [build(child, built) for child in desc["layers"]]
+    layer = cls.from_config(config)
+    built.append(layer)
+    return layer
+
+
+def _encode(value: Any, described: list[Layer]) -> Any:
+    if isinstance(value, Layer):
+        return {"layer": describe(value, described)}
+    if isinstance(value, (list, tuple)) and any(isinstance(v, Layer) for v in value):
+        return [_encode(v, described) for v in value]
+    return value
+
+
+def _decode(value: Any, built: list[Layer]) -> Any:
+    if isinstance(value, dict) and set(value) == {"layer"}:
+        return build(value["layer"], built)
+    if isinstance(value, list):
+        return [_decode(v, built) for v in value]
+    return value
+
+
+def _tie(model: Layer, tied: dict[str, str]) -> None:
+    """Make each name in ``tied`` hold the very Parameter of the name it maps to."""
+    slots = {name: (owner, attr) for name, owner, attr in model._slots("_params")}
+    for alias, name in tied.items():
+        if alias not in slots or name not in slots:
+            raise ValueError(f"tied parameters {alias!r} and {name!r} are not both in the "
+                             f"architecture")
+        owner, attr = slots[alias]
+        setattr(owner, attr, getattr(*slots[name]))
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -111,6 +163,7 @@ def _read(path: str | os.PathLike, want_optimizer: bool):
                          f"nnlite reads ({VERSION}); upgrade nnlite")
     try:
         model = build(header["architecture"])
+        _tie(model, header.get("tied", {}))
         _fill(path, "parameter", dict(model.named_parameters()), arrays, "param/",
               lambda p, v: setattr(p, "data", v.copy()))
         slots = {name: (owner, attr) for name, owner, attr in model._buffer_slots()}

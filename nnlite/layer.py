@@ -1,9 +1,11 @@
-"""The layer contract: a Parameter, a Layer, and nnlite's random generator.
+"""The layer contract: a Parameter, a Layer, nnlite's random generator and default dtype.
 
 A layer is a function y = f(x). ``forward`` computes y and caches what
 ``backward`` needs; ``backward(g)`` receives g = dL/dy and returns the
 vector-Jacobian product g · J with J = ∂y/∂x, adding dL/dθ into each
 parameter's ``.grad`` as it goes. Chaining layers chains these products.
+A layer with several inputs takes a list in ``forward`` and returns a list of
+gradients, one per input, from ``backward``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 _generator = np.random.default_rng()
+_default_dtype = np.dtype(np.float32)
 
 #: Every Layer subclass by class name, so ``load`` can rebuild saved models
 #: without importing (or executing) anything named in a file.
@@ -30,18 +33,41 @@ def default_rng() -> np.random.Generator:
     return _generator
 
 
+def set_default_dtype(dtype: Any) -> None:
+    """Set the floating dtype that Parameter and the built-in layers use unless given
+    ``dtype=`` (float32 to begin with), as ``torch.set_default_dtype``."""
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"set_default_dtype: the default must be a floating dtype, got {dtype}")
+    _default_dtype = dtype
+
+
+def get_default_dtype() -> np.dtype:
+    """The floating dtype new parameters get unless told otherwise."""
+    return _default_dtype
+
+
+def resolve_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy dtype, the default floating dtype when it is None."""
+    return _default_dtype if dtype is None else np.dtype(dtype)
+
+
 class Parameter:
     """A trainable array: ``.data`` and its gradient ``.grad`` (same shape and dtype).
+
+    ``data`` is converted to ``dtype``, by default nnlite's default dtype (float32), so
+    ``Parameter(np.ones(3))`` trains beside the built-in layers.
 
     ``backward`` adds into ``.grad``; optimizers and ``zero_grad`` reset it. The reset
     is lazy: the zeros are written when ``.grad`` is next read, or not at all when
     ``add_matmul`` can write its product straight into the gradient.
     """
 
-    def __init__(self, data: Any):
-        self.data = np.asarray(data)
+    def __init__(self, data: Any, dtype: Any = None):
+        self.data = np.asarray(data, dtype=resolve_dtype(dtype))
         if not np.issubdtype(self.data.dtype, np.floating):
-            self.data = self.data.astype(np.float32)
+            raise ValueError(f"Parameter: a trainable array must be floating, got {dtype}")
         self._grad = np.zeros_like(self.data)
         self._zero_pending = False
 
@@ -96,10 +122,13 @@ class Layer:
     """
 
     training: bool = True
-    #: When False, ``backward`` may return None instead of computing dL/dx.
-    #: The training loop sets it on a model's first layer, whose input
-    #: gradient nobody uses.
+    #: When False, ``backward`` may skip dL/dx and return None. Containers set it, for
+    #: one call at a time, on a layer whose input gradient nobody uses (the first
+    #: layers of a model in ``fit``), and only where ``skips_input_grad`` says the
+    #: layer honours it.
     input_grad: bool = True
+    #: Whether ``backward`` looks at ``input_grad`` (Linear, Conv2D and the containers).
+    skips_input_grad: bool = False
     #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
     rng: np.random.Generator | None = None
 
@@ -109,11 +138,17 @@ class Layer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
-        if isinstance(value, (Parameter, Layer)):
-            d.setdefault("_params", {})
-            d.setdefault("_children", {})
-            d.setdefault("_buffers", {})
-            (d["_params"] if isinstance(value, Parameter) else d["_children"])[name] = value
+        if "_params" not in d:
+            d["_params"], d["_children"], d["_buffers"] = {}, {}, {}
+        params, children = d["_params"], d["_children"]
+        if name in params or name in children:
+            params.pop(name, None)
+            children.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and
+                                          _layer_list(value)):
+            children[name] = value  # a list or tuple stays live: later appends register
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, array: np.ndarray) -> None:
@@ -128,18 +163,37 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must define backward(grad)")
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Any) -> Any:
+        """``forward(x)`` on arrays; on symbolic values (``nnlite.Input``), a new node of a
+        graph, whose output is symbolic too (see ``nnlite.Model``)."""
+        from .graph import Symbol, connect
+
+        if isinstance(x, Symbol) or (isinstance(x, (list, tuple)) and
+                                     any(isinstance(v, Symbol) for v in x)):
+            return connect(self, x)
         return self.forward(x)
 
     # -- structure ----------------------------------------------------------------
-    def children(self) -> list[Layer]:
-        return list(self.__dict__.get("_children", {}).values())
+    def named_children(self) -> Iterator[tuple[str, Layer]]:
+        """(name, layer) of each sub-layer; the layers of a list attribute as ``name.i``."""
+        for name, child in self.__dict__.get("_children", {}).items():
+            if isinstance(child, Layer):
+                yield name, child
+            else:
+                for i, item in enumerate(child):
+                    if isinstance(item, Layer):
+                        yield f"{name}.{i}", item
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, Parameter) pairs, own parameters first, each once."""
+    def children(self) -> list[Layer]:
+        return [child for _, child in self.named_children()]
+
+    def named_parameters(self, prefix: str = "", remove_duplicate: bool = True
+                         ) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, Parameter) pairs, own parameters first; each Parameter once unless
+        ``remove_duplicate=False`` (then a shared or tied one under every name)."""
         seen: set[int] = set()
         for name, p in self._named("_params", prefix):
-            if id(p) not in seen:
+            if id(p) not in seen or not remove_duplicate:
                 seen.add(id(p))
                 yield name, p
 
@@ -151,22 +205,44 @@ class Layer:
             yield name, getattr(owner, attr)
 
     def _buffer_slots(self, prefix: str = "") -> Iterator[tuple[str, Layer, str]]:
-        for attr in self.__dict__.get("_buffers", {}):
+        """(dotted name, owning layer, attribute) of every buffer, each layer once."""
+        seen: set[tuple[int, str]] = set()
+        for name, owner, attr in self._slots("_buffers", prefix):
+            if (id(owner), attr) not in seen:
+                seen.add((id(owner), attr))
+                yield name, owner, attr
+
+    def _slots(self, kind: str, prefix: str = "") -> Iterator[tuple[str, Layer, str]]:
+        """(dotted name, owning layer, attribute) of every parameter or buffer, by path."""
+        for attr in self.__dict__.get(kind, {}):
             yield prefix + attr, self, attr
-        for cname, child in self.__dict__.get("_children", {}).items():
-            yield from child._buffer_slots(f"{prefix}{cname}.")
+        for cname, child in self.named_children():
+            yield from child._slots(kind, f"{prefix}{cname}.")
 
     def _named(self, kind: str, prefix: str) -> Iterator[tuple[str, Any]]:
-        for name, value in self.__dict__.get(kind, {}).items():
-            yield prefix + name, value
-        for cname, child in self.__dict__.get("_children", {}).items():
-            yield from child._named(kind, f"{prefix}{cname}.")
+        for name, owner, attr in self._slots(kind, prefix):
+            yield name, getattr(owner, attr)
 
     def modules(self) -> Iterator[Layer]:
-        """This layer and every layer inside it, depth first."""
-        yield self
-        for child in self.children():
-            yield from child.modules()
+        """This layer and every layer inside it, depth first, each once."""
+        seen: set[int] = set()
+        todo = [self]
+        while todo:
+            layer = todo.pop()
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                yield layer
+                todo.extend(reversed(layer.children()))
+
+    def call_state(self) -> list[dict[str, Any]]:
+        """What this layer (and the layers inside it) cached in ``forward``: a shallow copy
+        of their attributes. A container calling one layer at several places keeps each
+        call's state and puts it back before that call's ``backward``."""
+        return [dict(m.__dict__) for m in self.modules()]
+
+    def restore_call_state(self, state: list[dict[str, Any]]) -> None:
+        for m, saved in zip(self.modules(), state):
+            m.__dict__.update(saved)
 
     # -- modes and state ----------------------------------------------------------
     def train(self, mode: bool = True) -> Layer:
@@ -201,6 +277,8 @@ class Layer:
 
         By default each argument of ``__init__`` is read from the attribute
         of the same name, as scikit-learn does; override when that fails.
+        Values are JSON values or layers (or lists of layers): ``save`` describes
+        those in turn, a layer used twice once.
         """
         config = {}
         for name, param in inspect.signature(type(self).__init__).parameters.items():
@@ -213,6 +291,11 @@ class Layer:
             value = getattr(self, name)
             config[name] = value.name if isinstance(value, np.dtype) else value
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """The layer ``get_config`` describes (layers inside it already rebuilt)."""
+        return cls(**config)
 
     def extra_repr(self) -> str:
         try:
@@ -243,3 +326,35 @@ class Layer:
         if value is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         return value
+
+
+def _layer_list(value: Any) -> bool:
+    """Whether ``value`` (a list or tuple) holds layers, or is empty, to be filled."""
+    kinds = {isinstance(v, Layer) for v in value}
+    if kinds == {True, False}:
+        raise TypeError("a list attribute of a layer holds layers and other values; keep the "
+                        "layers in a list of their own, so that they register")
+    return kinds != {False}
+
+
+def shared_positions(layers: list[Layer]) -> set[int]:
+    """The positions in ``layers`` whose layer (or a layer inside it) is also used at another
+    position: a container must keep each call's state for these (see ``call_state``)."""
+    owners: dict[int, set[int]] = {}
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            owners.setdefault(id(m), set()).add(i)
+    return {i for used_at in owners.values() if len(used_at) > 1 for i in used_at}
+
+
+def backward_without_input_grad(layer: Layer, grad: Any) -> None:
+    """``layer.backward(grad)`` for its parameter gradients only: nobody needs dL/dx, so a
+    layer that honours ``input_grad`` is told, for this call, that it may skip it."""
+    if not layer.skips_input_grad or not layer.input_grad:
+        layer.backward(grad)
+        return
+    layer.input_grad = False
+    try:
+        layer.backward(grad)
+    finally:
+        layer.input_grad = True

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import callbacks, layers, losses, optim
 from .layers.activations import softmax
-from .model import Sequential
+from .sequential import Sequential
 
 ACTIVATIONS = {"relu": layers.ReLU, "leaky_relu": layers.LeakyReLU, "tanh": layers.Tanh,
                "logistic": layers.Sigmoid, "sigmoid": layers.Sigmoid, "gelu": layers.GELU,

@@ -6,7 +6,7 @@ import nnlite
 from nnlite import layers
 from nnlite.check import check_layer, jacobian, numerical_jacobian
 
-from test_layers import CASES
+from test_layers import CASES, sample
 
 
 def test_numerical_jacobian_of_a_known_function():
@@ -25,11 +25,17 @@ def test_jacobian_agrees_with_finite_differences(make, shape, rng):
             m.rng = np.random.default_rng(0)
         return layer.forward(v)
 
-    x = rng.standard_normal(shape)
-    numeric = numerical_jacobian(forward, x)
+    x = sample(rng, shape)
+    if isinstance(x, list):  # one Jacobian per input: vary that input, hold the others
+        numeric = [numerical_jacobian(lambda v, i=i: forward(x[:i] + [v] + x[i + 1:]), xi)
+                   for i, xi in enumerate(x)]
+    else:
+        numeric = numerical_jacobian(forward, x)
     for m in layer.modules():
         m.rng = np.random.default_rng(0)
-    np.testing.assert_allclose(jacobian(layer, x), numeric, atol=1e-7)
+    for analytic, expected in zip(*(([jacobian(layer, x)], [numeric]) if not isinstance(x, list)
+                                    else (jacobian(layer, x), numeric))):
+        np.testing.assert_allclose(analytic, expected, atol=1e-7)
 
 
 def test_jacobian_of_linear_is_w_transposed_per_row(rng):

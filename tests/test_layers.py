@@ -33,7 +33,23 @@ EXAMPLES = {
     "BatchNorm": [(lambda: layers.BatchNorm(4), [(5, 4)]),
                   (lambda: layers.BatchNorm(3), [(2, 3, 3, 4)]),
                   (lambda: _with_running_stats(layers.BatchNorm(3)).eval(), [(2, 3, 2, 2)])],
+    # Merge layers take a list: their "shape" is a list of input shapes.
+    "Add": [(layers.Add, [[(4, 5), (4, 5)], [(2, 3, 4)] * 3])],
+    "Multiply": [(layers.Multiply, [[(4, 5), (4, 5)], [(2, 3)] * 4])],
+    "Concatenate": [(layers.Concatenate, [[(4, 2), (4, 3)], [(2, 1, 3)] * 3]),
+                    (lambda: layers.Concatenate(axis=1), [[(2, 1, 3), (2, 4, 3)]])],
 }
+
+
+def sample(rng, shape):
+    """An input of ``shape``, or a list of inputs for a list of shapes."""
+    if isinstance(shape, list):
+        return [rng.standard_normal(s) for s in shape]
+    return rng.standard_normal(shape)
+
+
+def as_float32(x):
+    return [v.astype(np.float32) for v in x] if isinstance(x, list) else x.astype(np.float32)
 
 
 def _with_running_stats(bn):
@@ -67,7 +83,7 @@ def test_every_layer_has_a_check():
 
 @pytest.mark.parametrize("make, shape", CASES)
 def test_layer_gradients(make, shape, rng):
-    x = rng.standard_normal(shape)
+    x = sample(rng, shape)
     report = check_layer(make(), x)
     assert report.ok, str(report)
 
@@ -76,13 +92,14 @@ def test_layer_gradients(make, shape, rng):
 def test_outputs_are_owned_by_the_caller(make, shape, rng):
     """y1 = f(x1); y2 = f(x2) keeps y1 intact, and forward leaves x alone."""
     layer = make()
-    x1, x2 = rng.standard_normal(shape), rng.standard_normal(shape)
-    x1_before = x1.copy()
-    y1 = layer(x1.astype(np.float32))
+    x1, x2 = as_float32(sample(rng, shape)), as_float32(sample(rng, shape))
+    x1_before = [v.copy() for v in x1] if isinstance(x1, list) else x1.copy()
+    y1 = layer(x1)
     y1_before = y1.copy()
-    layer(x2.astype(np.float32))
+    layer(x2)
     np.testing.assert_array_equal(y1, y1_before)
-    np.testing.assert_array_equal(x1, x1_before)
+    for a, b in zip(*(([x1], [x1_before]) if not isinstance(x1, list) else (x1, x1_before))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_linear_computes_x_w_plus_b():
@@ -184,10 +201,12 @@ def test_parameters_register_in_assignment_order():
     assert [n for n, _ in model.named_parameters()][0] == "0.scale"
 
 
-def test_parameter_keeps_dtype_and_grad_starts_at_zero():
-    p = nnlite.Parameter(np.ones((2, 3), np.float64))
-    assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+def test_parameter_takes_the_default_dtype_unless_told_and_grad_starts_at_zero():
+    p = nnlite.Parameter(np.ones((2, 3)))        # float64, the NumPy way
+    assert p.data.dtype == np.float32 and p.grad.dtype == np.float32
     np.testing.assert_array_equal(p.grad, 0)
+    p = nnlite.Parameter(np.ones((2, 3)), dtype=np.float64)
+    assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
 
 
 def test_backward_accumulates_and_zero_grad_resets(rng):

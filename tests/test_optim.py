@@ -57,7 +57,7 @@ CONFIGS = [
 @pytest.mark.parametrize("name, hp", CONFIGS, ids=[f"{n}-{h}" for n, h in CONFIGS])
 def test_updates_match_torch_algorithms(name, hp, rng):
     shapes = [(3, 4), (4,), (2, 2)]
-    params = [nnlite.Parameter(rng.standard_normal(s)) for s in shapes]
+    params = [nnlite.Parameter(rng.standard_normal(s), np.float64) for s in shapes]
     start = [p.data.copy() for p in params]
     grads = [[rng.standard_normal(s) for _ in range(6)] for s in shapes]
     opt = getattr(optim, name)(params, lr=0.05, **hp)
@@ -75,7 +75,7 @@ def test_updates_match_torch_algorithms(name, hp, rng):
 def test_adam_blocks_do_not_change_the_update(name, rng):
     """Adam updates in blocks of optim.BLOCK values; here block edges fall inside parameters."""
     shapes = [(optim.BLOCK + 5,), (3, optim.BLOCK // 2)]
-    params = [nnlite.Parameter(rng.standard_normal(s)) for s in shapes]
+    params = [nnlite.Parameter(rng.standard_normal(s), np.float64) for s in shapes]
     start = [p.data.copy() for p in params]
     grads = [[rng.standard_normal(s) for _ in range(3)] for s in shapes]
     opt = getattr(optim, name)(params, lr=0.05)
@@ -90,7 +90,7 @@ def test_adam_blocks_do_not_change_the_update(name, rng):
 
 
 def test_adam_first_step_by_hand():
-    p = nnlite.Parameter(np.array([1.0, -2.0]))
+    p = nnlite.Parameter(np.array([1.0, -2.0]), np.float64)
     p.grad[...] = [0.5, -3.0]
     optim.Adam([p], lr=0.1).step()
     # m̂ = g and v̂ = g², so the first step is lr · g/(|g| + ε) ≈ lr · sign(g)
@@ -98,7 +98,7 @@ def test_adam_first_step_by_hand():
 
 
 def test_sgd_step_by_hand():
-    p = nnlite.Parameter(np.array([1.0, 2.0]))
+    p = nnlite.Parameter(np.array([1.0, 2.0]), np.float64)
     opt = optim.SGD([p], lr=0.5, momentum=0.9)
     for _ in range(2):
         p.grad[...] = [1.0, -1.0]
@@ -108,7 +108,7 @@ def test_sgd_step_by_hand():
 
 
 def test_optimizer_does_not_modify_grad_when_decaying():
-    p = nnlite.Parameter(np.array([1.0, 2.0]))
+    p = nnlite.Parameter(np.array([1.0, 2.0]), np.float64)
     p.grad[...] = [0.1, 0.2]
     optim.Adam([p], weight_decay=0.5).step()
     np.testing.assert_array_equal(p.grad, [0.1, 0.2])
@@ -128,7 +128,7 @@ def test_reassigned_data_and_grad_are_respected():
 
 
 def test_a_second_optimizer_over_the_same_parameters():
-    p = nnlite.Parameter(np.array([1.0]))
+    p = nnlite.Parameter(np.array([1.0]), np.float64)
     first = optim.SGD([p], lr=1.0)
     second = optim.SGD([p], lr=0.1)
     p.grad[...] = 1.0
@@ -143,7 +143,7 @@ def test_a_second_optimizer_over_the_same_parameters():
 
 
 def test_changed_shape_is_a_clear_error():
-    p = nnlite.Parameter(np.zeros(3))
+    p = nnlite.Parameter(np.zeros(3), np.float64)
     opt = optim.SGD([p], lr=0.1)
     p.data = np.zeros(4)
     with pytest.raises(ValueError, match=r"changed shape from \(3,\) to \(4,\)"):
@@ -164,7 +164,7 @@ def test_converting_the_model_under_an_optimizer_is_a_clear_error():
 ])
 def test_non_positive_learning_rate_is_rejected(make):
     with pytest.raises(ValueError, match="lr must be a positive number"):
-        make([nnlite.Parameter(np.zeros(2))])
+        make([nnlite.Parameter(np.zeros(2), np.float64)])
 
 
 def test_empty_parameter_list_is_rejected():
@@ -173,7 +173,7 @@ def test_empty_parameter_list_is_rejected():
 
 
 def test_clip_grad_norm():
-    a, b = nnlite.Parameter(np.zeros(2)), nnlite.Parameter(np.zeros(1))
+    a, b = nnlite.Parameter(np.zeros(2), np.float64), nnlite.Parameter(np.zeros(1), np.float64)
     a.grad[...] = [3.0, 0.0]
     b.grad[...] = [4.0]
     assert optim.clip_grad_norm_([a, b], 1.0) == pytest.approx(5.0)
@@ -181,14 +181,14 @@ def test_clip_grad_norm():
 
 
 def test_max_grad_norm_clips_before_the_step():
-    p = nnlite.Parameter(np.array([0.0, 0.0]))
+    p = nnlite.Parameter(np.array([0.0, 0.0]), np.float64)
     p.grad[...] = [30.0, 40.0]
     optim.SGD([p], lr=1.0, max_grad_norm=5.0).step()
     np.testing.assert_allclose(p.data, [-3.0, -4.0], rtol=1e-6)
 
 
 def test_schedules():
-    p = nnlite.Parameter(np.zeros(1))
+    p = nnlite.Parameter(np.zeros(1), np.float64)
     opt = optim.SGD([p], lr=1.0)
     step = optim.StepLR(opt, step_size=2, gamma=0.5)
     lrs = []
@@ -207,5 +207,5 @@ def test_schedules():
 
 def test_mixed_dtypes_are_a_clear_error():
     with pytest.raises(ValueError, match="different dtypes"):
-        optim.SGD([nnlite.Parameter(np.zeros(2, np.float32)),
-                   nnlite.Parameter(np.zeros(2, np.float64))], lr=0.1)
+        optim.SGD([nnlite.Parameter(np.zeros(2), np.float32),
+                   nnlite.Parameter(np.zeros(2), np.float64)], lr=0.1)

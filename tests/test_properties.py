@@ -15,34 +15,44 @@ MAKERS = [pytest.param(make, id=f"{name}-{i}") for name, entries in sorted(EXAMP
           for i, (make, _) in enumerate(entries)]
 
 
-def input_shape(make):
-    """A shape the layer accepts: its example's trailing axes behind a random batch size."""
+def input_shapes(make):
+    """The shapes the layer's first example takes (one per input), without the batch axis."""
     for entries in EXAMPLES.values():
         for m, shapes in entries:
             if m is make:
-                return shapes[0][1:]
+                return [s[1:] for s in shapes[0]] if isinstance(shapes[0], list) \
+                    else [shapes[0][1:]]
+
+
+def listed(make):
+    """Whether the layer takes a list of inputs (a merge layer)."""
+    return len(input_shapes(make)) > 1
 
 
 @st.composite
 def inputs(draw, make, low, high):
+    """A list of one array per input, behind one random batch size."""
     batch = draw(st.integers(2, 5))  # BatchNorm needs two values per channel
-    shape = (batch, *input_shape(make))
-    magnitude = arrays(np.float64, shape, elements=st.floats(low, high))
-    sign = arrays(np.bool_, shape)
-    return np.where(draw(sign), 1, -1) * draw(magnitude)
+    xs = []
+    for trailing in input_shapes(make):
+        shape = (batch, *trailing)
+        magnitude = arrays(np.float64, shape, elements=st.floats(low, high))
+        sign = arrays(np.bool_, shape)
+        xs.append(np.where(draw(sign), 1, -1) * draw(magnitude))
+    return xs
 
 
 @pytest.mark.parametrize("make", MAKERS)
 @FAST
 @given(data=st.data())
 def test_finite_in_finite_out_and_shapes_kept(make, data):
-    x = data.draw(inputs(make, 0.0, 1e4)).astype(np.float32)
+    xs = [x.astype(np.float32) for x in data.draw(inputs(make, 0.0, 1e4))]
     layer = make()
-    y = layer(x)
-    assert np.isfinite(y).all() and y.dtype == np.float32 and y.shape[0] == x.shape[0]
+    y = layer(xs if listed(make) else xs[0])
+    assert np.isfinite(y).all() and y.dtype == np.float32 and y.shape[0] == xs[0].shape[0]
     g = data.draw(arrays(np.float32, y.shape, elements=st.floats(-10, 10, width=32)))
-    dx = layer.backward(g)
-    assert dx.shape == x.shape and np.isfinite(dx).all()
+    dxs = layer.backward(g) if listed(make) else [layer.backward(g)]
+    assert all(dx.shape == x.shape and np.isfinite(dx).all() for dx, x in zip(dxs, xs))
     assert all(np.isfinite(p.grad).all() for p in layer.parameters())
 
 
@@ -52,8 +62,8 @@ def test_finite_in_finite_out_and_shapes_kept(make, data):
 def test_gradient_checks_pass(make, data):
     # Values keep 0.01 from zero, where ReLU-like layers have a kink, and differ by at
     # least 1e-5, so that no max-pooling window holds a tie.
-    x = data.draw(inputs(make, 0.01, 3.0))
-    ranks = np.argsort(np.argsort(x, axis=None)).reshape(x.shape)
-    x = x + 1e-5 * ranks
-    report = check_layer(make(), x, seed=data.draw(st.integers(0, 2 ** 16)))
+    xs = data.draw(inputs(make, 0.01, 3.0))
+    xs = [x + 1e-5 * np.argsort(np.argsort(x, axis=None)).reshape(x.shape) for x in xs]
+    report = check_layer(make(), xs if listed(make) else xs[0],
+                         seed=data.draw(st.integers(0, 2 ** 16)))
     assert report.ok, str(report)

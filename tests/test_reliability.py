@@ -221,14 +221,15 @@ def test_newer_format_version_is_refused(saved):
 
 
 def test_unknown_layer_and_wrong_shapes_are_clear_errors(saved):
-    rewrite_header(saved, lambda h: h["architecture"]["layers"][0].update({"class": "Evil"}))
+    rewrite_header(saved, lambda h: h["architecture"]["config"]["layers"][0]["layer"].update(
+        {"class": "Evil"}))
     with pytest.raises(ValueError, match="unknown layer class 'Evil'"):
         nnlite.load(saved)
 
 
 def test_shape_mismatch_in_file_is_a_clear_error(saved):
-    rewrite_header(saved, lambda h: h["architecture"]["layers"][0]["config"].update(
-        out_features=31))
+    rewrite_header(saved, lambda h: h["architecture"]["config"]["layers"][0]["layer"]["config"]
+        .update(out_features=31))
     with pytest.raises(ValueError, match=r"parameter '0.weight' has shape \(64, 32\)"):
         nnlite.load(saved)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..layer import Layer, Parameter, default_rng
+from ..layer import Layer, Parameter, default_rng, resolve_dtype
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -52,20 +52,22 @@ class Conv2D(Layer):
     (one product G · W[:, :, i, j] per kernel offset, so each part is contiguous).
     """
 
+    skips_input_grad = True
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                 bias: bool = True, *, dtype: Any = np.float32,
+                 bias: bool = True, *, dtype: Any = None,
                  rng: np.random.Generator | None = None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (_pair(kernel_size), _pair(stride),
                                                        _pair(padding))
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         kh, kw = self.kernel_size
         limit = np.sqrt(6.0 / (in_channels * kh * kw))  # He uniform, fan_in = C·kh·kw
         w = (rng or default_rng()).uniform(-limit, limit, (out_channels, in_channels, kh, kw))
-        self.weight = Parameter(w.astype(self.dtype))
-        self.bias = Parameter(np.zeros(out_channels, self.dtype)) if bias else None
+        self.weight = Parameter(w, self.dtype)
+        self.bias = Parameter(np.zeros(out_channels), self.dtype) if bias else None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_nchw(self, x, self.in_channels)

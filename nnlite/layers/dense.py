@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layer import Layer, Parameter, default_rng
+from ..layer import Layer, Parameter, default_rng, resolve_dtype
 
 
 class Linear(Layer):
@@ -17,21 +17,24 @@ class Linear(Layer):
     ``init="he"`` draws W from U(±√(6/fan_in)), right for ReLU networks;
     ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid.
     Biases start at zero. Draws come from ``rng``, else nnlite's generator.
+    Parameters are of ``dtype``, by default nnlite's default dtype (float32).
     """
 
+    skips_input_grad = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init: str = "he", dtype: Any = np.float32,
+                 init: str = "he", dtype: Any = None,
                  rng: np.random.Generator | None = None):
         super().__init__()
         if init not in ("he", "glorot"):
             raise ValueError(f"Linear: init must be 'he' or 'glorot', got {init!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.init, self.dtype = init, np.dtype(dtype)
+        self.init, self.dtype = init, resolve_dtype(dtype)
         fan = in_features if init == "he" else in_features + out_features
         limit = np.sqrt(6.0 / fan)
         w = (rng or default_rng()).uniform(-limit, limit, (in_features, out_features))
-        self.weight = Parameter(w.astype(self.dtype))
-        self.bias = Parameter(np.zeros(out_features, self.dtype)) if bias else None
+        self.weight = Parameter(w, self.dtype)
+        self.bias = Parameter(np.zeros(out_features), self.dtype) if bias else None
         self._x = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layer import Layer, Parameter
+from ..layer import Layer, Parameter, resolve_dtype
 
 
 class BatchNorm(Layer):
@@ -21,13 +21,13 @@ class BatchNorm(Layer):
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
-                 dtype: Any = np.float32):
+                 dtype: Any = None):
         super().__init__()
         self.num_features, self.momentum, self.eps = int(num_features), float(momentum), \
             float(eps)
-        self.dtype = np.dtype(dtype)
-        self.weight = Parameter(np.ones(num_features, self.dtype))
-        self.bias = Parameter(np.zeros(num_features, self.dtype))
+        self.dtype = resolve_dtype(dtype)
+        self.weight = Parameter(np.ones(num_features), self.dtype)
+        self.bias = Parameter(np.zeros(num_features), self.dtype)
         self.register_buffer("running_mean", np.zeros(num_features, self.dtype))
         self.register_buffer("running_var", np.ones(num_features, self.dtype))
 

@@ -1,0 +1,376 @@
+"""Graph models: Keras's functional API over any directed acyclic graph of layers.
+
+``Input(shape)`` makes a symbolic value; calling a layer on symbolic values adds a
+node to a graph and returns its symbolic output; ``Model(inputs, outputs)`` turns
+the graph into a layer. Forward runs the nodes in topological order, precomputed
+once. Backward runs their VJPs in reverse, and where a value feeds several nodes its
+gradient is the sum of what comes back along each path — the chain rule for
+f(x(t), y(t)): df/dt = ∂f/∂x · dx/dt + ∂f/∂y · dy/dt.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from .layer import Layer, backward_without_input_grad, get_default_dtype, shared_positions
+from .training import Trainable
+
+
+class Node:
+    """One call of a layer in a graph: which values went in, which came out."""
+
+    def __init__(self, layer: Layer | None, inputs: list[Symbol], multi_in: bool):
+        self.layer, self.inputs, self.multi_in = layer, inputs, multi_in
+        self.outputs: list[Symbol] = []
+        self.multi_out = False
+
+
+class Symbol:
+    """A symbolic value: the output of ``Input`` or of a layer called on symbolic values.
+
+    ``shape`` leaves out the batch axis; ``dtype`` is None for floating values (the
+    model's dtype) or the integer dtype of token ids.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | None, node: Node):
+        self.shape, self.dtype, self.node = tuple(shape), dtype, node
+
+    def __repr__(self) -> str:
+        source = "Input" if self.node.layer is None else type(self.node.layer).__name__
+        return f"<Symbol shape={(None, *self.shape)} from {source}>"
+
+
+def Input(shape: int | Sequence[int], dtype: Any = None) -> Symbol:
+    """A symbolic input of ``shape`` (without the batch axis), floating unless ``dtype``
+    names an integer type (token ids)."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+        raise ValueError(f"Input: shape must be positive whole numbers, got {shape}")
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "iu":
+            dtype = None  # floating inputs take the model's dtype
+    node = Node(None, [], False)
+    node.outputs = [Symbol(shape, dtype, node)]
+    return node.outputs[0]
+
+
+def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]:
+    """Call ``layer`` on symbolic values: a new node, and its symbolic output(s).
+
+    The output shapes come from running the layer once, in eval mode, on one sample of
+    zeros, so a call that cannot work fails here, when the model is built.
+    """
+    multi_in = isinstance(x, (list, tuple))
+    inputs = list(x) if multi_in else [x]
+    if not all(isinstance(v, Symbol) for v in inputs):
+        raise ValueError(f"{layer!r} was called on a mix of symbolic values and arrays; "
+                         f"call it on nnlite.Input(...) values and what layers made of them")
+    probes = [np.zeros((1, *v.shape), v.dtype or get_default_dtype()) for v in inputs]
+    modes = [(m, m.training) for m in layer.modules()]
+    layer.eval()
+    try:
+        out = layer.forward(probes if multi_in else probes[0])
+    except ValueError as e:
+        shapes = ", ".join(str((None, *v.shape)) for v in inputs)
+        raise ValueError(f"{layer!r} cannot be called on inputs of shape {shapes}: {e}") \
+            from None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    node = Node(layer, inputs, multi_in)
+    node.multi_out = isinstance(out, (list, tuple))
+    for o in (out if node.multi_out else [out]):
+        o = np.asarray(o)
+        node.outputs.append(Symbol(o.shape[1:], o.dtype if o.dtype.kind in "iu" else None,
+                                   node))
+    return list(node.outputs) if node.multi_out else node.outputs[0]
+
+
+class _Step(NamedTuple):
+    """A node as the model runs it: slots index the model's list of values."""
+
+    layer: Layer
+    name: str               # the layer's name in the model ("3")
+    ins: tuple[int, ...]
+    outs: tuple[int, ...]
+    multi_in: bool
+    multi_out: bool
+    shared: bool            # the layer runs at other steps too: keep this call's state
+    trainable: bool         # the layer has parameters
+    flows: tuple[bool, ...]  # per input: does a parameter lie upstream of it?
+
+
+class Model(Trainable):
+    """A graph of layers from ``inputs`` to ``outputs`` (one symbolic value or a list).
+
+    ``forward`` takes one array per input (a list when there are several) and returns one
+    per output (likewise); ``backward`` takes one gradient per output and returns one per
+    input.
+    Each distinct layer is registered once, named by its position in the order of first
+    use ("0", "1", ...), so a layer called at several nodes shares its parameters, and
+    their gradient is the sum over its uses.
+    """
+
+    def __init__(self, inputs: Symbol | Sequence[Symbol], outputs: Symbol | Sequence[Symbol]):
+        super().__init__()
+        ins, outs = _symbols(inputs, "inputs"), _symbols(outputs, "outputs")
+        self._multi_in, self._multi_out = len(ins) > 1, len(outs) > 1
+        for i, v in enumerate(ins):
+            if v.node.layer is not None:
+                raise ValueError(f"Model: inputs[{i}] is the output of {v.node.layer!r}, not an "
+                                 f"nnlite.Input(...)")
+        if len({id(v) for v in ins}) != len(ins):
+            raise ValueError("Model: the same Input is given twice in inputs")
+        nodes = _topological(ins, outs)
+        used = {id(v) for node in nodes for v in node.inputs} | {id(v) for v in outs}
+        for i, v in enumerate(ins):
+            if id(v) not in used:
+                raise ValueError(f"Model: no output depends on inputs[{i}] "
+                                 f"(shape {(None, *v.shape)}); leave it out of inputs")
+        self.inputs, self.outputs, self._nodes = ins, outs, nodes
+        layers: list[Layer] = []
+        for node in nodes:
+            if all(node.layer is not other for other in layers):
+                layers.append(node.layer)
+        self.__dict__["layers"] = layers
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+        self._plan()
+
+    def _plan(self) -> None:
+        """Number every value and precompute the steps of forward and backward."""
+        slot: dict[int, int] = {id(v): i for i, v in enumerate(self.inputs)}
+        for node in self._nodes:
+            for v in node.outputs:
+                slot[id(v)] = len(slot)
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        shared = shared_positions([node.layer for node in self._nodes])
+        upstream = [False] * len(slot)  # does a parameter lie upstream of this value?
+        steps = []
+        for k, node in enumerate(self._nodes):
+            ins = tuple(slot[id(v)] for v in node.inputs)
+            outs = tuple(slot[id(v)] for v in node.outputs)
+            trainable = bool(node.layer.parameters())
+            flows = tuple(upstream[s] for s in ins)
+            for s in outs:
+                upstream[s] = trainable or any(flows)
+            steps.append(_Step(node.layer, str(index[id(node.layer)]), ins, outs,
+                               node.multi_in, node.multi_out, k in shared, trainable, flows))
+        self._steps, self._n_values = steps, len(slot)
+        self._in_slots = tuple(slot[id(v)] for v in self.inputs)
+        self._out_slots = tuple(slot[id(v)] for v in self.outputs)
+
+    # -- what the training loop needs ------------------------------------------------------
+    @property
+    def input_dtypes(self) -> list[np.dtype | None]:
+        return [v.dtype for v in self.inputs]
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.outputs)
+
+    def _check_data(self, xs, ys, losses, what) -> None:
+        for i, (v, x) in enumerate(zip(self.inputs, xs)):
+            if x.shape[1:] != v.shape:
+                where = f"input {i}" if len(xs) > 1 else "x"
+                raise ValueError(f"{what}: {where} has shape {x.shape}, but the model's "
+                                 f"Input takes {(None, *v.shape)}")
+        super()._check_data(xs, ys, losses, what)
+
+    # -- the layer contract ------------------------------------------------------------------
+    def forward(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        xs = self._arguments(x, self._multi_in, len(self.inputs), "forward", "inputs")
+        values: list[Any] = [None] * self._n_values
+        for s, v in zip(self._in_slots, xs):
+            values[s] = v
+        states = self._states = {}
+        for k, step in enumerate(self._steps):
+            args = [values[s] for s in step.ins]
+            try:
+                out = step.layer.forward(args if step.multi_in else args[0])
+            except ValueError as e:
+                raise ValueError(f"layer {step.name} ({type(step.layer).__name__}): {e}") \
+                    from None
+            if step.shared:
+                states[k] = step.layer.call_state()
+            if step.multi_out:
+                for s, o in zip(step.outs, out):
+                    values[s] = o
+                states[k, "shapes"] = [(o.shape, o.dtype) for o in out]
+            else:
+                values[step.outs[0]] = out
+        outs = [values[s] for s in self._out_slots]
+        return outs if self._multi_out else outs[0]
+
+    def backward(self, grad: np.ndarray | Sequence[np.ndarray]
+                 ) -> np.ndarray | list[np.ndarray] | None:
+        """dL/d(each input), summing the VJPs of every path; with ``input_grad`` False,
+        only the parameter gradients (returns None), and nodes with no parameter
+        upstream or inside are not visited."""
+        states = self._cached("_states")
+        grads: list[Any] = [None] * self._n_values
+        owned = [False] * self._n_values  # grads[s] is an array of ours, safe to add into
+        for s, g in zip(self._out_slots, self._arguments(grad, self._multi_out,
+                                                          len(self.outputs), "backward",
+                                                          "outputs")):
+            _accumulate(grads, owned, s, g, "the output gradient")
+        everything = self.input_grad
+        for k in range(len(self._steps) - 1, -1, -1):
+            step = self._steps[k]
+            if step.multi_out:
+                if all(grads[s] is None for s in step.outs):
+                    continue
+                g = [np.zeros(*shape) if grads[s] is None else grads[s]
+                     for s, shape in zip(step.outs, states[k, "shapes"])]
+            else:
+                g = grads[step.outs[0]]
+                if g is None:  # nothing downstream of this node reached a loss
+                    continue
+            needed = everything or any(step.flows)
+            if not needed and not step.trainable:
+                continue
+            if step.shared:
+                step.layer.restore_call_state(states[k])
+            if not needed:
+                backward_without_input_grad(step.layer, g)
+                continue
+            result = step.layer.backward(g)
+            results = result if step.multi_in else [result]
+            if not isinstance(results, (list, tuple)) or len(results) != len(step.ins):
+                raise ValueError(f"layer {step.name} ({type(step.layer).__name__}): backward "
+                                 f"must return a list of {len(step.ins)} gradients, one per "
+                                 f"input, got {type(result).__name__}")
+            for s, r, flows in zip(step.ins, results, step.flows):
+                if everything or flows:
+                    _accumulate(grads, owned, s, r, f"layer {step.name} "
+                                                    f"({type(step.layer).__name__})")
+        if not everything:
+            return None
+        dx = [grads[s] for s in self._in_slots]
+        return dx if self._multi_in else dx[0]
+
+    @staticmethod
+    def _arguments(value: Any, multi: bool, count: int, what: str, plural: str) -> list[Any]:
+        if not multi:
+            return [value]
+        if not isinstance(value, (list, tuple)) or len(value) != count:
+            got = f"{len(value)}" if isinstance(value, (list, tuple)) else "one array"
+            raise ValueError(f"Model.{what}: the model has {count} {plural}; give a list of "
+                             f"{count} arrays, got {got}")
+        return list(value)
+
+    # -- description and files -----------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The graph: its distinct layers, and each node as [layer, its inputs], where a
+        value is [node, output] (node -1 being the model's inputs)."""
+        where = {id(v): [-1, i] for i, v in enumerate(self.inputs)}
+        nodes = []
+        for k, node in enumerate(self._nodes):
+            nodes.append({"layer": self.layers.index(node.layer),
+                          "inputs": [where[id(v)] for v in node.inputs],
+                          "list": node.multi_in})
+            for i, v in enumerate(node.outputs):
+                where[id(v)] = [k, i]
+        return {"layers": list(self.layers),
+                "inputs": [{"shape": list(v.shape), "dtype": v.dtype and v.dtype.name}
+                           for v in self.inputs],
+                "nodes": nodes, "outputs": [where[id(v)] for v in self.outputs]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Model:
+        """Rebuild the graph by calling the (already rebuilt) layers on new Inputs."""
+        inputs = [Input(tuple(spec["shape"]), spec["dtype"]) for spec in config["inputs"]]
+        made: list[list[Symbol]] = []
+
+        def value(ref: list[int]) -> Symbol:
+            node, i = ref
+            return inputs[i] if node == -1 else made[node][i]
+
+        for spec in config["nodes"]:
+            args = [value(ref) for ref in spec["inputs"]]
+            out = config["layers"][spec["layer"]](args if spec["list"] else args[0])
+            made.append(out if isinstance(out, list) else [out])
+        outputs = [value(ref) for ref in config["outputs"]]
+        return cls(inputs, outputs)
+
+    def extra_repr(self) -> str:
+        return "\n" + "".join(f"  ({i}): {layer!r}\n" for i, layer in enumerate(self.layers))
+
+    def _summary_rows(self, input_shape):
+        names = {id(v): f"input_{i}" for i, v in enumerate(self.inputs)}
+        rows = [(f"input_{i} (Input)", str((None, *v.shape)), 0, "")
+                for i, v in enumerate(self.inputs)]
+        calls: dict[int, int] = {}
+        for node, step in zip(self._nodes, self._steps):
+            call = calls[id(node.layer)] = calls.get(id(node.layer), -1) + 1
+            name = step.name + (f"[{call}]" if step.shared else "")
+            for i, v in enumerate(node.outputs):
+                names[id(v)] = name + (f".{i}" if node.multi_out else "")
+            count = 0 if call else sum(p.size for p in node.layer.parameters())
+            shapes = ", ".join(str((None, *v.shape)) for v in node.outputs)
+            rows.append((f"{name} {type(node.layer).__name__}", shapes, count,
+                         ", ".join(names[id(v)] for v in node.inputs)))
+        return rows
+
+
+def _symbols(value: Any, what: str) -> list[Symbol]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ValueError(f"Model: {what} is empty")
+    for i, v in enumerate(values):
+        if not isinstance(v, Symbol):
+            raise ValueError(f"Model: {what} must be symbolic values (nnlite.Input(...) and "
+                             f"layers called on them), got {type(v).__name__} at {i}; to run a "
+                             f"model on arrays, build it first and call model.predict(x)")
+    return values
+
+
+def _topological(inputs: list[Symbol], outputs: list[Symbol]) -> list[Node]:
+    """The nodes that lead from ``inputs`` to ``outputs``, each after those it reads."""
+    allowed = {id(v.node) for v in inputs}
+    order: list[Node] = []
+    state: dict[int, int] = {}  # 1: being visited, 2: done
+    for out in outputs:
+        stack = [(out.node, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if children_done:
+                state[id(node)] = 2
+                order.append(node)
+                continue
+            if state.get(id(node)) == 2:
+                continue
+            if state.get(id(node)) == 1:
+                raise ValueError(f"Model: the graph has a cycle through {node.layer!r}")
+            if node.layer is None:
+                if id(node) not in allowed:
+                    raise ValueError(f"Model: an output depends on an Input of shape "
+                                     f"{(None, *node.outputs[0].shape)} that is not among "
+                                     f"the model's inputs")
+                state[id(node)] = 2
+                continue
+            state[id(node)] = 1
+            stack.append((node, True))
+            for v in reversed(node.inputs):
+                if state.get(id(v.node)) != 2:
+                    stack.append((v.node, False))
+    return order
+
+
+def _accumulate(grads: list[Any], owned: list[bool], slot: int, g: Any, source: str) -> None:
+    """grads[slot] += g: the first gradient is kept as given, the second is added into a
+    new array, and later ones into that array."""
+    current = grads[slot]
+    if current is None:
+        grads[slot] = g
+        return
+    if np.shape(g) != np.shape(current):
+        raise ValueError(f"{source}: backward returned a gradient of shape {np.shape(g)} for a "
+                         f"value of shape {np.shape(current)}")
+    if owned[slot]:
+        current += g
+    else:
+        grads[slot] = current + g
+        owned[slot] = True

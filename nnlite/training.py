@@ -1,0 +1,466 @@
+"""The training loop every container shares: fit, evaluate, predict, summary and save.
+
+A container (``Sequential``, the graph ``Model``) is a Layer that also says how
+many inputs and outputs it has; ``Trainable`` drives it. One batch of ``fit`` is
+forward, the losses and their gradients, one ``backward``, one optimizer step.
+With one input and one output, arrays go in and come out bare; with several, as
+lists, one entry per input or output, in order.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+import threading
+import warnings
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import io
+from .callbacks import Callback, CallbackList, History
+from .datasets import batches
+from .layer import Layer, default_rng, get_default_dtype
+from .losses import CrossEntropy, Loss
+from .optim import Optimizer
+
+
+class Trainable(Layer):
+    """Base class of the containers: the Keras-style ``fit``/``evaluate``/``predict``."""
+
+    skips_input_grad = True
+    #: Set by ``fit``; a callback stops training by setting it to True.
+    stop_training = False
+    initial_epoch = 0
+
+    # -- what a container tells the loop ------------------------------------------------
+    @property
+    def input_dtypes(self) -> list[np.dtype | None]:
+        """One entry per input: the integer dtype an input keeps, or None for the model's
+        floating dtype, which inputs are cast to."""
+        return [None]
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the model's parameters (the default dtype if it has none)."""
+        for p in self.parameters():
+            return p.data.dtype
+        return get_default_dtype()
+
+    def output_names(self) -> list[str]:
+        """How History and ``evaluate`` name each output's metrics."""
+        return [""] if self.n_outputs == 1 else [f"output_{i}_" for i in range(self.n_outputs)]
+
+    # -- inference ----------------------------------------------------------------
+    def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray | list[np.ndarray]:
+        """The model's outputs for ``x``, computed in eval mode, ``batch_size`` rows at a time
+        (one array, or a list of one array per output)."""
+        xs = self._as_inputs(x, "predict")
+        _check_batch_size(batch_size)
+        was_training = self.training
+        self.eval()
+        try:
+            outs: list[np.ndarray] | None = None
+            n = len(xs[0])
+            for start in range(0, n, batch_size):
+                ys = self._forward_list([v[start:start + batch_size] for v in xs])
+                if outs is None:
+                    outs = [np.empty((n,) + y.shape[1:], y.dtype) for y in ys]
+                for out, y in zip(outs, ys):
+                    out[start:start + len(y)] = y
+        finally:
+            self.train(was_training)
+        if outs is None:
+            outs = [np.empty((0,), self.dtype) for _ in range(self.n_outputs)]
+        return outs if self.n_outputs > 1 else outs[0]
+
+    def evaluate(self, x: Any, y: Any, loss: Loss | Sequence[Loss] | None = None,
+                 metrics: Sequence[str] = ("accuracy",), batch_size: int = 1024,
+                 loss_weights: Sequence[float] | None = None) -> dict[str, float]:
+        """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode.
+
+        Accuracy is reported for classification losses (and when no loss is given, as
+        the argmax of the outputs against integer labels); a regression loss has none.
+        With several outputs, ``loss`` is the weighted sum and each output has its own
+        ``output_i_loss`` (and ``output_i_accuracy``).
+        """
+        xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
+        _check_lengths(xs, ys, "evaluate")
+        for metric in metrics:
+            if metric != "accuracy":
+                raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
+        losses = self._losses(loss) if loss is not None else [None] * self.n_outputs
+        weights = self._loss_weights(loss_weights)
+        preds = self.predict(xs if len(xs) > 1 else xs[0], batch_size)
+        preds = preds if self.n_outputs > 1 else [preds]
+        results: dict[str, float] = {}
+        if loss is not None:
+            values = [fn.forward(p, t) for fn, p, t in zip(losses, preds, ys)]
+            results["loss"] = float(sum(w * v for w, v in zip(weights, values)))
+            if self.n_outputs > 1:
+                results.update({f"{name}loss": v for name, v in zip(self.output_names(), values)})
+        if metrics:
+            for name, fn, p, t in zip(self.output_names(), losses, preds, ys):
+                if fn is None:
+                    results[f"{name}accuracy"] = CrossEntropy().accuracy(p, t)
+                elif fn.classification:
+                    results[f"{name}accuracy"] = fn.accuracy(p, t)
+        return results
+
+    # -- training -----------------------------------------------------------------
+    def fit(self, x: Any, y: Any, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
+            epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
+            callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
+            initial_epoch: int = 0, loss_weights: Sequence[float] | None = None) -> History:
+        """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
+        the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
+        validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
+        ``loss`` is a list (one loss per output), the trained loss is the sum weighted by
+        ``loss_weights``, and each output's own metrics are logged as ``output_i_loss``.
+
+        Each epoch's shuffling and dropout draws depend only on ``seed`` and the
+        epoch number. A non-finite loss stops training with FloatingPointError and
+        leaves model and optimizer as they were at the start of the last epoch
+        whose weights were finite. Ctrl-C stops after the current batch.
+        """
+        xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
+        losses, weights = self._losses(loss), self._loss_weights(loss_weights)
+        self._check_fit_args(optimizer, epochs, batch_size, initial_epoch)
+        self._check_data(xs, ys, losses, "fit")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+            val = (self._as_inputs(validation_data[0], "validation_data"),
+                   self._as_targets(validation_data[1], "validation_data"))
+            self._check_data(*val, losses, "validation_data")
+        if seed is None:
+            seed = int(default_rng().integers(2 ** 63))
+        history = History()
+        cbs = CallbackList([*callbacks, history], self, optimizer)
+        self.stop_training, self.initial_epoch = False, initial_epoch
+        interrupted = _InterruptFlag()
+        self.train()
+        cbs.on_train_begin()
+        try:
+            self.input_grad = False  # nobody uses dL/dx of the data
+            snapshot = _Snapshot(self, optimizer)
+            with interrupted:
+                for epoch in range(initial_epoch, epochs):
+                    rng = np.random.default_rng([seed, epoch])
+                    for m in self.modules():
+                        m.rng = rng
+                    cbs.on_epoch_begin(epoch)
+                    logs = self._train_epoch(xs, ys, losses, weights, optimizer, batch_size,
+                                             shuffle, rng, epoch, epochs, verbose, cbs,
+                                             snapshot, interrupted)
+                    if interrupted.raised:  # a partial epoch is not reported as done
+                        break
+                    if val is not None:
+                        scores = self.evaluate(
+                            val[0] if len(val[0]) > 1 else val[0][0],
+                            val[1] if len(val[1]) > 1 else val[1][0], losses,
+                            metrics=("accuracy",) if any(f.classification for f in losses)
+                            else (), loss_weights=weights)
+                        logs.update({f"val_{k}": v for k, v in scores.items()})
+                    if verbose:
+                        tqdm.write("  ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+                    if not snapshot.take():
+                        snapshot.restore()
+                        raise FloatingPointError(
+                            f"weights became non-finite in epoch {epoch + 1}; model and "
+                            f"optimizer are restored to the start of epoch {snapshot.epoch + 1}")
+                    snapshot.epoch = epoch + 1
+                    cbs.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
+        finally:
+            for m in self.modules():
+                m.rng = None
+            self.input_grad = True
+        if interrupted.raised:
+            warnings.warn(f"training interrupted by Ctrl-C after {len(history.epoch)} "
+                          f"complete epoch(s); returning the history so far", stacklevel=2)
+        cbs.on_train_end()
+        return history
+
+    def _train_epoch(self, xs, ys, losses, weights, optimizer, batch_size, shuffle, rng,
+                     epoch, epochs, verbose, cbs, snapshot, interrupted) -> dict[str, float]:
+        k = len(losses)
+        totals, correct = np.zeros(k), np.zeros(k)
+        weighted, seen = 0.0, 0
+        classify = [f.classification for f in losses]
+        n_batches = math.ceil(len(xs[0]) / batch_size)
+        single_in, single_out = len(xs) == 1, k == 1
+        with tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", disable=not verbose,
+                  unit="batch", leave=True, dynamic_ncols=True) as bar:
+            for b, (xb, yb) in enumerate(batches(xs[0] if single_in else xs,
+                                                 ys[0] if single_out else ys,
+                                                 batch_size, shuffle=shuffle, rng=rng)):
+                out = self.forward(xb)
+                outs, targets = ([out], [yb]) if single_out else (out, yb)
+                values = [f.forward(o, t) for f, o, t in zip(losses, outs, targets)]
+                value = values[0] if single_out else sum(w * v for w, v in zip(weights, values))
+                if not math.isfinite(value):
+                    snapshot.restore()
+                    raise FloatingPointError(
+                        f"loss is {value} in epoch {epoch + 1}, batch {b + 1}: training "
+                        f"diverged (try a lower learning rate); model and optimizer are "
+                        f"restored to the start of epoch {snapshot.epoch + 1}")
+                n = len(targets[0])
+                for i in range(k):
+                    totals[i] += values[i] * n
+                    if classify[i]:
+                        correct[i] += losses[i].accuracy(outs[i], targets[i]) * n
+                optimizer.zero_grad()
+                grads = [f.backward() if w == 1 else f.backward() * w
+                         for f, w in zip(losses, weights)]
+                self.backward(grads[0] if single_out else grads)
+                optimizer.step()
+                weighted += value * n
+                seen += n
+                bar.update()
+                if verbose:
+                    bar.set_postfix(loss=f"{weighted / seen:.4f}", refresh=False)
+                for hook in cbs.batch_end_hooks:
+                    hook(b, {"loss": value})
+                if interrupted.raised:
+                    break
+        seen = max(seen, 1)
+        logs = {"loss": weighted / seen}
+        for i, name in enumerate(self.output_names()):
+            if k > 1:
+                logs[f"{name}loss"] = float(totals[i] / seen)
+            if classify[i]:
+                logs[f"{name}accuracy"] = float(correct[i] / seen)
+        return logs
+
+    def _check_fit_args(self, optimizer, epochs, batch_size, initial_epoch) -> None:
+        _check_batch_size(batch_size)
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"fit: optimizer must be an nnlite optimizer such as "
+                             f"nnlite.optim.Adam(model.parameters()), got {optimizer!r}")
+        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"fit: epochs must be a whole number >= 0, got {epochs!r}")
+        if not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"fit: initial_epoch must lie in [0, epochs={epochs}], got "
+                             f"{initial_epoch}")
+
+    def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
+                    what: str) -> None:
+        """Lengths, finiteness and shapes of data for ``fit`` (or its validation data),
+        checked before any training: a one-row probe through the model."""
+        _check_lengths(xs, ys, what)
+        for i, v in enumerate(xs):
+            if np.issubdtype(v.dtype, np.floating):
+                _check_finite(v, f"{what}: {_name(what, 'x', i, len(xs))}")
+        for i, t in enumerate(ys):
+            if np.issubdtype(t.dtype, np.floating):
+                _check_finite(t, f"{what}: {_name(what, 'y', i, len(ys))}")
+        probes = [v[:1] for v in xs]
+        try:
+            outs = self._forward_list(probes, eval_mode=True)
+        except ValueError as e:
+            message = str(e)  # say the data's shapes, not the probe's
+            for probe, v in zip(probes, xs):
+                message = message.replace(str(probe.shape), str(v.shape))
+            raise ValueError(f"{what}: {message}") from None
+        for i, (fn, out, t) in enumerate(zip(losses, outs, ys)):
+            try:
+                fn.check_target((len(t),) + out.shape[1:], t)
+            except ValueError as e:
+                where = f"output {i}: " if len(ys) > 1 else ""
+                raise ValueError(f"{what}: {where}{e}") from None
+
+    def _forward_list(self, xs: list[np.ndarray], eval_mode: bool = False) -> list[np.ndarray]:
+        if eval_mode:
+            was_training = self.training
+            self.eval()
+        try:
+            out = self.forward(xs if len(xs) > 1 else xs[0])
+        finally:
+            if eval_mode:
+                self.train(was_training)
+        return out if self.n_outputs > 1 else [out]
+
+    # -- data in -------------------------------------------------------------------
+    def _as_inputs(self, x: Any, what: str) -> list[np.ndarray]:
+        """The inputs as a list of arrays, cast once: floating ones to the model's dtype (a
+        float array of that dtype is not copied), integer ones (token ids) kept."""
+        dtypes = self.input_dtypes
+        xs = _as_list(x, len(dtypes), what, "x", "inputs")
+        out = []
+        for i, (v, dtype) in enumerate(zip(xs, dtypes)):
+            if dtype is None:
+                out.append(np.asarray(v, dtype=self.dtype))
+                continue
+            v = np.asarray(v)
+            if v.dtype.kind not in "iu":
+                raise ValueError(f"{what}: {_name(what, 'x', i, len(xs))} must hold integer ids "
+                                 f"({dtype}), got {v.dtype}")
+            out.append(v)
+        return out
+
+    def _as_targets(self, y: Any, what: str) -> list[np.ndarray]:
+        return [np.asarray(t) for t in _as_list(y, self.n_outputs, what, "y", "outputs")]
+
+    def _losses(self, loss: Any) -> list[Loss]:
+        k = self.n_outputs
+        if isinstance(loss, Loss):  # one loss for every output: a copy each (losses cache)
+            return [loss] if k == 1 else [copy.deepcopy(loss) for _ in range(k)]
+        if not isinstance(loss, (list, tuple)) or not all(isinstance(f, Loss) for f in loss):
+            raise ValueError(f"loss must be an nnlite loss such as "
+                             f"nnlite.losses.CrossEntropy() (or a list, one per output), got "
+                             f"{loss!r}")
+        if len(loss) != k:
+            raise ValueError(f"the model has {k} output(s) but {len(loss)} losses were given")
+        return list(loss)
+
+    def _loss_weights(self, weights: Sequence[float] | None) -> list[float]:
+        if weights is None:
+            return [1.0] * self.n_outputs
+        weights = [float(w) for w in weights]
+        if len(weights) != self.n_outputs:
+            raise ValueError(f"loss_weights has {len(weights)} entries; the model has "
+                             f"{self.n_outputs} output(s)")
+        return weights
+
+    # -- description and files ----------------------------------------------------------
+    def summary(self, input_shape: tuple[int, ...] | None = None) -> str:
+        """Print (and return) each layer, its output shape and parameter count, Keras-style
+        (and, for a graph, the layers that feed it)."""
+        rows = self._summary_rows(input_shape)
+        connected = any(row[3] for row in rows)
+        width = 64 + 24 * connected
+        head = f"{'Layer (type)':<26}{'Output shape':<24}{'Params':>14}"
+        lines = [head + ("  Connected to" if connected else ""), "=" * width]
+        for name, shape, count, inputs in rows:
+            line = f"{name:<26}{shape:<24}{count:>14,}"
+            lines.append(line + (f"  {inputs}" if connected else ""))
+        total = sum(p.size for p in self.parameters())
+        lines += ["=" * width, f"Total params: {total:,} ({self.dtype})"]
+        text = "\n".join(lines)
+        print(text)
+        return text
+
+    def _summary_rows(self, input_shape) -> list[tuple[str, str, int, str]]:
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike, *, optimizer: Optimizer | None = None,
+             epoch: int | None = None) -> None:
+        """Save architecture and weights (and optimizer state for a checkpoint), atomically."""
+        io.save(self, path, optimizer=optimizer, epoch=epoch)
+
+
+class _Snapshot:
+    """Copies of the model's weights and buffers and the optimizer's state, to roll back to."""
+
+    def __init__(self, model: Trainable, optimizer: Optimizer):
+        self.model, self.optimizer, self.epoch = model, optimizer, model.initial_epoch
+        self.take()
+
+    def take(self) -> bool:
+        """Record the current state if every weight is finite; return whether it was."""
+        params = [p.data.copy() for p in self.model.parameters()]
+        if not all(np.isfinite(p).all() for p in params):
+            return False
+        self.params = params
+        self.buffers = [b.copy() for _, b in self.model.named_buffers()]
+        self.state = {k: v.copy() for k, v in self.optimizer.state.items()}
+        self.steps, self.lr = self.optimizer.steps, self.optimizer.lr
+        return True
+
+    def restore(self) -> None:
+        for p, saved in zip(self.model.parameters(), self.params):
+            p.data[...] = saved
+        for (_, owner, attr), saved in zip(self.model._buffer_slots(), self.buffers):
+            getattr(owner, attr)[...] = saved
+        for k, v in self.state.items():
+            self.optimizer.state[k][...] = v
+        self.optimizer.steps, self.optimizer.lr = self.steps, self.lr
+
+
+class _InterruptFlag:
+    """While active, Ctrl-C sets ``raised`` instead of raising, so the current batch
+    finishes; a second Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _name(what: str, kind: str, i: int, count: int) -> str:
+    """How errors name data: ``x``, or ``x[1]`` (input 1) when there are several."""
+    return kind if count == 1 else f"{kind}[{i}]"
+
+
+def _as_list(value: Any, count: int, what: str, kind: str, plural: str) -> list[Any]:
+    if count == 1:
+        return [value]
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else \
+            type(value).__name__
+        raise ValueError(f"{what}: the model has {count} {plural}, so {kind} must be a list "
+                         f"of {count} arrays; got {got}")
+    return list(value)
+
+
+def _check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> None:
+    for kind, arrays in (("x", xs), ("y", ys)):
+        for i, v in enumerate(arrays):
+            if v.ndim == 0:
+                raise ValueError(f"{what}: {_name(what, kind, i, len(arrays))} is a single "
+                                 f"value, not an array of samples")
+    n = len(xs[0])
+    if n == 0:
+        raise ValueError(f"{what}: x is empty; there is nothing to train or evaluate on")
+    for kind, arrays in (("x", xs), ("y", ys)):
+        for i, v in enumerate(arrays):
+            if len(v) != n:
+                raise ValueError(f"{what}: {_name(what, 'x', 0, len(xs))} has {n} samples but "
+                                 f"{_name(what, kind, i, len(arrays))} has {len(v)} samples; "
+                                 f"they must match")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+
+
+def _check_finite(x: np.ndarray, name: str) -> None:
+    """Raise ValueError naming the first row of ``x`` holding NaN or inf.
+
+    Reads about a million values at a time, and makes no temporary of that size
+    unless a chunk's sum is not finite (NaN and inf survive a sum).
+    """
+    row_size = max(1, x[0].size) if len(x) else 1
+    chunk = max(1, (1 << 20) // row_size)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk]
+        if np.isfinite(np.sum(part)):
+            continue
+        finite = np.isfinite(part).reshape(len(part), -1).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise ValueError(f"{name} has NaN or infinite values, first in row {row}")
