@@ -19,7 +19,7 @@ class Swish(nnlite.Layer):
     def __init__(self, features: int):
         super().__init__()
         self.features = features
-        self.beta = nnlite.Parameter(np.ones(features, np.float32))
+        self.beta = nnlite.Parameter(np.ones(features))
 
     def forward(self, x):
         self.x = x

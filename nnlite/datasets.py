@@ -13,7 +13,7 @@ import http.client
 import os
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -130,27 +130,40 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     return array.astype(dtype.newbyteorder("="))
 
 
-def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = True,
+def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
             rng: np.random.Generator | int | None = None,
-            drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+            drop_last: bool = False) -> Iterator[tuple[Any, Any]]:
     """Yield ``(x_batch, y_batch)`` of ``batch_size`` samples each.
 
-    With ``shuffle`` the samples are taken in a random order drawn from ``rng``
-    (a Generator or a seed); call again for a new order each epoch. Without it,
-    batches are views, in order. ``drop_last`` leaves out a final, smaller batch.
+    ``x`` and ``y`` are arrays, or lists of arrays (a model's several inputs or targets),
+    which are sliced alike; ``y`` may be None. With ``shuffle`` the samples are taken in
+    a random order drawn from ``rng`` (a Generator or a seed); call again for a new order
+    each epoch. Without it, batches are views, in order. ``drop_last`` leaves out a
+    final, smaller batch.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n = len(x)
+    n = len(x[0]) if isinstance(x, list) else len(x)
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
     end = n - n % batch_size if drop_last else n
     for start in range(0, end, batch_size):
         stop = start + batch_size
         if order is None:
-            yield x[start:stop], (None if y is None else y[start:stop])
-        else:  # take copies whole rows, a little faster than x[indices]
+            rows: Any = slice(start, stop)
+            yield _rows(x, rows), _rows(y, rows)
+        else:
             part = order[start:stop]
-            yield x.take(part, axis=0), (None if y is None else y.take(part, axis=0))
+            yield _rows(x, part), _rows(y, part)
+
+
+def _rows(a: Any, rows: Any) -> Any:
+    """The given rows of an array (or of each array in a list): a view for a slice, else a
+    copy by ``take``, which copies whole rows a little faster than ``a[indices]``."""
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [_rows(v, rows) for v in a]
+    return a[rows] if isinstance(rows, slice) else a.take(rows, axis=0)
 
 
 def _load_idx_dataset(name: str, root, download: bool) -> tuple[Split, Split]:

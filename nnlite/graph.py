@@ -295,9 +295,6 @@ class Model(Trainable):
         outputs = [value(ref) for ref in config["outputs"]]
         return cls(inputs, outputs)
 
-    def extra_repr(self) -> str:
-        return "\n" + "".join(f"  ({i}): {layer!r}\n" for i, layer in enumerate(self.layers))
-
     def _summary_rows(self, input_shape):
         names = {id(v): f"input_{i}" for i, v in enumerate(self.inputs)}
         rows = [(f"input_{i} (Input)", str((None, *v.shape)), 0, "")

@@ -52,9 +52,6 @@ class Sequential(Trainable):
     def from_config(cls, config: dict[str, Any]) -> Sequential:
         return cls(*config["layers"])
 
-    def extra_repr(self) -> str:
-        return "\n" + "".join(f"  ({i}): {layer!r}\n" for i, layer in enumerate(self.layers))
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         states = self._states = {}
         for i, layer in enumerate(self.layers):

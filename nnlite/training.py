@@ -28,7 +28,12 @@ from .optim import Optimizer
 
 
 class Trainable(Layer):
-    """Base class of the containers: the Keras-style ``fit``/``evaluate``/``predict``."""
+    """Base class of the containers: the Keras-style ``fit``/``evaluate``/``predict``.
+
+    A container keeps its distinct layers in ``self.layers`` and says how many inputs and
+    outputs it has (``input_dtypes``, ``n_outputs``); its ``forward`` and ``backward`` take
+    and return bare arrays for one input or output, lists for several.
+    """
 
     skips_input_grad = True
     #: Set by ``fit``; a callback stops training by setting it to True.
@@ -97,7 +102,7 @@ class Trainable(Layer):
                 raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
         losses = self._losses(loss) if loss is not None else [None] * self.n_outputs
         weights = self._loss_weights(loss_weights)
-        preds = self.predict(xs if len(xs) > 1 else xs[0], batch_size)
+        preds = self.predict(_bare(xs), batch_size)
         preds = preds if self.n_outputs > 1 else [preds]
         results: dict[str, float] = {}
         if loss is not None:
@@ -165,10 +170,9 @@ class Trainable(Layer):
                         break
                     if val is not None:
                         scores = self.evaluate(
-                            val[0] if len(val[0]) > 1 else val[0][0],
-                            val[1] if len(val[1]) > 1 else val[1][0], losses,
+                            _bare(val[0]), _bare(val[1]), losses, loss_weights=weights,
                             metrics=("accuracy",) if any(f.classification for f in losses)
-                            else (), loss_weights=weights)
+                            else ())
                         logs.update({f"val_{k}": v for k, v in scores.items()})
                     if verbose:
                         tqdm.write("  ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
@@ -198,12 +202,11 @@ class Trainable(Layer):
         weighted, seen = 0.0, 0
         classify = [f.classification for f in losses]
         n_batches = math.ceil(len(xs[0]) / batch_size)
-        single_in, single_out = len(xs) == 1, k == 1
+        single_out = k == 1
         with tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", disable=not verbose,
                   unit="batch", leave=True, dynamic_ncols=True) as bar:
-            for b, (xb, yb) in enumerate(batches(xs[0] if single_in else xs,
-                                                 ys[0] if single_out else ys,
-                                                 batch_size, shuffle=shuffle, rng=rng)):
+            for b, (xb, yb) in enumerate(batches(_bare(xs), _bare(ys), batch_size,
+                                                 shuffle=shuffle, rng=rng)):
                 out = self.forward(xb)
                 outs, targets = ([out], [yb]) if single_out else (out, yb)
                 values = [f.forward(o, t) for f, o, t in zip(losses, outs, targets)]
@@ -260,10 +263,10 @@ class Trainable(Layer):
         _check_lengths(xs, ys, what)
         for i, v in enumerate(xs):
             if np.issubdtype(v.dtype, np.floating):
-                _check_finite(v, f"{what}: {_name(what, 'x', i, len(xs))}")
+                _check_finite(v, f"{what}: {_name('x', i, len(xs))}")
         for i, t in enumerate(ys):
             if np.issubdtype(t.dtype, np.floating):
-                _check_finite(t, f"{what}: {_name(what, 'y', i, len(ys))}")
+                _check_finite(t, f"{what}: {_name('y', i, len(ys))}")
         probes = [v[:1] for v in xs]
         try:
             outs = self._forward_list(probes, eval_mode=True)
@@ -284,7 +287,7 @@ class Trainable(Layer):
             was_training = self.training
             self.eval()
         try:
-            out = self.forward(xs if len(xs) > 1 else xs[0])
+            out = self.forward(_bare(xs))
         finally:
             if eval_mode:
                 self.train(was_training)
@@ -303,7 +306,7 @@ class Trainable(Layer):
                 continue
             v = np.asarray(v)
             if v.dtype.kind not in "iu":
-                raise ValueError(f"{what}: {_name(what, 'x', i, len(xs))} must hold integer ids "
+                raise ValueError(f"{what}: {_name('x', i, len(xs))} must hold integer ids "
                                  f"({dtype}), got {v.dtype}")
             out.append(v)
         return out
@@ -349,6 +352,10 @@ class Trainable(Layer):
         text = "\n".join(lines)
         print(text)
         return text
+
+    def extra_repr(self) -> str:
+        rows = (f"({i}): {layer!r}".replace("\n", "\n  ") for i, layer in enumerate(self.layers))
+        return "\n" + "".join(f"  {row}\n" for row in rows)
 
     def _summary_rows(self, input_shape) -> list[tuple[str, str, int, str]]:
         raise NotImplementedError
@@ -410,7 +417,12 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _name(what: str, kind: str, i: int, count: int) -> str:
+def _bare(values: list[Any]) -> Any:
+    """One array bare, several as the list: how containers take inputs and outputs."""
+    return values if len(values) > 1 else values[0]
+
+
+def _name(kind: str, i: int, count: int) -> str:
     """How errors name data: ``x``, or ``x[1]`` (input 1) when there are several."""
     return kind if count == 1 else f"{kind}[{i}]"
 
@@ -430,7 +442,7 @@ def _check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> Non
     for kind, arrays in (("x", xs), ("y", ys)):
         for i, v in enumerate(arrays):
             if v.ndim == 0:
-                raise ValueError(f"{what}: {_name(what, kind, i, len(arrays))} is a single "
+                raise ValueError(f"{what}: {_name(kind, i, len(arrays))} is a single "
                                  f"value, not an array of samples")
     n = len(xs[0])
     if n == 0:
@@ -438,8 +450,8 @@ def _check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> Non
     for kind, arrays in (("x", xs), ("y", ys)):
         for i, v in enumerate(arrays):
             if len(v) != n:
-                raise ValueError(f"{what}: {_name(what, 'x', 0, len(xs))} has {n} samples but "
-                                 f"{_name(what, kind, i, len(arrays))} has {len(v)} samples; "
+                raise ValueError(f"{what}: {_name('x', 0, len(xs))} has {n} samples but "
+                                 f"{_name(kind, i, len(arrays))} has {len(v)} samples; "
                                  f"they must match")
 
 

@@ -206,3 +206,13 @@ def test_batches_drop_last_and_in_order():
     x = np.arange(10)
     got = [xb.tolist() for xb, _ in datasets.batches(x, None, 4, shuffle=False, drop_last=True)]
     assert got == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_batches_slice_lists_of_inputs_and_targets_alike():
+    x = [np.arange(10) * 10, np.arange(10) * 100]
+    y = [np.arange(10), np.arange(10) - 1]
+    for shuffle in (True, False):
+        for (a, b), (c, d) in datasets.batches(x, y, 4, rng=0, shuffle=shuffle):
+            np.testing.assert_array_equal(a, c * 10)
+            np.testing.assert_array_equal(b, c * 100)
+            np.testing.assert_array_equal(d, c - 1)

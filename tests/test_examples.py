@@ -63,3 +63,12 @@ def test_mnist_cnn_architecture_learns(data_root):
     model.fit(x, y[:3000], loss=nnlite.losses.CrossEntropy(), epochs=3, batch_size=64, seed=0,
               optimizer=nnlite.optim.Adam(model.parameters(), lr=2e-3), verbose=False)
     assert model.evaluate(xt, yt[:1000], batch_size=500)["accuracy"] > 0.9
+
+
+def test_fashion_resnet_quick(tmp_path, data_root):
+    """The residual example, shortened: one epoch on 3,000 images, narrow blocks."""
+    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--epochs", "1",
+              "--samples", "3000", "--width", "8", "--save", "r.npz", cwd=tmp_path)
+    assert accuracy(out) > 0.6
+    model = __import__("nnlite").load(tmp_path / "r.npz")
+    assert sum(type(layer).__name__ == "Add" for layer in model.layers) == 2

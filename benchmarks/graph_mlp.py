@@ -1,0 +1,145 @@
+"""What the graph machinery costs: the same MLPs built with nnlite.Sequential, nnlite.Model
+and PyTorch, trained on MNIST in one process, alternating round by round.
+
+    python benchmarks/graph_mlp.py [--rounds 7] [--data-dir DIR] [--samples N]
+
+Two questions, two ratios:
+- the 784-256-128-10 ReLU MLP as a Model against the same Sequential (the cost of running
+  a graph's precomputed steps instead of a list);
+- a residual MLP (784-256, then two residual blocks h + ReLU(Linear(h)) of 256, then 10)
+  against PyTorch's same model, beside the plain MLP's ratio to PyTorch (the cost of the
+  fan-out sums and merges).
+PyTorch is optional (pip install -e ".[bench]"); without it, only the first ratio is shown.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+import nnlite
+from nnlite.layers import Add, Linear, ReLU
+
+from mlp_mnist import LR, race, ratio, table, torch
+
+BATCH = 128
+
+
+def plain_layers():
+    return [Linear(784, 256), ReLU(), Linear(256, 128), ReLU(), Linear(128, 10)]
+
+
+def residual_model():
+    x = nnlite.Input((784,))
+    h = ReLU()(Linear(784, 256)(x))
+    for _ in range(2):
+        h = Add()([h, ReLU()(Linear(256, 256)(h))])
+    return nnlite.Model(x, Linear(256, 10)(h))
+
+
+class NNLite:
+    def __init__(self, name, build, x, y):
+        nnlite.set_seed(0)
+        self.name, self.model = name, build()
+        self.opt = nnlite.optim.Adam(self.model.parameters(), lr=LR)
+        self.loss = nnlite.losses.CrossEntropy()
+        self.x, self.y, self.epochs = x, y, 0
+
+    def epoch(self):
+        self.model.fit(self.x, self.y, loss=self.loss, optimizer=self.opt, batch_size=BATCH,
+                       epochs=self.epochs + 1, initial_epoch=self.epochs, verbose=False, seed=0)
+        self.epochs += 1
+
+    def accuracy(self, x, y):
+        return float(np.mean(self.model.predict(x).argmax(1) == y))
+
+
+class TorchResidual(torch.nn.Module if torch else object):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Linear(784, 256)
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(256, 256) for _ in range(2))
+        self.head = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        for block in self.blocks:
+            h = h + torch.relu(block(h))
+        return self.head(h)
+
+
+class Torch:
+    def __init__(self, name, build, x, y):
+        torch.manual_seed(0)
+        self.name, self.model = name, build()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def epoch(self):
+        order = torch.randperm(len(self.x), generator=self.gen)
+        for start in range(0, len(order), BATCH):
+            idx = order[start:start + BATCH]
+            self.opt.zero_grad()
+            self.loss(self.model(self.x[idx]), self.y[idx]).backward()
+            self.opt.step()
+
+    def accuracy(self, x, y):
+        with torch.no_grad():
+            return float(np.mean(self.model(torch.from_numpy(x)).numpy().argmax(1) == y))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--samples", type=int, default=60000,
+                        help="train on the first SAMPLES images only (a quick look)")
+    args = parser.parse_args()
+    root = args.data_dir or os.environ.get("NNLITE_DATA") or \
+        Path(__file__).resolve().parent.parent / "datasets"
+    (x, y), (xt, yt) = nnlite.datasets.load_mnist(root)
+    x = (x[:args.samples].reshape(-1, 784) / np.float32(255)).astype(np.float32)
+    y = y[:args.samples]
+    xt = (xt.reshape(-1, 784) / np.float32(255)).astype(np.float32)
+
+    def graph_mlp():
+        i = nnlite.Input((784,))
+        h = i
+        for layer in plain_layers():
+            h = layer(h)
+        return nnlite.Model(i, h)
+
+    contenders = [NNLite("Sequential MLP", lambda: nnlite.Sequential(*plain_layers()), x, y),
+                  NNLite("Model MLP", graph_mlp, x, y),
+                  NNLite("Model residual MLP", residual_model, x, y)]
+    if torch:
+        contenders += [Torch("PyTorch MLP", lambda: torch.nn.Sequential(
+                           torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+                           torch.nn.ReLU(), torch.nn.Linear(128, 10)), x, y),
+                       Torch("PyTorch residual MLP", TorchResidual, x, y)]
+    print(f"MNIST ({len(x):,} images), Adam lr {LR}, batch {BATCH}, float32, median of "
+          f"{args.rounds} alternating rounds (ratios: median of the per-round ratios)")
+    times = race(contenders, args.rounds)
+    rows = [[c.name, f"{statistics.median(times[c.name]):.3f}",
+             f"{c.accuracy(xt, yt):.4f}"] for c in contenders]
+    print()
+    print(table(["", "s/epoch", f"test acc ({args.rounds} ep)"], rows))
+    print()
+    ratios = [["Model MLP / Sequential MLP", f"{ratio(times, 'Model MLP', 'Sequential MLP'):.3f}x"]]
+    if torch:
+        plain = ratio(times, "Sequential MLP", "PyTorch MLP")
+        residual = ratio(times, "Model residual MLP", "PyTorch residual MLP")
+        ratios += [["plain MLP: nnlite / PyTorch", f"{plain:.2f}x"],
+                   ["residual MLP: nnlite / PyTorch", f"{residual:.2f}x"],
+                   ["difference of the two", f"{residual - plain:+.2f}"]]
+    print(table(["ratio", "value"], ratios))
+
+
+if __name__ == "__main__":
+    main()
