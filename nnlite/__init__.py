@@ -3,9 +3,10 @@ from . import callbacks, check, datasets, layers, losses, optim
 from .graph import Input, Model
 from .io import load, load_checkpoint, save
 from .layer import Layer, Parameter, get_default_dtype, set_default_dtype, set_seed
+from .onnx import export_onnx
 from .sequential import Sequential
 
 __version__ = "0.2.0"
 __all__ = ["Parameter", "Layer", "Sequential", "Input", "Model", "set_seed",
-           "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint",
+           "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint", "export_onnx",
            "layers", "losses", "optim", "callbacks", "check", "datasets"]

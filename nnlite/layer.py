@@ -9,13 +9,20 @@ gradients, one per input, from ``backward``.
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
+import math
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
 
 _generator = np.random.default_rng()
 _default_dtype = np.dtype(np.float32)
+#: Bytes that layers may still allocate for parameters and buffers (None: no limit);
+#: ``load`` sets it to what the file holds, so a file cannot declare a huge layer.
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget",
+                                                                          default=None)
 
 #: Every Layer subclass by class name, so ``load`` can rebuild saved models
 #: without importing (or executing) anything named in a file.
@@ -49,8 +56,65 @@ def get_default_dtype() -> np.dtype:
 
 
 def resolve_dtype(dtype: Any) -> np.dtype:
-    """``dtype`` as a NumPy dtype, the default floating dtype when it is None."""
-    return _default_dtype if dtype is None else np.dtype(dtype)
+    """``dtype`` as a floating NumPy dtype, the default floating dtype when it is None."""
+    if dtype is None:
+        return _default_dtype
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or not np.issubdtype(resolved, np.floating):
+        raise ValueError(f"parameters need a floating dtype such as 'float32', got {dtype!r}")
+    return resolved
+
+
+@contextmanager
+def allocation_budget(nbytes: int) -> Iterator[None]:
+    """While active, ``new_array`` refuses to allocate more than ``nbytes`` in all."""
+    token = _budget.set([int(nbytes)])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def new_array(shape: tuple[int, ...], dtype: Any, fill: float = 0.0) -> np.ndarray:
+    """An array for a parameter or buffer, filled with ``fill``; the built-in layers make
+    theirs with it, so that a loaded file's architecture is held to the arrays it has."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    budget = _budget.get()
+    if budget is not None:
+        if nbytes > budget[0]:
+            raise ValueError(f"it declares an array of shape {tuple(shape)} ({nbytes:,} bytes), "
+                             f"more than the file holds")
+        budget[0] -= nbytes
+    return np.full(shape, fill, dtype)
+
+
+def check_number(owner: str, name: str, value: Any, *, integer: bool = False,
+                 low: float | None = None, high: float | None = None,
+                 open_high: bool = False) -> Any:
+    """``value`` if it is a (whole, with ``integer``) number within [low, high] (or
+    [low, high)), else a ValueError naming the layer and the argument."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_)) and \
+        math.isfinite(value) and (low is None or value >= low) and \
+        (high is None or (value < high if open_high else value <= high))
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        bounds = "" if low is None and high is None else " in " + (
+            f"[{low}, " if low is not None else "(-inf, ") + (
+            f"{high}{')' if open_high else ']'}" if high is not None else "inf)")
+        raise ValueError(f"{owner}: {name} must be {kind}{bounds}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_flag(owner: str, name: str, value: Any) -> bool:
+    """``value`` if it is a bool, else a ValueError naming the layer and the argument."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 class Parameter:
@@ -66,8 +130,6 @@ class Parameter:
 
     def __init__(self, data: Any, dtype: Any = None):
         self.data = np.asarray(data, dtype=resolve_dtype(dtype))
-        if not np.issubdtype(self.data.dtype, np.floating):
-            raise ValueError(f"Parameter: a trainable array must be floating, got {dtype}")
         self._grad = np.zeros_like(self.data)
         self._zero_pending = False
 
@@ -131,6 +193,9 @@ class Layer:
     skips_input_grad: bool = False
     #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
     rng: np.random.Generator | None = None
+    #: {attribute: axes} for arrays stored in another layout than PyTorch's: ``state_dict``
+    #: shows them transposed by ``axes`` (Linear keeps W as (in, out)).
+    torch_layout: dict[str, tuple[int, ...]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -256,6 +321,18 @@ class Layer:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.zero_grad()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer as ``{name: array}``, with the names and layouts
+        PyTorch gives the same architecture (see ``nnlite.state``)."""
+        from .state import state_dict
+        return state_dict(self)
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:
+        """Copy a state dict (PyTorch's names and layouts) in; returns
+        ``(missing_keys, unexpected_keys)`` as torch does."""
+        from .state import load_state_dict
+        return load_state_dict(self, state, strict)
 
     def astype(self, dtype: Any) -> Layer:
         """Convert every parameter and floating buffer to ``dtype``, in place."""

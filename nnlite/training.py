@@ -309,6 +309,7 @@ class Trainable(Layer):
                 raise ValueError(f"{what}: {_name('x', i, len(xs))} must hold integer ids "
                                  f"({dtype}), got {v.dtype}")
             out.append(v)
+        self.__dict__["input_shapes"] = [v.shape[1:] for v in out]  # saved: a load-time probe
         return out
 
     def _as_targets(self, y: Any, what: str) -> list[np.ndarray]:
@@ -364,6 +365,16 @@ class Trainable(Layer):
              epoch: int | None = None) -> None:
         """Save architecture and weights (and optimizer state for a checkpoint), atomically."""
         io.save(self, path, optimizer=optimizer, epoch=epoch)
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Write the state dict to ``path`` as a safetensors file (what PyTorch reads)."""
+        from .state import save_weights
+        save_weights(self, path)
+
+    def load_weights(self, path: str | os.PathLike, strict: bool = True) -> Any:
+        """Read a safetensors file of PyTorch's names and layouts into this model."""
+        from .state import load_weights
+        return load_weights(self, path, strict)
 
 
 class _Snapshot:

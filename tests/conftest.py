@@ -34,3 +34,14 @@ def skip_or_fail(message):
     if os.environ.get("NNLITE_NO_SKIP"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require(module):
+    """Import an optional package (PyTorch, onnx, onnxruntime) or skip the test; in CI
+    (NNLITE_NO_SKIP=1), where the extras are installed, a missing one fails the test."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        skip_or_fail(f"{module} is not installed (pip install -e \".[bench,onnx]\")")

@@ -377,15 +377,22 @@ def test_a_sequential_first_layer_shared_elsewhere_still_gets_its_input_gradient
 
 
 def test_old_version_1_files_still_load(tmp_path, rng):
+    """A version-1 header as the previous release wrote it: a Sequential's layers beside its
+    config, and BatchNorm without num_batches_tracked."""
     import json
-    model = nnlite.Sequential(Linear(4, 3), ReLU(), nnlite.Sequential(Linear(3, 2)))
+    model = nnlite.Sequential(Linear(4, 3), layers.BatchNorm(3), ReLU(),
+                              nnlite.Sequential(Linear(3, 2)))
+    model[1].running_mean[...] = [0.5, -1, 2]
     header = {"format": "nnlite", "version": 1, "architecture": {
         "class": "Sequential", "config": {}, "layers": [
             {"class": "Linear", "config": model[0].get_config()},
+            {"class": "BatchNorm", "config": model[1].get_config()},
             {"class": "ReLU", "config": {}},
             {"class": "Sequential", "config": {}, "layers": [
-                {"class": "Linear", "config": model[2][0].get_config()}]}]}}
+                {"class": "Linear", "config": model[3][0].get_config()}]}]}}
     arrays = {f"param/{k}": p.data for k, p in model.named_parameters()}
+    arrays.update({f"buffer/1.{k}": getattr(model[1], k) for k in ("running_mean",
+                                                                   "running_var")})
     np.savez(tmp_path / "v1.npz", __nnlite__=np.array(json.dumps(header)), **arrays)
     x = rng.standard_normal((5, 4)).astype(np.float32)
     np.testing.assert_array_equal(nnlite.load(tmp_path / "v1.npz").predict(x), model.predict(x))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layer import Layer
+from ..layer import Layer, check_number
 
 
 class ReLU(Layer):
@@ -29,7 +29,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_number("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._positive = x > 0
@@ -92,7 +92,7 @@ class Softmax(Layer):
 
     def __init__(self, axis: int = -1):
         super().__init__()
-        self.axis = int(axis)
+        self.axis = check_number("Softmax", "axis", axis, integer=True)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = softmax(x, self.axis)

@@ -11,11 +11,18 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..layer import Layer, Parameter, default_rng, resolve_dtype
+from ..layer import (Layer, Parameter, check_flag, check_number, default_rng, new_array,
+                     resolve_dtype)
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else tuple(int(v) for v in value)
+def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1
+          ) -> tuple[int, int]:
+    """(h, w) from one whole number or two, each at least ``low``."""
+    values = [value, value] if not isinstance(value, (list, tuple)) else list(value)
+    if len(values) != 2:
+        raise ValueError(f"{owner}: {name} must be one whole number or two, got {value!r}")
+    h, w = (check_number(owner, name, v, integer=True, low=low) for v in values)
+    return h, w
 
 
 def _check_nchw(layer: Layer, x: np.ndarray, channels: int | None = None) -> None:
@@ -59,15 +66,22 @@ class Conv2D(Layer):
                  bias: bool = True, *, dtype: Any = None,
                  rng: np.random.Generator | None = None):
         super().__init__()
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding = (_pair(kernel_size), _pair(stride),
-                                                       _pair(padding))
+        self.in_channels = check_number("Conv2D", "in_channels", in_channels, integer=True,
+                                        low=1)
+        self.out_channels = check_number("Conv2D", "out_channels", out_channels, integer=True,
+                                         low=1)
+        self.kernel_size = _pair("Conv2D", "kernel_size", kernel_size)
+        self.stride = _pair("Conv2D", "stride", stride)
+        self.padding = _pair("Conv2D", "padding", padding, low=0)
         self.dtype = resolve_dtype(dtype)
         kh, kw = self.kernel_size
-        limit = np.sqrt(6.0 / (in_channels * kh * kw))  # He uniform, fan_in = C·kh·kw
-        w = (rng or default_rng()).uniform(-limit, limit, (out_channels, in_channels, kh, kw))
+        limit = np.sqrt(6.0 / (self.in_channels * kh * kw))  # He uniform, fan_in = C·kh·kw
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        w = new_array(shape, self.dtype)
+        w[...] = (rng or default_rng()).uniform(-limit, limit, shape)
         self.weight = Parameter(w, self.dtype)
-        self.bias = Parameter(np.zeros(out_channels), self.dtype) if bias else None
+        self.bias = Parameter(new_array((self.out_channels,), self.dtype), self.dtype) \
+            if check_flag("Conv2D", "bias", bias) else None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_nchw(self, x, self.in_channels)
@@ -143,8 +157,11 @@ class _Pool2D(Layer):
     def __init__(self, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] | None = None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride) if stride is not None else self.kernel_size
+        name = type(self).__name__
+        self.kernel_size = _pair(name, "kernel_size", kernel_size)
+        self.stride = _pair(name, "stride", stride) if stride is not None else self.kernel_size
+        if max(self.kernel_size) > 255:  # MaxPool2D keeps each window's argmax in a uint8
+            raise ValueError(f"{name}: kernel_size must be at most 255, got {kernel_size!r}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_nchw(self, x)

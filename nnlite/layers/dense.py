@@ -5,7 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from ..layer import Layer, Parameter, default_rng, resolve_dtype
+from ..layer import (Layer, Parameter, check_flag, check_number, default_rng, new_array,
+                     resolve_dtype)
 
 
 class Linear(Layer):
@@ -21,6 +22,7 @@ class Linear(Layer):
     """
 
     skips_input_grad = True
+    torch_layout = {"weight": (1, 0)}  # torch.nn.Linear's weight is (out_features, in_features)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  init: str = "he", dtype: Any = None,
@@ -28,13 +30,19 @@ class Linear(Layer):
         super().__init__()
         if init not in ("he", "glorot"):
             raise ValueError(f"Linear: init must be 'he' or 'glorot', got {init!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = check_number("Linear", "in_features", in_features, integer=True,
+                                        low=1)
+        self.out_features = check_number("Linear", "out_features", out_features, integer=True,
+                                         low=1)
         self.init, self.dtype = init, resolve_dtype(dtype)
-        fan = in_features if init == "he" else in_features + out_features
+        fan = self.in_features if init == "he" else self.in_features + self.out_features
         limit = np.sqrt(6.0 / fan)
-        w = (rng or default_rng()).uniform(-limit, limit, (in_features, out_features))
+        shape = (self.in_features, self.out_features)
+        w = new_array(shape, self.dtype)
+        w[...] = (rng or default_rng()).uniform(-limit, limit, shape)
         self.weight = Parameter(w, self.dtype)
-        self.bias = Parameter(np.zeros(out_features), self.dtype) if bias else None
+        self.bias = Parameter(new_array((self.out_features,), self.dtype), self.dtype) \
+            if check_flag("Linear", "bias", bias) else None
         self._x = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -78,3 +86,4 @@ class Flatten(Layer):
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return grad.reshape(self._cached("_shape"))
+

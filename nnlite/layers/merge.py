@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..layer import Layer
+from ..layer import Layer, check_number
 
 
 class _Merge(Layer):
@@ -76,7 +76,7 @@ class Concatenate(_Merge):
 
     def __init__(self, axis: int = -1):
         super().__init__()
-        self.axis = int(axis)
+        self.axis = check_number("Concatenate", "axis", axis, integer=True)
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         xs = self._inputs(xs, same_shape=False)

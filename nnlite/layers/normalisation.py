@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layer import Layer, Parameter, resolve_dtype
+from ..layer import Layer, Parameter, check_number, new_array, resolve_dtype
 
 
 class BatchNorm(Layer):
@@ -14,7 +14,8 @@ class BatchNorm(Layer):
     Per channel c, over the batch (and pixels): x̂ = (x − μ_B)/√(σ²_B + ε) with the
     biased batch variance, y = γ x̂ + β. Running statistics move by ``momentum``:
     μ ← (1 − m)μ + m·μ_B, σ² ← (1 − m)σ² + m·σ²_B·M/(M − 1) (unbiased, M values per
-    channel), and replace the batch statistics in eval mode.
+    channel), and replace the batch statistics in eval mode; ``num_batches_tracked`` counts
+    the training batches, as torch's.
     VJP (training), per channel over its M values, with ĝ = g ⊙ γ:
     dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / √(σ²_B + ε);
     dL/dγ += Σ g ⊙ x̂;  dL/dβ += Σ g.  In eval mode dL/dx = g ⊙ γ/√(σ² + ε).
@@ -23,13 +24,17 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
                  dtype: Any = None):
         super().__init__()
-        self.num_features, self.momentum, self.eps = int(num_features), float(momentum), \
-            float(eps)
+        self.num_features = check_number("BatchNorm", "num_features", num_features,
+                                         integer=True, low=1)
+        self.momentum = check_number("BatchNorm", "momentum", momentum, low=0, high=1)
+        self.eps = check_number("BatchNorm", "eps", eps, low=0)
         self.dtype = resolve_dtype(dtype)
-        self.weight = Parameter(np.ones(num_features), self.dtype)
-        self.bias = Parameter(np.zeros(num_features), self.dtype)
-        self.register_buffer("running_mean", np.zeros(num_features, self.dtype))
-        self.register_buffer("running_var", np.ones(num_features, self.dtype))
+        c = (self.num_features,)
+        self.weight = Parameter(new_array(c, self.dtype, 1), self.dtype)
+        self.bias = Parameter(new_array(c, self.dtype), self.dtype)
+        self.register_buffer("running_mean", new_array(c, self.dtype))
+        self.register_buffer("running_var", new_array(c, self.dtype, 1))
+        self.register_buffer("num_batches_tracked", new_array((), np.int64))
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         """x as (M, C): channels last (NHWC memory for 4-D input)."""
@@ -55,6 +60,7 @@ class BatchNorm(Layer):
             mean = _column_sums(rows) / m
             centred = rows - mean
             var = np.einsum("ij,ij->j", centred, centred) / m
+            self.num_batches_tracked += 1
             self.running_mean *= 1 - self.momentum
             self.running_mean += self.momentum * mean
             self.running_var *= 1 - self.momentum

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..layer import Layer, default_rng
+from ..layer import Layer, check_number, default_rng
 
 
 class Dropout(Layer):
@@ -18,9 +18,9 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0 <= p < 1:
+        if not isinstance(p, (int, float, np.number)) or not 0 <= p < 1:
             raise ValueError(f"Dropout: p is the probability of dropping a unit and must be "
-                             f"in [0, 1), got {p}")
+                             f"in [0, 1), got {p!r}")
         self.p = float(p)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -50,9 +50,7 @@ class RandomShift(Layer):
 
     def __init__(self, max_shift: int = 2):
         super().__init__()
-        if max_shift < 0:
-            raise ValueError(f"RandomShift: max_shift must be >= 0, got {max_shift}")
-        self.max_shift = int(max_shift)
+        self.max_shift = check_number("RandomShift", "max_shift", max_shift, integer=True, low=0)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4:
