@@ -67,6 +67,10 @@ def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]
     if not all(isinstance(v, Symbol) for v in inputs):
         raise ValueError(f"{layer!r} was called on a mix of symbolic values and arrays; "
                          f"call it on nnlite.Input(...) values and what layers made of them")
+    if layer.integer_input:  # an Input feeding an Embedding holds integer ids
+        for v in inputs:
+            if v.dtype is None and v.node.layer is None:
+                v.dtype = np.dtype(np.int64)
     probes = [np.zeros((1, *v.shape), v.dtype or get_default_dtype()) for v in inputs]
     modes = [(m, m.training) for m in layer.modules()]
     layer.eval()

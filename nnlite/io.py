@@ -49,12 +49,17 @@ def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | 
     arrays = {f"param/{name}": p.data for name, p in model.named_parameters()}
     arrays.update({f"buffer/{name}": b for name, b in model.named_buffers()})
     if optimizer is not None:
-        if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
+        names = {id(p): name for name, p in model.named_parameters()}
+        if sorted(id(p) for p in optimizer.params) != sorted(names):
             raise ValueError(f"cannot checkpoint {path}: the optimizer's parameters are not "
-                             f"exactly the model's, in order")
+                             f"exactly the model's")
+        groups = [{**{k: v for k, v in settings.items() if k != "initial_lr"},
+                   "params": [names[id(p)] for p in group["params"]]}
+                  for settings, group in zip(optimizer.group_settings(), optimizer.param_groups)]
         header["optimizer"] = {"class": type(optimizer).__name__,
-                               "config": optimizer.get_config(), "steps": optimizer.steps,
-                               "initial_lr": optimizer.initial_lr}
+                               "config": optimizer.get_config(), "groups": groups,
+                               "steps": optimizer.steps,
+                               "initial_lr": [g["initial_lr"] for g in optimizer.param_groups]}
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_arrays().items()})
     if epoch is not None:
         header["epoch"] = int(epoch)
@@ -92,14 +97,14 @@ def describe(layer: Layer, described: list[Layer] | None = None) -> dict[str, An
 def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
     """The layer a ``describe`` result stands for, freshly initialised."""
     built = [] if built is None else built
-    if "same_as" in desc:
-        k = desc["same_as"]
-        if not isinstance(k, int) or not 0 <= k < len(built):
-            raise ValueError(f"a layer refers to layer {k!r}, which is not described before it")
-        return built[k]
     if not isinstance(desc, dict) or not isinstance(desc.get("config", {}), dict):
         raise ValueError(f"a layer description must be a JSON object with a config, got "
                          f"{str(desc)[:80]}")
+    if "same_as" in desc:
+        k = desc["same_as"]
+        if not _whole(k) or not 0 <= k < len(built):
+            raise ValueError(f"a layer refers to layer {k!r}, which is not described before it")
+        return built[k]
     cls = _buildable(desc.get("class"))
     config = {name: _decode(value, built) for name, value in desc.get("config", {}).items()}
     if "layers" in desc:  # version 1: a Sequential's layers beside its config
@@ -368,19 +373,36 @@ def _optimizer(header: dict[str, Any], arrays: dict[str, np.ndarray], model: Lay
     cls = _optimizer_classes().get(spec.get("class"))
     if cls is None:
         raise ValueError(f"unknown optimizer class {spec.get('class')!r}")
-    opt = cls(model.parameters(), **spec["config"])
+    opt = cls(_groups(spec.get("groups"), model), **spec["config"])
     initial_lr = spec.get("initial_lr")
     if initial_lr is not None:
-        initial_lr = check_number(cls.__name__, "initial_lr", initial_lr, low=0)
+        values = initial_lr if isinstance(initial_lr, list) else [initial_lr]
+        if len(values) != len(opt.param_groups):
+            raise ValueError("its optimizer has a learning rate per group, but not as many")
+        values = [check_number(cls.__name__, "initial_lr", v, low=0) for v in values]
+        initial_lr = values if isinstance(initial_lr, list) else values[0]
     state = {}
     for key, value in arrays.items():
         if key.startswith("optim/"):
-            if value.dtype != opt._store.dtype or not np.isfinite(value).all():
-                raise ValueError(f"optimizer state {key[6:]!r} is not finite "
-                                 f"{opt._store.dtype} values")
+            if value.dtype != opt.dtype or not np.isfinite(value).all():
+                raise ValueError(f"optimizer state {key[6:]!r} is not finite {opt.dtype} "
+                                 f"values")
             state[key[len("optim/"):]] = value
     opt.load_state(state, spec["steps"], initial_lr)
     return opt
+
+
+def _groups(groups: Any, model: Layer) -> list[Any]:
+    """The optimizer's parameter groups, by the model's parameter names (a version-1
+    checkpoint has one group: the model's parameters in order)."""
+    named = dict(model.named_parameters())
+    if groups is None:
+        return list(named.values())
+    if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and
+            all(isinstance(n, str) and n in named for n in g["params"]) for g in groups):
+        raise ValueError("its optimizer's parameter groups do not name the model's parameters")
+    return [{**g, "params": [named[n] for n in g["params"]]} for g in groups]
 
 
 def _optimizer_classes() -> dict[str, type]:

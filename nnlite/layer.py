@@ -191,6 +191,9 @@ class Layer:
     input_grad: bool = True
     #: Whether ``backward`` looks at ``input_grad`` (Linear, Conv2D and the containers).
     skips_input_grad: bool = False
+    #: Whether the layer takes integer ids (Embedding): a model starting with it passes
+    #: integer inputs through uncast.
+    integer_input: bool = False
     #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
     rng: np.random.Generator | None = None
     #: {attribute: axes} for arrays stored in another layout than PyTorch's: ``state_dict``

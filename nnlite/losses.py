@@ -57,30 +57,33 @@ class MSE(Loss):
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy from logits z (N, C), mean over the batch.
+    """Softmax cross-entropy from logits z (…, C), mean over every position (…).
 
-    With class labels y: L = mean(logsumexp(zₙ) − zₙ,yₙ).
-    With probability (or one-hot) targets t: L = −mean(Σ_c t_c log softmax(z)_c).
-    dL/dz = (softmax(z) · Σ_c t_c − t) / N, i.e. (softmax(z) − onehot(y)) / N:
-    softmax and the loss fused, so no Softmax layer belongs before it.
+    With class labels y of shape (…): L = mean(logsumexp(zₙ) − zₙ,yₙ).
+    With probability (or one-hot) targets t of z's shape: L = −mean(Σ_c t_c log softmax(z)_c).
+    dL/dz = (softmax(z) · Σ_c t_c − t) / M, i.e. (softmax(z) − onehot(y)) / M over the M
+    positions: softmax and the loss fused, so no Softmax layer belongs before it.
     """
 
     classification = True
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         labels = self._labels(pred.shape, target)
-        n = pred.shape[0]
-        # Classes along rows, (C, N): each sample's max and sum then run down contiguous
+        self._shape = pred.shape
+        z = pred.reshape(-1, pred.shape[-1])
+        n = z.shape[0]
+        # Classes along rows, (C, M): each position's max and sum then run down contiguous
         # rows, several times faster than along a short last axis.
-        s = pred.T.copy()
+        s = z.T.copy()
         s -= s.max(axis=0)
         if labels is not None:
-            # Where each sample's true class sits in the flattened (C, N) array.
-            self._picks = np.arange(n) + np.multiply(labels, n, dtype=np.intp)
+            # Where each position's true class sits in the flattened (C, M) array.
+            self._picks = np.arange(n) + np.multiply(labels.reshape(-1), n, dtype=np.intp)
             self._t = None
             picked = s.ravel()[self._picks].sum()
         else:
-            self._picks, self._t = None, np.asarray(target, dtype=pred.dtype).T
+            self._picks = None
+            self._t = np.asarray(target, dtype=pred.dtype).reshape(-1, pred.shape[-1]).T
             picked = np.vdot(self._t, s)
         np.exp(s, out=s)
         total = s.sum(axis=0)
@@ -99,31 +102,32 @@ class CrossEntropy(Loss):
         else:
             p = p * self._t.sum(axis=0) - self._t
         p *= p.dtype.type(1.0 / p.shape[1])
-        return p.T
+        return p.T.reshape(self._shape)
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
         labels = self._labels(pred.shape, target)
         if labels is None:
-            labels = np.asarray(target).argmax(axis=1)
-        return float(np.mean(pred.argmax(axis=1) == labels))
+            labels = np.asarray(target).argmax(axis=-1)
+        return float(np.mean(pred.argmax(axis=-1) == labels))
 
     def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
         self._labels(pred_shape, target)
 
     def _labels(self, pred_shape: tuple[int, ...], target: np.ndarray) -> np.ndarray | None:
         """Integer labels (validated), or None for probability targets of pred's shape."""
-        if len(pred_shape) != 2:
-            raise ValueError(f"CrossEntropy expects logits of shape (N, classes), "
+        if len(pred_shape) < 2:
+            raise ValueError(f"CrossEntropy expects logits of shape (N, …, classes), "
                              f"got {pred_shape}")
         target = np.asarray(target)
-        if target.shape == pred_shape and target.ndim == 2:
+        if target.shape == pred_shape:
             return None
-        n, classes = pred_shape
-        if target.shape != (n,):
+        classes = pred_shape[-1]
+        if target.shape != pred_shape[:-1]:
+            lead = pred_shape[:-1]
             raise ValueError(
                 f"CrossEntropy: target of shape {target.shape} does not fit logits of shape "
-                f"{pred_shape}; give {n} class labels, shape ({n},), or one-hot/probability "
-                f"targets of shape {pred_shape}")
+                f"{pred_shape}; give class labels of the logits' leading shape {lead}, or "
+                f"one-hot/probability targets of shape {pred_shape}")
         if target.dtype.kind not in "iu":
             if not np.issubdtype(target.dtype, np.floating) or \
                     not np.all(np.mod(target, 1) == 0):
@@ -131,7 +135,7 @@ class CrossEntropy(Loss):
                                  f"{target.dtype} values such as {target.ravel()[:3]}")
             target = target.astype(np.int64)
         # Cast to unsigned, a negative label wraps to a huge one: one max checks both bounds.
-        if n and target.astype(np.uint64).max() >= classes:
+        if target.size and target.astype(np.uint64).max() >= classes:
             bad = target[(target < 0) | (target >= classes)][0]
             raise ValueError(f"CrossEntropy: label {bad} is outside [0, {classes}) for logits "
                              f"with {classes} classes")

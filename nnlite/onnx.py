@@ -83,17 +83,19 @@ def export_onnx(model: Layer, path: str | os.PathLike,
     shapes = _input_shapes(model, input_shape)
     dtype = next((p.dtype for p in model.parameters()), np.dtype(np.float32))
     kind = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    in_dtypes = [d or dtype for d in getattr(model, "input_dtypes", [None] * len(shapes))]
     graph = OnnxGraph(onnx, dtype)
     names = ["input"] if len(shapes) == 1 else [f"input_{i}" for i in range(len(shapes))]
     outs = graph.layer(model, names)
     outs = outs if isinstance(outs, list) else [outs]
-    probe = _eval_forward(model, [np.zeros((1, *s), dtype) for s in shapes])
+    probe = _eval_forward(model, [np.zeros((1, *s), d) for s, d in zip(shapes, in_dtypes)])
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     for name, out in zip(out_names, outs):
         graph.nodes.append(onnx.helper.make_node("Identity", [out], [name]))
     onnx_graph = onnx.helper.make_graph(
         graph.nodes, type(model).__name__,
-        [onnx.helper.make_tensor_value_info(n, kind, ["N", *s]) for n, s in zip(names, shapes)],
+        [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(d),
+                                            ["N", *s]) for n, s, d in zip(names, shapes, in_dtypes)],
         [onnx.helper.make_tensor_value_info(n, kind, ["N", *p.shape[1:]])
          for n, p in zip(out_names, probe)],
         graph.initializers)
@@ -182,13 +184,30 @@ def _batch_norm(layer: L.BatchNorm, g: OnnxGraph, x: str) -> str:
                 g.constant(layer.running_var), epsilon=layer.eps)
 
 
+@export_rule(L.Embedding)
+def _embedding(layer: L.Embedding, g: OnnxGraph, ids: str) -> str:
+    return g.op("Gather", g.constant(layer.weight.data), ids, axis=0)
+
+
+@export_rule(L.LayerNorm)
+def _layer_norm(layer: L.LayerNorm, g: OnnxGraph, x: str) -> str:
+    shape = layer.normalized_shape
+    scale = layer.weight.data if layer.weight is not None else np.ones(shape)
+    bias = layer.bias.data if layer.bias is not None else np.zeros(shape)
+    return g.op("LayerNormalization", x, g.constant(scale), g.constant(bias),
+                axis=-len(shape), epsilon=layer.eps)
+
+
 @export_rule(L.GELU)
 def _gelu(layer: L.GELU, g: OnnxGraph, x: str) -> str:
-    # ½x(1 + tanh(√(2/π)(x + 0.044715x³))), from opset-17 operators
-    cube = g.op("Mul", g.op("Mul", x, x), x)
-    inner = g.op("Mul", g.op("Add", x, g.op("Mul", cube, g.constant(0.044715))),
-                 g.constant(L.GELU._C))
-    one_plus = g.op("Add", g.op("Tanh", inner), g.constant(1.0))
+    """½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))), in opset-17 operators."""
+    if layer.approximate == "none":
+        inner = g.op("Erf", g.op("Mul", x, g.constant(1 / np.sqrt(2))))
+    else:
+        cube = g.op("Mul", g.op("Mul", x, x), x)
+        inner = g.op("Tanh", g.op("Mul", g.op("Add", x, g.op("Mul", cube, g.constant(0.044715))),
+                                  g.constant(L.GELU._C)))
+    one_plus = g.op("Add", inner, g.constant(1.0))
     return g.op("Mul", g.op("Mul", x, one_plus), g.constant(0.5))
 
 
@@ -207,6 +226,7 @@ _simple(L.Softmax, "Softmax", axis=lambda layer: layer.axis)
 _simple(L.Flatten, "Flatten", axis=lambda layer: 1)
 _simple(L.Dropout, "Identity")                     # identity at inference
 _simple(L.RandomShift, "Identity")
+_simple(L.RandomHorizontalFlip, "Identity")
 _simple(L.Add, "Sum")
 _simple(L.Concatenate, "Concat", axis=lambda layer: layer.axis)
 

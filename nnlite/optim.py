@@ -10,7 +10,7 @@ parameters over, the next step copies the new values in first.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -87,132 +87,215 @@ class _FlatStore:
         return self.grad
 
 
-class Optimizer:
-    """Base class: ``step()`` updates parameters from their gradients; ``zero_grad()``.
+class _Group:
+    """One parameter group: its hyper-parameters (the dict in ``param_groups``), one flat
+    store of its parameters, its state arrays and a scratch array of the same size."""
 
-    ``max_grad_norm`` clips the global gradient norm before every step.
-    """
-
-    def __init__(self, params: Iterable[Parameter], lr: float, weight_decay: float = 0.0,
-                 max_grad_norm: float | None = None):
-        unique = list({id(p): p for p in params}.values())
-        if not unique:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if not all(isinstance(p, Parameter) for p in unique):
-            raise ValueError(f"{type(self).__name__}: expects Parameters, e.g. "
-                             f"model.parameters()")
-        _positive(self, "lr", lr)
-        if weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got "
-                             f"{weight_decay}")
-        if max_grad_norm is not None:
-            _positive(self, "max_grad_norm", max_grad_norm)
-        self.params = unique
-        self.lr, self.weight_decay = float(lr), float(weight_decay)
-        self.max_grad_norm = max_grad_norm
-        self.initial_lr = self.lr
-        self.steps = 0
-        self._store = _FlatStore(unique)
+    def __init__(self, hyper: dict[str, Any]):
+        self.hyper = hyper
+        self.store = _FlatStore(hyper["params"])
         self.state: dict[str, np.ndarray] = {}
-        self._scratch = np.empty_like(self._store.data)
+        self.scratch = np.empty_like(self.store.data)
 
-    def zero_grad(self) -> None:
-        self._store.zero_grad()
+    def buffer(self, name: str) -> np.ndarray:
+        if name not in self.state:
+            self.state[name] = np.zeros_like(self.store.data)
+        return self.state[name]
 
     def __getstate__(self) -> dict[str, Any]:
         # Views into the flat store do not survive pickling or deepcopy: rebuild them.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_store", "_scratch")}
+        return {"hyper": self.hyper, "state": self.state}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._store = _FlatStore(self.params)
-        self._scratch = np.empty_like(self._store.data)
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__init__(saved["hyper"])
+        self.state = saved["state"]
+
+
+class Optimizer:
+    """Base class: ``step()`` updates parameters from their gradients; ``zero_grad()``.
+
+    ``params`` is an iterable of Parameters, or of parameter groups as in torch.optim:
+    dicts ``{"params": [...], "weight_decay": 0.0, ...}`` whose entries override the
+    keyword arguments for that group. Each group is one flat store, updated in a few
+    whole-array operations. ``max_grad_norm`` clips the global gradient norm (over every
+    group) before each step.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0,
+                 max_grad_norm: float | None = None, **hyper: Any):
+        name = type(self).__name__
+        specs = list(params)
+        if specs and all(isinstance(s, dict) for s in specs):
+            specs = [dict(s) for s in specs]
+        else:
+            specs = [{"params": specs}]
+        self.defaults = {"lr": lr, "weight_decay": weight_decay, **hyper}
+        self.param_groups: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for i, spec in enumerate(specs):
+            if "params" not in spec:
+                raise ValueError(f"{name}: parameter group {i} has no 'params'")
+            unknown = set(spec) - set(self.defaults) - {"params", "initial_lr"}
+            if unknown:
+                raise ValueError(f"{name}: parameter group {i} has unknown settings "
+                                 f"{sorted(unknown)}; {name} takes {sorted(self.defaults)}")
+            group = {**self.defaults, **spec}
+            group["params"] = list({id(p): p for p in group["params"]}.values())
+            if not group["params"]:
+                raise ValueError(f"{name}: got an empty parameter list")
+            if not all(isinstance(p, Parameter) for p in group["params"]):
+                raise ValueError(f"{name}: expects Parameters, e.g. model.parameters()")
+            if any(id(p) in seen for p in group["params"]):
+                raise ValueError(f"{name}: a parameter appears in more than one group")
+            seen.update(id(p) for p in group["params"])
+            self._check_hyper(group)
+            group.setdefault("initial_lr", group["lr"])
+            self.param_groups.append(group)
+        if max_grad_norm is not None:
+            _positive(self, "max_grad_norm", max_grad_norm)
+        self.max_grad_norm = max_grad_norm
+        self.params = [p for g in self.param_groups for p in g["params"]]
+        self.steps = 0
+        self._groups = [_Group(g) for g in self.param_groups]
+        dtypes = {g.store.dtype for g in self._groups}
+        if len(dtypes) > 1:
+            raise ValueError(f"optimizer: parameter groups have different dtypes "
+                             f"({', '.join(sorted(map(str, dtypes)))}); convert the model with "
+                             f"model.astype(...) first")
+        self.dtype = dtypes.pop()
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        """Raise ValueError for a group's hyper-parameter out of range (subclasses add theirs)."""
+        _positive(self, "lr", group["lr"])
+        if not isinstance(group["weight_decay"], (int, float)) or group["weight_decay"] < 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got "
+                             f"{group['weight_decay']!r}")
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first group; setting it sets every group's."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = value
+
+    @property
+    def initial_lr(self) -> float:
+        return self.param_groups[0]["initial_lr"]
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Every state array by name (``"i/name"`` for group i when there are several)."""
+        if len(self._groups) == 1:
+            return self._groups[0].state
+        return {f"{i}/{k}": v for i, g in enumerate(self._groups) for k, v in g.state.items()}
+
+    def zero_grad(self) -> None:
+        for group in self._groups:
+            group.store.zero_grad()
 
     def step(self) -> None:
-        store = self._store
-        store.sync()
-        grad = store.grads()
+        grads = []
+        for group in self._groups:
+            group.store.sync()
+            grads.append(group.store.grads())
         if self.max_grad_norm is not None:
-            norm = math.sqrt(float(np.dot(grad, grad)))
+            norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
             if norm > self.max_grad_norm:
-                grad *= self.max_grad_norm / (norm + 1e-6)
+                for g in grads:
+                    g *= self.max_grad_norm / (norm + 1e-6)
         self.steps += 1
-        self._update(store.data, grad)
+        for group, grad in zip(self._groups, grads):
+            self._update(group, group.store.data, grad)
 
-    def _update(self, p: np.ndarray, g: np.ndarray) -> None:
+    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _buffer(self, name: str) -> np.ndarray:
-        if name not in self.state:
-            self.state[name] = np.zeros_like(self._store.data)
-        return self.state[name]
-
-    def _decayed(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _decayed(self, group: _Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
         """g + weight_decay · p (L2 coupled into the gradient), without touching .grad."""
-        if not self.weight_decay:
+        decay = group.hyper["weight_decay"]
+        if not decay:
             return g
-        out = self._buffer("_decayed_grad")
-        np.multiply(p, self.weight_decay, out=out)
+        out = group.buffer("_decayed_grad")
+        np.multiply(p, decay, out=out)
         out += g
         return out
 
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters that rebuild this optimizer over the same parameters."""
-        return {"lr": self.lr, "weight_decay": self.weight_decay,
-                "max_grad_norm": self.max_grad_norm}
+        return {**self.defaults, "max_grad_norm": self.max_grad_norm}
+
+    def group_settings(self) -> list[dict[str, Any]]:
+        """Each group's hyper-parameters (without its parameters), for checkpoints."""
+        return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The optimizer's state, as flat arrays, for checkpoints."""
-        return {k: v for k, v in self.state.items() if not k.startswith("_")}
+        return {k: v for k, v in self.state.items() if not k.split("/")[-1].startswith("_")}
 
     def load_state(self, arrays: dict[str, np.ndarray], steps: int,
-                   initial_lr: float | None = None) -> None:
-        for name, value in arrays.items():
-            if value.shape != self._store.data.shape:
-                raise ValueError(f"{type(self).__name__}: state {name!r} has {value.size} "
-                                 f"values, the parameters have {self._store.data.size}")
-            self._buffer(name)[...] = value
+                   initial_lr: float | list[float] | None = None) -> None:
+        for key, value in arrays.items():
+            index, _, name = key.rpartition("/")  # "i/name" when there are several groups
+            if len(self._groups) == 1:
+                known = index == ""
+            else:
+                known = index.isdigit() and int(index) < len(self._groups)
+            if not known:
+                raise ValueError(f"{type(self).__name__}: state {key!r} belongs to no group")
+            group = self._groups[int(index) if index else 0]
+            if value.shape != group.store.data.shape:
+                raise ValueError(f"{type(self).__name__}: state {key!r} has {value.size} "
+                                 f"values, its parameters have {group.store.data.size}")
+            group.buffer(name)[...] = value
         self.steps = int(steps)
         if initial_lr is not None:
-            self.initial_lr = float(initial_lr)
+            values = initial_lr if isinstance(initial_lr, list) else [initial_lr] * len(
+                self.param_groups)
+            for group, value in zip(self.param_groups, values):
+                group["initial_lr"] = float(value)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+        groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
+        return f"{type(self).__name__}({args}{groups})"
 
 
 class SGD(Optimizer):
     """g ← grad + λθ;  with momentum μ: b ← μb + g (b = g at the first step),
     g ← g + μb if nesterov else b;  θ ← θ − lr·g."""
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *,
                  max_grad_norm: float | None = None):
-        super().__init__(params, lr, weight_decay, max_grad_norm)
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
-        if nesterov and momentum <= 0:
-            raise ValueError("SGD: nesterov momentum needs momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        super().__init__(params, lr, weight_decay, max_grad_norm, momentum=momentum,
+                         nesterov=nesterov)
 
-    def _update(self, p: np.ndarray, g: np.ndarray) -> None:
-        g = self._decayed(p, g)
-        if self.momentum:
-            b = self._buffer("momentum_buffer")
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        if not isinstance(group["momentum"], (int, float)) or group["momentum"] < 0:
+            raise ValueError(f"SGD: momentum must be >= 0, got {group['momentum']!r}")
+        if group["nesterov"] and group["momentum"] <= 0:
+            raise ValueError("SGD: nesterov momentum needs momentum > 0")
+
+    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+        h = group.hyper
+        g = self._decayed(group, p, g)
+        if h["momentum"]:
+            b = group.buffer("momentum_buffer")
             if self.steps == 1:
                 b[...] = g
             else:
-                b *= self.momentum
+                b *= h["momentum"]
                 b += g
-            if self.nesterov:
-                np.multiply(b, self.momentum, out=self._scratch)
-                g = np.add(g, self._scratch, out=self._scratch)
+            if h["nesterov"]:
+                np.multiply(b, h["momentum"], out=group.scratch)
+                g = np.add(g, group.scratch, out=group.scratch)
             else:
                 g = b
-        p -= np.multiply(g, self.lr, out=self._scratch)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+        p -= np.multiply(g, h["lr"], out=group.scratch)
 
 
 class Adam(Optimizer):
@@ -225,26 +308,33 @@ class Adam(Optimizer):
 
     decoupled = False
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, max_grad_norm: float | None = None):
-        super().__init__(params, lr, weight_decay, max_grad_norm)
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
-        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+        super().__init__(params, lr, weight_decay, max_grad_norm, betas=betas, eps=eps)
 
-    def _update(self, p: np.ndarray, g: np.ndarray) -> None:
-        b1, b2 = self.betas
-        t = self.steps
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        betas = group["betas"]
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and
+                all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got "
+                             f"{betas!r}")
+        group["betas"] = (float(betas[0]), float(betas[1]))
+        _positive(self, "eps", group["eps"])
+
+    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+        h = group.hyper
+        (b1, b2), lr, t = h["betas"], h["lr"], self.steps
         if self.decoupled:
-            if self.weight_decay:
-                p *= 1 - self.lr * self.weight_decay
+            if h["weight_decay"]:
+                p *= 1 - lr * h["weight_decay"]
         else:
-            g = self._decayed(p, g)
-        m, v, tmp = self._buffer("exp_avg"), self._buffer("exp_avg_sq"), self._scratch
+            g = self._decayed(group, p, g)
+        m, v, tmp = group.buffer("exp_avg"), group.buffer("exp_avg_sq"), group.scratch
         # lr/(1-b1ᵗ)·m_torch/(√v_torch/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
-        step = self.lr * (1 - b1) / (1 - b1 ** t) * math.sqrt((1 - b2 ** t) / (1 - b2))
-        eps_hat = self.eps * math.sqrt((1 - b2 ** t) / (1 - b2))
+        step = lr * (1 - b1) / (1 - b1 ** t) * math.sqrt((1 - b2 ** t) / (1 - b2))
+        eps_hat = h["eps"] * math.sqrt((1 - b2 ** t) / (1 - b2))
         for i in range(0, p.size, BLOCK):
             pb, gb, mb, vb, tb = (a[i:i + BLOCK] for a in (p, g, m, v, tmp))
             mb *= b1                       # m = m_torch / (1 - b1)
@@ -258,16 +348,13 @@ class Adam(Optimizer):
             tb *= step
             pb -= tb
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "betas": list(self.betas), "eps": self.eps}
-
 
 class AdamW(Adam):
     """Adam with decoupled weight decay: θ ← θ(1 − lr·λ) before the Adam step."""
 
     decoupled = True
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, *, max_grad_norm: float | None = None):
         super().__init__(params, lr, betas, eps, weight_decay, max_grad_norm=max_grad_norm)
@@ -277,36 +364,37 @@ class RMSprop(Optimizer):
     """v ← αv + (1−α)g²;  with momentum μ: b ← μb + g/(√v + ε), θ ← θ − lr·b;
     else θ ← θ − lr·g/(√v + ε).  Weight decay is L2 (g ← g + λθ)."""
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, momentum: float = 0.0, weight_decay: float = 0.0, *,
                  max_grad_norm: float | None = None):
-        super().__init__(params, lr, weight_decay, max_grad_norm)
-        if not 0 <= alpha < 1:
-            raise ValueError(f"RMSprop: alpha must lie in [0, 1), got {alpha}")
-        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
+        super().__init__(params, lr, weight_decay, max_grad_norm, alpha=alpha, eps=eps,
+                         momentum=momentum)
 
-    def _update(self, p: np.ndarray, g: np.ndarray) -> None:
-        g = self._decayed(p, g)
-        v, tmp = self._buffer("square_avg"), self._scratch
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        if not isinstance(group["alpha"], (int, float)) or not 0 <= group["alpha"] < 1:
+            raise ValueError(f"RMSprop: alpha must lie in [0, 1), got {group['alpha']!r}")
+        _positive(self, "eps", group["eps"])
+
+    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+        h = group.hyper
+        g = self._decayed(group, p, g)
+        v, tmp = group.buffer("square_avg"), group.scratch
         np.multiply(g, g, out=tmp)
-        tmp *= 1 - self.alpha
-        v *= self.alpha
+        tmp *= 1 - h["alpha"]
+        v *= h["alpha"]
         v += tmp
         np.sqrt(v, out=tmp)
-        tmp += self.eps
+        tmp += h["eps"]
         np.divide(g, tmp, out=tmp)  # the step g / (√v + ε)
-        if self.momentum:
-            b = self._buffer("momentum_buffer")
-            b *= self.momentum
+        if h["momentum"]:
+            b = group.buffer("momentum_buffer")
+            b *= h["momentum"]
             b += tmp
-            np.multiply(b, self.lr, out=tmp)
+            np.multiply(b, h["lr"], out=tmp)
         else:
-            tmp *= self.lr
+            tmp *= h["lr"]
         p -= tmp
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "alpha": self.alpha, "eps": self.eps,
-                "momentum": self.momentum}
 
 
 def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:
@@ -321,30 +409,49 @@ def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:
 
 
 class LRScheduler(Callback):
-    """Sets ``optimizer.lr`` from the epoch count; ``step()`` once per epoch.
+    """Sets each group's learning rate from the count of epochs (or, with ``per_batch``,
+    of batches) done: ``lr = lr_at(count, the group's initial lr)``; ``step()`` counts one.
 
-    It is also a Callback: pass it to ``fit(callbacks=[...])`` and it steps itself.
+    It is also a Callback: pass it to ``fit(callbacks=[...])`` and it steps itself, after
+    every epoch, or after every batch for a per-batch schedule.
     """
+
+    per_batch = False
 
     def __init__(self, optimizer: Optimizer):
         super().__init__()
         self.optimizer = optimizer
-        self.base_lr = optimizer.initial_lr
         self.last_epoch = 0
 
-    def lr_at(self, epoch: int) -> float:
+    def lr_at(self, count: int, base_lr: float) -> float:
         raise NotImplementedError
+
+    @property
+    def base_lr(self) -> float:
+        return self.optimizer.initial_lr
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.last_epoch, group["initial_lr"])
 
     def step(self) -> None:
         self.last_epoch += 1
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        self._apply()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.last_epoch = self.model.initial_epoch if self.model is not None else 0
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        if self.per_batch:  # every optimizer step is a batch done, across epochs and resumes
+            self.last_epoch = self.optimizer.steps
+        else:
+            self.last_epoch = self.model.initial_epoch if self.model is not None else 0
+        self._apply()
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.per_batch:
+            self.step()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.step()
+        if not self.per_batch:
+            self.step()
 
 
 class StepLR(LRScheduler):
@@ -354,8 +461,8 @@ class StepLR(LRScheduler):
         super().__init__(optimizer)
         self.step_size, self.gamma = int(step_size), float(gamma)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def lr_at(self, count: int, base_lr: float) -> float:
+        return base_lr * self.gamma ** (count // self.step_size)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -365,12 +472,53 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer)
         self.T_max, self.eta_min = int(T_max), float(eta_min)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.eta_min + 0.5 * (self.base_lr - self.eta_min) * (
-            1 + math.cos(math.pi * epoch / self.T_max))
+    def lr_at(self, count: int, base_lr: float) -> float:
+        return self.eta_min + 0.5 * (base_lr - self.eta_min) * (
+            1 + math.cos(math.pi * count / self.T_max))
+
+
+class LambdaLR(LRScheduler):
+    """lr = base_lr · lr_lambda(batches done), as ``torch.optim.lr_scheduler.LambdaLR``;
+    as a ``fit`` callback it steps after every batch, counting across epochs."""
+
+    per_batch = True
+
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float]):
+        super().__init__(optimizer)
+        self.lr_lambda = lr_lambda
+
+    def lr_at(self, count: int, base_lr: float) -> float:
+        return base_lr * self.lr_lambda(count)
+
+
+class WarmupCosineLR(LRScheduler):
+    """Per batch, as nanoGPT: linear warmup, lr = base_lr·(t + 1)/(warmup_steps + 1) for
+    t < warmup_steps; then cosine decay to ``min_lr`` at ``total_steps``,
+    lr = min_lr + ½(base_lr − min_lr)(1 + cos(π·(t − warmup)/(total − warmup)));
+    ``min_lr`` after that. t counts the batches done."""
+
+    per_batch = True
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int,
+                 min_lr: float = 0.0):
+        super().__init__(optimizer)
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"WarmupCosineLR: need 0 <= warmup_steps < total_steps, got "
+                             f"{warmup_steps} and {total_steps}")
+        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+        self.min_lr = float(min_lr)
+
+    def lr_at(self, count: int, base_lr: float) -> float:
+        if count < self.warmup_steps:
+            return base_lr * (count + 1) / (self.warmup_steps + 1)
+        if count > self.total_steps:
+            return self.min_lr
+        ratio = (count - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * ratio))
 
 
 def _positive(owner: object, name: str, value: float) -> None:
-    if not (isinstance(value, (int, float, np.floating)) and value > 0):
+    if not (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and
+            math.isfinite(value) and value > 0):
         raise ValueError(f"{type(owner).__name__}: {name} must be a positive number, "
                          f"got {value!r}")

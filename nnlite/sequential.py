@@ -36,6 +36,14 @@ class Sequential(Trainable):
         self._shared = shared_positions(self.layers)
         return self
 
+    @property
+    def input_dtypes(self) -> list[np.dtype | None]:
+        """Integer ids for a Sequential that starts with an Embedding, else floats."""
+        first = self.layers[0] if self.layers else None
+        if isinstance(first, Trainable):
+            return first.input_dtypes
+        return [np.dtype(np.int64)] if first is not None and first.integer_input else [None]
+
     def __getitem__(self, i: int) -> Layer:
         return self.layers[i]
 

@@ -392,7 +392,8 @@ class _Snapshot:
         self.params = params
         self.buffers = [b.copy() for _, b in self.model.named_buffers()]
         self.state = {k: v.copy() for k, v in self.optimizer.state.items()}
-        self.steps, self.lr = self.optimizer.steps, self.optimizer.lr
+        self.steps = self.optimizer.steps
+        self.lrs = [g["lr"] for g in self.optimizer.param_groups]
         return True
 
     def restore(self) -> None:
@@ -402,7 +403,9 @@ class _Snapshot:
             getattr(owner, attr)[...] = saved
         for k, v in self.state.items():
             self.optimizer.state[k][...] = v
-        self.optimizer.steps, self.optimizer.lr = self.steps, self.lr
+        self.optimizer.steps = self.steps
+        for group, lr in zip(self.optimizer.param_groups, self.lrs):
+            group["lr"] = lr
 
 
 class _InterruptFlag:

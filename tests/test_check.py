@@ -16,8 +16,9 @@ def test_numerical_jacobian_of_a_known_function():
     np.testing.assert_allclose(numerical_jacobian(np.sin, x), np.diag(np.cos(x)), atol=1e-8)
 
 
-@pytest.mark.parametrize("make, shape", CASES)
+@pytest.mark.parametrize("make, shape", [c for c in CASES if not isinstance(c.values[1], dict)])
 def test_jacobian_agrees_with_finite_differences(make, shape, rng):
+    """(Every layer with float inputs: Embedding's ids have no Jacobian.)"""
     layer = make().astype(np.float64)
 
     def forward(v):  # random layers (dropout, shifts) draw the same numbers every call

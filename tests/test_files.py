@@ -170,14 +170,17 @@ def test_every_builtin_layer_and_graphs_with_several_inputs_and_outputs_export(t
     a, b = nnlite.Input((2, 6, 6)), nnlite.Input((5,))
     h = Conv2D(2, 3, 3, stride=2, padding=1)(a)
     h = layers.AvgPool2D(2, stride=1)(ReLU()(BatchNorm(3)(h)))
-    h = Flatten()(nnlite.Sequential(RandomShift(1), layers.Tanh())(h))
+    h = Flatten()(nnlite.Sequential(RandomShift(1), layers.RandomHorizontalFlip(),
+                                    layers.Tanh())(h))
     h = layers.Concatenate()([Linear(12, 5)(h), b])
     h = layers.Multiply()([layers.GELU()(Linear(10, 5)(h)), layers.Sigmoid()(b)])
     out0 = layers.Softmax()(layers.LeakyReLU(0.2)(layers.Add()([h, b, b])))
     out1 = Dropout(0.5)(Linear(5, 2, bias=False)(h))
     model = nnlite.Model([a, b], [out0, out1])
     exported = {type(m).__name__ for m in model.modules()}
-    assert exported >= set(layers.__all__) - {"MaxPool2D"}   # MaxPool2D: the CNN test above
+    # MaxPool2D: the CNN test above; the sequence layers: test_sequence_layers_export
+    assert exported >= set(layers.__all__) - {"MaxPool2D", "Embedding", "LayerNorm",
+                                              "MultiHeadAttention", "LSTM", "GRU"}
     norm = next(m for m in model.layers if isinstance(m, BatchNorm))
     norm.running_var[...] = rng.uniform(0.5, 2, 3)
     nnlite.export_onnx(model, tmp_path / "g.onnx")
@@ -186,6 +189,20 @@ def test_every_builtin_layer_and_graphs_with_several_inputs_and_outputs_export(t
     got = _onnxruntime_outputs(tmp_path / "g.onnx", {"input_0": xs[0], "input_1": xs[1]})
     for g, p in zip(got, model.predict(xs)):
         np.testing.assert_allclose(g, p, atol=1e-5)
+
+
+def test_sequence_layers_export_or_say_they_cannot(tmp_path, rng):
+    require("onnx")
+    ids = nnlite.Input((5,))
+    h = layers.LayerNorm(4)(layers.Embedding(9, 4)(ids))
+    model = nnlite.Model(ids, Linear(4, 3)(layers.LayerNorm(4, bias=False)(h)))
+    nnlite.export_onnx(model, tmp_path / "s.onnx")
+    x = rng.integers(0, 9, (2, 5))
+    (got,) = _onnxruntime_outputs(tmp_path / "s.onnx", {"input": x})
+    np.testing.assert_allclose(got, model.predict(x), atol=1e-5)
+    for layer in (layers.LSTM(4, 4), layers.GRU(4, 4), layers.MultiHeadAttention(4, 2)):
+        with pytest.raises(ValueError, match=f"{type(layer).__name__}.*has no ONNX export rule"):
+            nnlite.export_onnx(nnlite.Sequential(layer), tmp_path / "r.onnx", (3, 4))
 
 
 def test_a_custom_layer_without_an_export_rule_is_named_and_one_can_be_registered(tmp_path):
@@ -458,3 +475,55 @@ def test_thousands_of_mutated_files_load_exactly_or_fail_with_a_clear_error(digi
                 assert np.isfinite(out).all()
                 outcomes["loaded"] += 1
     assert outcomes["refused"] > 3000 and outcomes["loaded"] > 100, outcomes
+
+
+def test_mnist_mlp_and_cnn_travel_to_pytorch_safetensors_and_onnx_and_back(data_root,
+                                                                           tmp_path):
+    """The done-when of the files issue, on MNIST: the MLP of README and the CNN example's
+    network, trained briefly, round-trip through PyTorch (state dict and safetensors) and
+    export to ONNX, all predicting within 1e-5."""
+    import importlib.util
+    from pathlib import Path
+
+    torch = require("torch")
+    require("onnx")
+    from safetensors.torch import load_file, save_file
+    nn = torch.nn
+
+    spec = importlib.util.spec_from_file_location(
+        "mnist_cnn", Path(__file__).resolve().parent.parent / "examples" / "mnist_cnn.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    (x, y), (xt, _) = nnlite.datasets.load_mnist(data_root, download=False)
+    x, xt = x[:2000, None] / np.float32(255), xt[:500, None] / np.float32(255)
+    cases = [
+        (lambda: nnlite.Sequential(Linear(784, 256), ReLU(), Dropout(0.2), Linear(256, 10)),
+         lambda: nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Dropout(0.2),
+                               nn.Linear(256, 10)), (784,)),
+        (lambda: example.build(32),
+         lambda: nn.Sequential(nn.Identity(), nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32),
+                               nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                               nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                               nn.Linear(64 * 7 * 7, 32), nn.ReLU(), nn.Linear(32, 10)),
+         (1, 28, 28))]
+    for make, make_torch, shape in cases:
+        model, _ = trained(make, x.reshape(-1, *shape), y[:2000], epochs=1)
+        inputs = xt.reshape(-1, *shape)
+        expected = model.predict(inputs)
+        twin = make_torch().eval()
+        twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+        with torch.no_grad():
+            np.testing.assert_allclose(twin(torch.from_numpy(inputs)).numpy(), expected,
+                                       atol=1e-5)
+        back = make()
+        back.load_state_dict({k: v.numpy() for k, v in twin.state_dict().items()})
+        np.testing.assert_allclose(back.predict(inputs), expected, atol=1e-5)
+        model.save_weights(tmp_path / "w.safetensors")
+        twin.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
+        save_file(twin.state_dict(), str(tmp_path / "t.safetensors"))
+        again = make()
+        again.load_weights(tmp_path / "t.safetensors")
+        np.testing.assert_allclose(again.predict(inputs), expected, atol=1e-5)
+        nnlite.export_onnx(model, tmp_path / "m.onnx")
+        (got,) = _onnxruntime_outputs(tmp_path / "m.onnx", {"input": inputs})
+        np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -18,11 +18,14 @@ EXAMPLES = {
     "LeakyReLU": [(lambda: layers.LeakyReLU(0.2), [(4, 5), (2, 3, 4)])],
     "Sigmoid": [(layers.Sigmoid, [(4, 5), (2, 3, 4)])],
     "Tanh": [(layers.Tanh, [(4, 5), (2, 3, 4)])],
-    "GELU": [(layers.GELU, [(4, 5), (2, 3, 4)])],
+    "GELU": [(layers.GELU, [(4, 5), (2, 3, 4)]),
+             (lambda: layers.GELU(approximate="tanh"), [(4, 5)])],
     "Softmax": [(layers.Softmax, [(4, 5)]), (lambda: layers.Softmax(axis=1), [(2, 3, 4)])],
     "Dropout": [(lambda: layers.Dropout(0.4), [(4, 5), (2, 3, 4)])],
     "RandomShift": [(lambda: layers.RandomShift(2), [(3, 2, 5, 6)]),
                     (lambda: layers.RandomShift(1).eval(), [(2, 1, 4, 4)])],
+    "RandomHorizontalFlip": [(lambda: layers.RandomHorizontalFlip(0.5), [(6, 2, 3, 4)]),
+                             (lambda: layers.RandomHorizontalFlip().eval(), [(2, 1, 3, 3)])],
     "Conv2D": [(lambda: layers.Conv2D(2, 3, 3), [(2, 2, 5, 5)]),
                (lambda: layers.Conv2D(3, 2, (2, 3), stride=2, padding=1), [(2, 3, 5, 6)]),
                (lambda: layers.Conv2D(1, 2, 1, bias=False), [(3, 1, 3, 2)])],
@@ -34,6 +37,21 @@ EXAMPLES = {
                   (lambda: layers.BatchNorm(3), [(2, 3, 3, 4)]),
                   (lambda: _with_running_stats(layers.BatchNorm(3)).eval(), [(2, 3, 2, 2)])],
     # Merge layers take a list: their "shape" is a list of input shapes.
+    "LayerNorm": [(lambda: layers.LayerNorm(5), [(3, 5), (2, 3, 5)]),
+                  (lambda: layers.LayerNorm((2, 3), bias=False), [(2, 2, 3)]),
+                  (lambda: layers.LayerNorm(4, elementwise_affine=False), [(3, 4)])],
+    "MultiHeadAttention": [(lambda: layers.MultiHeadAttention(6, 2), [(2, 3, 6)]),
+                           (lambda: layers.MultiHeadAttention(4, 1, causal=True, bias=False),
+                            [(2, 4, 4)]),
+                           (lambda: layers.MultiHeadAttention(4, 2, causal=True, dropout=0.3),
+                            [(2, 3, 4)])],
+    "LSTM": [(lambda: layers.LSTM(3, 4), [(2, 5, 3)]),
+             (lambda: layers.LSTM(2, 3, return_sequences=False), [(3, 4, 2)])],
+    "GRU": [(lambda: layers.GRU(3, 4), [(2, 5, 3)]),
+            (lambda: layers.GRU(2, 3, return_sequences=False), [(3, 4, 2)])],
+    # Integer ids: the "shape" says which ids, {"ids": shape, "high": table size}.
+    "Embedding": [(lambda: layers.Embedding(7, 3), [{"ids": (3, 4), "high": 7},
+                                                   {"ids": (5,), "high": 2}])],
     "Add": [(layers.Add, [[(4, 5), (4, 5)], [(2, 3, 4)] * 3])],
     "Multiply": [(layers.Multiply, [[(4, 5), (4, 5)], [(2, 3)] * 4])],
     "Concatenate": [(layers.Concatenate, [[(4, 2), (4, 3)], [(2, 1, 3)] * 3]),
@@ -42,14 +60,18 @@ EXAMPLES = {
 
 
 def sample(rng, shape):
-    """An input of ``shape``, or a list of inputs for a list of shapes."""
+    """An input of ``shape``, a list of inputs for a list of shapes, or integer ids."""
+    if isinstance(shape, dict):
+        return rng.integers(0, shape["high"], shape["ids"])
     if isinstance(shape, list):
         return [rng.standard_normal(s) for s in shape]
     return rng.standard_normal(shape)
 
 
 def as_float32(x):
-    return [v.astype(np.float32) for v in x] if isinstance(x, list) else x.astype(np.float32)
+    if isinstance(x, list):
+        return [v.astype(np.float32) for v in x]
+    return x if x.dtype.kind in "iu" else x.astype(np.float32)
 
 
 def _with_running_stats(bn):
@@ -139,11 +161,24 @@ def test_backward_before_forward_is_a_clear_error():
     ("ReLU", lambda x: np.maximum(x, 0)),
     ("Sigmoid", lambda x: 1 / (1 + np.exp(-x))),
     ("Tanh", np.tanh),
-    ("GELU", lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
 ])
 def test_activation_values(name, f, rng):
     x = rng.standard_normal((3, 4)) * 3
     np.testing.assert_allclose(getattr(layers, name)()(x), f(x), rtol=1e-12, atol=1e-15)
+
+
+def test_gelu_is_exact_by_default_and_the_tanh_form_on_request(rng):
+    from scipy.special import erf
+
+    x = np.linspace(-6, 6, 2001)
+    np.testing.assert_allclose(layers.GELU()(x), x * 0.5 * (1 + erf(x / np.sqrt(2))), rtol=1e-12)
+    y32 = layers.GELU()(x.astype(np.float32))
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, x * 0.5 * (1 + erf(x / np.sqrt(2))), atol=1e-6)
+    tanh_form = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(layers.GELU(approximate="tanh")(x), tanh_form, rtol=1e-12)
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        layers.GELU("fast")
 
 
 def test_leaky_relu_and_softmax_values():
@@ -251,3 +286,15 @@ def test_random_shift_moves_each_image_by_its_own_offset():
     np.testing.assert_array_equal(back, x)
     shift.eval()
     np.testing.assert_array_equal(shift(x), x)
+
+
+def test_random_horizontal_flip_mirrors_about_half_the_images():
+    x = np.arange(200 * 3, dtype=np.float32).reshape(200, 1, 1, 3)
+    flip = layers.RandomHorizontalFlip()
+    y = flip(x)
+    mirrored = (y[:, 0, 0, 0] == x[:, 0, 0, 2])
+    assert 70 < mirrored.sum() < 130
+    np.testing.assert_array_equal(y[mirrored], x[mirrored][..., ::-1])
+    np.testing.assert_array_equal(y[~mirrored], x[~mirrored])
+    np.testing.assert_array_equal(flip.backward(y), x)     # a permutation, undone
+    np.testing.assert_array_equal(flip.eval()(x), x)

@@ -1,11 +1,15 @@
 """nnlite's layers, one module per family."""
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .attention import MultiHeadAttention
 from .convolution import AvgPool2D, Conv2D, MaxPool2D
 from .dense import Flatten, Linear
+from .embedding import Embedding
 from .merge import Add, Concatenate, Multiply
-from .normalisation import BatchNorm
-from .regularisation import Dropout, RandomShift
+from .normalisation import BatchNorm, LayerNorm
+from .recurrent import GRU, LSTM
+from .regularisation import Dropout, RandomHorizontalFlip, RandomShift
 
 __all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-           "Dropout", "RandomShift", "Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm",
-           "Add", "Multiply", "Concatenate"]
+           "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
+           "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding",
+           "MultiHeadAttention", "LSTM", "GRU"]

@@ -65,23 +65,65 @@ class Tanh(Layer):
 
 
 class GELU(Layer):
-    """The tanh approximation of GELU (PyTorch's ``GELU(approximate="tanh")``).
+    """GELU, as ``torch.nn.GELU(approximate=...)``.
 
-    y = ½x(1 + t) with t = tanh(u), u = √(2/π)(x + 0.044715x³).
+    ``approximate="none"`` (the default): y = x·Φ(x) with Φ(x) = ½(1 + erf(x/√2)), the
+    normal CDF. VJP: g ⊙ (Φ(x) + x·φ(x)), φ(x) = e^(−x²/2)/√(2π). In float32, erf is
+    Abramowitz and Stegun's 7.1.26 (error below 1.5e-7, float32's precision), a few
+    whole-array operations, several times faster than scipy's; in float64 it is scipy's.
+    ``approximate="tanh"``: y = ½x(1 + t) with t = tanh(u), u = √(2/π)(x + 0.044715x³).
     VJP: g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)].
     """
 
     _C = float(np.sqrt(2.0 / np.pi))
 
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        t = np.tanh(self._C * (x + 0.044715 * x ** 3))
-        self._x, self._t = x, t
-        return 0.5 * x * (1 + t)
+        self._x = x
+        if self.approximate == "tanh":
+            t = np.tanh(self._C * (x + 0.044715 * x ** 3))
+            self._t = t
+            return 0.5 * x * (1 + t)
+        self._cdf = normal_cdf(x)
+        return x * self._cdf
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        x, t = self._cached("_x"), self._cached("_t")
-        du = self._C * (1 + 3 * 0.044715 * x * x)
-        return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        x = self._cached("_x")
+        if self.approximate == "tanh":
+            t = self._t
+            du = self._C * (1 + 3 * 0.044715 * x * x)
+            return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        pdf = np.exp(x * x * x.dtype.type(-0.5))
+        pdf *= x.dtype.type(1 / np.sqrt(2 * np.pi))
+        pdf *= x
+        pdf += self._cdf
+        return grad * pdf
+
+
+def normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Φ(x) = ½(1 + erf(x/√2)). Below float64, erf from Abramowitz and Stegun 7.1.26
+    (|error| < 1.5e-7): erf(z) ≈ 1 − t(a₁ + t(a₂ + t(a₃ + t(a₄ + t·a₅))))·e^(−z²),
+    t = 1/(1 + p·z), for z ≥ 0."""
+    if x.dtype == np.float64:
+        from scipy.special import erf
+        return 0.5 * (1 + erf(x * (1 / np.sqrt(2))))
+    f = x.dtype.type
+    z = np.abs(x) * f(1 / np.sqrt(2))
+    t = 1 / (1 + f(0.3275911) * z)
+    poly = t * f(1.061405429)
+    for a in (-1.453152027, 1.421413741, -0.284496736):
+        poly += f(a)
+        poly *= t
+    poly += f(0.254829592)
+    poly *= t
+    poly *= np.exp(-z * z)                   # 1 − erf(|z|)
+    half = f(0.5) * poly                     # Φ(−|x|)
+    return np.where(x >= 0, 1 - half, half)
 
 
 class Softmax(Layer):

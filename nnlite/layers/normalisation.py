@@ -1,11 +1,11 @@
-"""Normalisation layers: BatchNorm."""
+"""Normalisation layers: BatchNorm and LayerNorm."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from ..layer import Layer, Parameter, check_number, new_array, resolve_dtype
+from ..layer import Layer, Parameter, check_flag, check_number, new_array, resolve_dtype
 
 
 class BatchNorm(Layer):
@@ -95,3 +95,75 @@ class BatchNorm(Layer):
 def _column_sums(rows: np.ndarray) -> np.ndarray:
     """Σ over rows of an (M, C) array, as one matrix-vector product."""
     return np.ones(len(rows), rows.dtype) @ rows
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the last axes, as ``torch.nn.LayerNorm``.
+
+    Over the D values of ``normalized_shape`` at each position: x̂ = (x − μ)/√(σ² + ε) with
+    the biased variance, y = γ ⊙ x̂ + β (γ, β of ``normalized_shape``, if affine).
+    VJP, with ĝ = g ⊙ γ and means over those D values:
+    dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / √(σ² + ε);
+    dL/dγ += Σ over positions of g ⊙ x̂;  dL/dβ += Σ over positions of g.
+    """
+
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, *, dtype: Any = None):
+        super().__init__()
+        shape = (normalized_shape,) if not isinstance(normalized_shape, (list, tuple)) \
+            else tuple(normalized_shape)
+        self.normalized_shape = tuple(check_number("LayerNorm", "normalized_shape", d,
+                                                   integer=True, low=1) for d in shape)
+        self.eps = check_number("LayerNorm", "eps", eps, low=0)
+        self.elementwise_affine = check_flag("LayerNorm", "elementwise_affine",
+                                             elementwise_affine)
+        self.dtype = resolve_dtype(dtype)
+        affine = self.elementwise_affine
+        self.weight = Parameter(new_array(self.normalized_shape, self.dtype, 1), self.dtype) \
+            if affine else None
+        self.bias = Parameter(new_array(self.normalized_shape, self.dtype), self.dtype) \
+            if affine and check_flag("LayerNorm", "bias", bias) else None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
+            raise ValueError(f"{self!r} normalises trailing axes {self.normalized_shape}, got "
+                             f"input of shape {x.shape}")
+        d = int(np.prod(self.normalized_shape))
+        rows = x.reshape(-1, d)
+        xhat = rows - rows.mean(axis=1, keepdims=True)
+        var = np.einsum("ij,ij->i", xhat, xhat)[:, None]
+        var *= var.dtype.type(1 / d)
+        var += var.dtype.type(self.eps)
+        inv_std = np.sqrt(var, out=var)
+        np.divide(1, inv_std, out=inv_std)
+        xhat *= inv_std
+        self._xhat, self._inv_std = xhat, inv_std
+        if self.weight is None:
+            return xhat.reshape(x.shape).copy()
+        y = xhat * self.weight.data.reshape(-1)
+        if self.bias is not None:
+            y += self.bias.data.reshape(-1)
+        return y.reshape(x.shape)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        xhat, inv_std = self._cached("_xhat"), self._inv_std
+        g = grad.reshape(xhat.shape)
+        if self.weight is not None:
+            self.weight.grad += np.einsum("ij,ij->j", g, xhat).reshape(self.normalized_shape)
+            if self.bias is not None:
+                self.bias.grad += _column_sums(g).reshape(self.normalized_shape)
+            g = g * self.weight.data.reshape(-1)
+        d = xhat.shape[1]
+        mean_g = g.mean(axis=1, keepdims=True)
+        mean_gx = np.einsum("ij,ij->i", g, xhat)[:, None]
+        mean_gx *= mean_gx.dtype.type(1 / d)
+        dx = g - mean_g
+        dx -= xhat * mean_gx
+        dx *= inv_std
+        return dx.reshape(grad.shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"normalized_shape": list(self.normalized_shape), "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "bias": self.bias is not None,
+                "dtype": self.dtype.name}

@@ -1,4 +1,4 @@
-"""Regularisation layers: Dropout, and RandomShift (data augmentation)."""
+"""Regularisation layers: Dropout, and data augmentation (RandomShift, RandomHorizontalFlip)."""
 from __future__ import annotations
 
 import numpy as np
@@ -85,3 +85,36 @@ class RandomShift(Layer):
             return windows[index]
         windows[index] = value
         return padded
+
+
+class RandomHorizontalFlip(Layer):
+    """Data augmentation for NCHW images: in training, each sample is mirrored left-right
+    with probability ``p`` (as torchvision's RandomHorizontalFlip); in eval mode y = x.
+
+    y[n, c, i, j] = x[n, c, i, W − 1 − j] for a mirrored sample, else x[n, c, i, j]: a
+    permutation, so the VJP mirrors the gradient of the same samples back.
+    Draws come from ``self.rng`` (set per epoch by ``fit``), else nnlite's generator.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = check_number("RandomHorizontalFlip", "p", p, low=0, high=1)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4:
+            raise ValueError(f"{self!r} expects images of shape (N, C, H, W), got {x.shape}")
+        y = x.copy()
+        self._mirrored = None
+        if self.training and self.p > 0:
+            rng = self.rng if self.rng is not None else default_rng()
+            self._mirrored = np.flatnonzero(rng.random(len(x)) < self.p)
+            y[self._mirrored] = x[self._mirrored, :, :, ::-1]
+        return y
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        if "_mirrored" not in self.__dict__:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        dx = grad.copy()
+        if self._mirrored is not None:
+            dx[self._mirrored] = grad[self._mirrored, :, :, ::-1]
+        return dx

@@ -1,0 +1,64 @@
+"""Embedding: a table of vectors looked up by integer id."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..layer import Layer, Parameter, check_number, default_rng, new_array, resolve_dtype
+
+
+class Embedding(Layer):
+    """y[…] = W[ids[…]]: integer ids of any shape (…) → (…, embedding_dim), as
+    ``torch.nn.Embedding``; W of shape (num_embeddings, embedding_dim) starts N(0, 1).
+
+    y is linear in W with a one-hot Jacobian, so the VJP scatter-adds the gradient rows
+    into the table: dL/dW[k] += Σ over positions with id k of g[…] (repeated ids add up).
+    The ids are not differentiable: backward returns None for them.
+    """
+
+    integer_input = True
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: Any = None,
+                 rng: np.random.Generator | None = None):
+        super().__init__()
+        self.num_embeddings = check_number("Embedding", "num_embeddings", num_embeddings,
+                                           integer=True, low=1)
+        self.embedding_dim = check_number("Embedding", "embedding_dim", embedding_dim,
+                                          integer=True, low=1)
+        self.dtype = resolve_dtype(dtype)
+        shape = (self.num_embeddings, self.embedding_dim)
+        w = new_array(shape, self.dtype)
+        w[...] = (rng or default_rng()).standard_normal(shape)
+        self.weight = Parameter(w, self.dtype)
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            if ids.dtype.kind != "f" or not np.all(np.mod(ids, 1) == 0):
+                raise ValueError(f"{self!r} takes integer ids, got {ids.dtype} values such as "
+                                 f"{ids.ravel()[:3]}")
+            ids = ids.astype(np.intp)
+        if ids.size and ids.astype(np.uint64).max() >= self.num_embeddings:  # negatives wrap
+            bad = ids[(ids < 0) | (ids >= self.num_embeddings)].ravel()[0]
+            raise ValueError(f"{self!r}: id {bad} is outside the table of "
+                             f"{self.num_embeddings} embeddings (ids of shape {ids.shape})")
+        self._ids = ids
+        return self.weight.data[ids]
+
+    def backward(self, grad: np.ndarray) -> None:
+        ids = self._cached("_ids")
+        rows = grad.reshape(-1, self.embedding_dim)
+        flat = ids.reshape(-1)
+        if self.num_embeddings <= 4 * len(flat):
+            # A small table: the scatter-add as one product, onehot(ids)ᵀ · g.
+            onehot = np.zeros((self.num_embeddings, len(flat)), rows.dtype)
+            onehot[flat, np.arange(len(flat))] = 1
+            self.weight.add_matmul(onehot, rows)
+        else:
+            np.add.at(self.weight.grad, flat, rows)
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "dtype": self.dtype.name}
