@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 
 from . import optim
+from .layers import Linear
 from .layer import LAYER_CLASSES, Layer, allocation_budget, check_number
 
 FORMAT = "nnlite"
-VERSION = 2  # 2: layers inside configs, shared layers, tied parameters (1 still loads)
+VERSION = 2  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
+#                (out, in), BatchNorm's batch count; files of version 1 still load
 _HEADER = "__nnlite__"
 #: Bytes a file's architecture may declare beyond the arrays it holds (small buffers that
 #: files of an older version did not store).
@@ -304,6 +306,11 @@ def _rebuild(header: dict[str, Any], arrays: dict[str, np.ndarray], want_optimiz
     _tie(model, tied)
     used: set[str] = set()
     optional = () if version >= 2 else ("num_batches_tracked",)  # buffers version 1 lacked
+    if version < 2:  # version 1 kept Linear's W as (in, out)
+        for name, owner, attr in model._slots("_params"):
+            if isinstance(owner, Linear) and attr == "weight" and \
+                    f"param/{name}" in arrays:
+                arrays[f"param/{name}"] = arrays[f"param/{name}"].T
     for name, p in model.named_parameters():
         p.data = _array(arrays, f"param/{name}", p.data, used, "parameter")
         p.grad = np.zeros_like(p.data)

@@ -196,9 +196,6 @@ class Layer:
     integer_input: bool = False
     #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
     rng: np.random.Generator | None = None
-    #: {attribute: axes} for arrays stored in another layout than PyTorch's: ``state_dict``
-    #: shows them transposed by ``axes`` (Linear keeps W as (in, out)).
-    torch_layout: dict[str, tuple[int, ...]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

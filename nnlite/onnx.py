@@ -152,7 +152,7 @@ def _model(model: Model, g: OnnxGraph, *inputs: str) -> str | list[str]:
 
 @export_rule(L.Linear)
 def _linear(layer: L.Linear, g: OnnxGraph, x: str) -> str:
-    y = g.op("MatMul", x, g.constant(layer.weight.data))
+    y = g.op("MatMul", x, g.constant(layer.weight.data.T))
     return g.op("Add", y, g.constant(layer.bias.data)) if layer.bias is not None else y
 
 

@@ -2,9 +2,9 @@
 
 ``state_dict(model)`` maps every parameter and buffer to an array under the dotted
 name PyTorch gives the same architecture built from ``torch.nn`` layers ("0.weight",
-"3.running_var"), in PyTorch's layout: a layer whose storage differs says so in
-``torch_layout`` (Linear keeps W as (in, out) and shows it as (out, in)). A graph
-Model names its layers by position in the order of first use, as a Sequential does.
+"3.running_var"); nnlite's layers keep PyTorch's layouts, so the arrays are the same.
+A graph Model names its layers by position in the order of first use, as a Sequential
+does.
 """
 from __future__ import annotations
 
@@ -31,24 +31,18 @@ def _slots(model: Layer) -> dict[str, tuple[Layer, str, bool]]:
     return slots
 
 
-def _axes(owner: Layer, attr: str) -> tuple[int, ...] | None:
-    return type(owner).torch_layout.get(attr)
-
-
 def state_dict(model: Layer) -> dict[str, np.ndarray]:
-    """``{name: array}`` of every parameter and buffer, copies in PyTorch's layout."""
+    """``{name: array}`` of every parameter and buffer, as copies."""
     out = {}
     for name, (owner, attr, is_param) in _slots(model).items():
         value = getattr(owner, attr)
-        array = value.data if is_param else value
-        axes = _axes(owner, attr)
-        out[name] = np.array(array.transpose(axes) if axes else array, order="C")
+        out[name] = np.array(value.data if is_param else value)
     return out
 
 
 def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True,
                     source: str = "state_dict") -> IncompatibleKeys:
-    """Copy ``state`` (PyTorch's names and layouts) into the model's parameters and buffers,
+    """Copy ``state`` (PyTorch's names) into the model's parameters and buffers,
     converted to their dtypes. Raises ValueError naming every missing key, unexpected key
     and shape mismatch (with ``strict=False``, only shape mismatches; missing entries are
     left as they were). Nothing is changed unless everything fits."""
@@ -62,13 +56,9 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True,
         value = np.asarray(state[name])
         current = getattr(owner, attr)
         current = current.data if is_param else current
-        axes = _axes(owner, attr)
-        if axes is not None and value.ndim == len(axes):
-            value = value.transpose(np.argsort(axes))
         if value.shape != current.shape:
-            want = current.transpose(axes).shape if axes else current.shape
-            problems.append(f"{name!r} has shape {tuple(np.shape(state[name]))}, the model "
-                            f"needs {want}")
+            problems.append(f"{name!r} has shape {value.shape}, the model needs "
+                            f"{current.shape}")
             continue
         if value.dtype.kind not in ("f" if is_param else "fiu"):
             problems.append(f"{name!r} holds {value.dtype} values, not "

@@ -39,10 +39,10 @@ def test_jacobian_agrees_with_finite_differences(make, shape, rng):
         np.testing.assert_allclose(analytic, expected, atol=1e-7)
 
 
-def test_jacobian_of_linear_is_w_transposed_per_row(rng):
+def test_jacobian_of_linear_is_w_per_row(rng):
     layer = layers.Linear(3, 2, dtype=np.float64)
     J = jacobian(layer, rng.standard_normal((1, 3)))
-    np.testing.assert_allclose(J, layer.weight.data.T)
+    np.testing.assert_allclose(J, layer.weight.data)
 
 
 def test_softmax_jacobian_is_diag_minus_outer(rng):
@@ -87,9 +87,9 @@ class WrongWeightGrad(layers.Linear):
 class OverwritesGrad(layers.Linear):
     """Assigns instead of adding: right once, wrong when gradients accumulate."""
     def backward(self, grad):
-        self.weight.grad[...] = self._x.T @ grad
+        self.weight.grad[...] = grad.T @ self._x
         self.bias.grad[...] = grad.sum(axis=0)
-        return grad @ self.weight.data.T
+        return grad @ self.weight.data
 
 
 class ModifiesGrad(layers.ReLU):

@@ -28,15 +28,15 @@ def test_fit_matches_a_plain_training_loop(rng):
         for start in range(0, 96, 32):
             idx = order[start:start + 32]
             xb, yb = x[idx], y[idx]
-            h = xb @ w1 + b1
+            h = xb @ w1.T + b1          # W as (out, in), as torch
             a = np.maximum(h, 0)
-            z = a @ w2 + b2
+            z = a @ w2.T + b2
             s = np.exp(z - z.max(1, keepdims=True))
             s /= s.sum(1, keepdims=True)
             dz = (s - np.eye(4)[yb]) / 32
-            da = dz @ w2.T
+            da = dz @ w2
             dh = da * (h > 0)
-            grads = [xb.T @ dh, dh.sum(0), a.T @ dz, dz.sum(0)]
+            grads = [dh.T @ xb, dh.sum(0), dz.T @ a, dz.sum(0)]
             t += 1
             for i, (p, g) in enumerate(zip((w1, b1, w2, b2), grads)):
                 m[i] = 0.9 * m[i] + 0.1 * g

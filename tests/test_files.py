@@ -54,7 +54,7 @@ def test_state_dict_has_pytorch_names_and_layouts():
     model = cnn()
     state["6.weight"] = np.arange(640, dtype=np.float64).reshape(10, 64)
     assert model.load_state_dict(state) == ([], [])
-    np.testing.assert_array_equal(model[6].weight.data, state["6.weight"].T)
+    np.testing.assert_array_equal(model[6].weight.data, state["6.weight"])
     assert model[6].weight.dtype == np.float32            # converted to the model's dtype
 
 
@@ -265,7 +265,7 @@ def test_a_tiny_file_declaring_an_enormous_layer_is_refused_without_allocating_i
     (lambda a: a.update({"param/0.weight": a["param/0.weight"].astype("U8")}), "<U8"),
     (lambda a: a.update({"param/0.weight": a["param/0.weight"].astype(np.int32)}), "int32"),
     (lambda a: a.update({"param/0.weight": a["param/0.weight"] * np.nan}), "NaN or infinite"),
-    (lambda a: a.update({"param/0.weight": a["param/0.weight"][:, :3]}), r"shape \(64, 3\)"),
+    (lambda a: a.update({"param/0.weight": a["param/0.weight"][:, :3]}), r"shape \(32, 3\)"),
     (lambda a: a.update({"param/9.extra": np.zeros(2, np.float32)}),
      "does not use the arrays param/9.extra"),
 ])

@@ -71,8 +71,8 @@ def test_a_value_feeding_two_layers_gets_the_sum_of_their_gradients(rng):
     v, g = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
     model(v)
     dx = model.backward(g)
-    np.testing.assert_allclose(dx, g @ a.weight.data.T + g @ b.weight.data.T)
-    np.testing.assert_allclose(a.weight.grad, v.T @ g)
+    np.testing.assert_allclose(dx, g @ a.weight.data + g @ b.weight.data)
+    np.testing.assert_allclose(a.weight.grad, g.T @ v)
 
 
 def test_a_model_with_two_inputs_checks_every_input_and_parameter(rng):
@@ -390,7 +390,8 @@ def test_old_version_1_files_still_load(tmp_path, rng):
             {"class": "ReLU", "config": {}},
             {"class": "Sequential", "config": {}, "layers": [
                 {"class": "Linear", "config": model[3][0].get_config()}]}]}}
-    arrays = {f"param/{k}": p.data for k, p in model.named_parameters()}
+    arrays = {f"param/{k}": p.data.T if k.endswith("weight") and p.data.ndim == 2 else p.data
+              for k, p in model.named_parameters()}     # version 1 kept Linear's W as (in, out)
     arrays.update({f"buffer/1.{k}": getattr(model[1], k) for k in ("running_mean",
                                                                    "running_var")})
     np.savez(tmp_path / "v1.npz", __nnlite__=np.array(json.dumps(header)), **arrays)

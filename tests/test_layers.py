@@ -126,7 +126,7 @@ def test_outputs_are_owned_by_the_caller(make, shape, rng):
 
 def test_linear_computes_x_w_plus_b():
     layer = layers.Linear(2, 3, dtype=np.float64)
-    layer.weight.data[...] = [[1, 2, 3], [4, 5, 6]]
+    layer.weight.data[...] = [[1, 4], [2, 5], [3, 6]]    # (out, in), as torch
     layer.bias.data[...] = [0.5, 0, -1]
     np.testing.assert_allclose(layer(np.array([[1.0, 1.0]])), [[5.5, 7, 8]])
     assert layer.weight.data.dtype == np.float64

@@ -117,9 +117,9 @@ def test_optimizer_does_not_modify_grad_when_decaying():
 def test_reassigned_data_and_grad_are_respected():
     layer = layers.Linear(3, 2, dtype=np.float64)
     opt = optim.SGD(layer.parameters(), lr=1.0)
-    layer.weight.data = np.ones((3, 2))          # a fresh array
+    layer.weight.data = np.ones((2, 3))          # a fresh array
     layer.bias.data[...] = 5.0                    # edited in place
-    layer.weight.grad = np.full((3, 2), 0.25)     # a fresh gradient array
+    layer.weight.grad = np.full((2, 3), 0.25)     # a fresh gradient array
     opt.step()
     np.testing.assert_array_equal(layer.weight.data, 0.75)
     np.testing.assert_array_equal(layer.bias.data, 5.0)

@@ -10,10 +10,10 @@ from ..layer import (Layer, Parameter, check_flag, check_number, default_rng, ne
 
 
 class Linear(Layer):
-    """y = x @ W + b, with W of shape (in_features, out_features).
+    """y = x @ Wᵀ + b, with W of shape (out_features, in_features), as ``torch.nn.Linear``.
 
-    VJP: dL/dx = g @ Wᵀ;  dL/dW += xᵀ @ g;  dL/db += Σₙ gₙ
-    (the Jacobian ∂y/∂x is W ᵀ for every row, so g · J = g @ Wᵀ).
+    VJP: dL/dx = g @ W;  dL/dW += gᵀ @ x;  dL/db += Σₙ gₙ
+    (the Jacobian ∂y/∂x is W for every row, so g · J = g @ W).
 
     ``init="he"`` draws W from U(±√(6/fan_in)), right for ReLU networks;
     ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid.
@@ -22,7 +22,6 @@ class Linear(Layer):
     """
 
     skips_input_grad = True
-    torch_layout = {"weight": (1, 0)}  # torch.nn.Linear's weight is (out_features, in_features)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  init: str = "he", dtype: Any = None,
@@ -37,7 +36,7 @@ class Linear(Layer):
         self.init, self.dtype = init, resolve_dtype(dtype)
         fan = self.in_features if init == "he" else self.in_features + self.out_features
         limit = np.sqrt(6.0 / fan)
-        shape = (self.in_features, self.out_features)
+        shape = (self.out_features, self.in_features)
         w = new_array(shape, self.dtype)
         w[...] = (rng or default_rng()).uniform(-limit, limit, shape)
         self.weight = Parameter(w, self.dtype)
@@ -50,7 +49,7 @@ class Linear(Layer):
             raise ValueError(f"{self!r} expects input of shape (N, {self.in_features}), "
                              f"got {x.shape}")
         self._x = x
-        y = x @ self.weight.data
+        y = x @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -62,12 +61,12 @@ class Linear(Layer):
                              f"{x.shape[:-1] + (self.out_features,)}, got {grad.shape}")
         x2, g2 = (x, grad) if x.ndim == 2 else (x.reshape(-1, self.in_features),
                                                 grad.reshape(-1, self.out_features))
-        self.weight.add_matmul(x2.T, g2)
+        self.weight.add_matmul(g2.T, x2)
         if self.bias is not None:  # the column sums of g, as 1ᵀg
             self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
         if not self.input_grad:
             return None
-        return grad @ self.weight.data.T
+        return grad @ self.weight.data
 
     def get_config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features,
