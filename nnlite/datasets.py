@@ -1,4 +1,5 @@
-"""Datasets (MNIST, Fashion-MNIST, scikit-learn's digits), the IDX format, and mini-batches.
+"""Datasets (MNIST, Fashion-MNIST, tiny-shakespeare, scikit-learn's digits), the IDX format,
+and mini-batches.
 
 MNIST-style loaders read the four original IDX gzip files from
 ``root/<name>/``; ``root`` defaults to ``$NNLITE_DATA``, else ``~/.cache/nnlite``.
@@ -47,13 +48,19 @@ CHECKSUMS = {
     },
 }
 
-#: Public mirrors, tried in order (those torchvision and Keras use).
+CHECKSUMS["tinyshakespeare"] = {
+    "input.txt": ("86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1115394)}
+
+#: Public mirrors, tried in order (those torchvision and Keras use; char-rnn's own for
+#: tiny-shakespeare, the copy nanoGPT downloads).
 MIRRORS = {
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
               "https://storage.googleapis.com/cvdf-datasets/mnist/",
               "http://yann.lecun.com/exdb/mnist/"],
     "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                       "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"],
+    "tinyshakespeare": [
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"],
 }
 
 # IDX type codes: unsigned byte, signed byte, short, int, float, double (big-endian).
@@ -77,6 +84,14 @@ def load_fashion_mnist(root: str | os.PathLike | None = None,
                        download: bool = True) -> tuple[Split, Split]:
     """Fashion-MNIST, in the same form as ``load_mnist``: 10 classes of clothing."""
     return _load_idx_dataset("fashion-mnist", root, download)
+
+
+def load_tiny_shakespeare(root: str | os.PathLike | None = None, download: bool = True) -> str:
+    """The tiny-shakespeare text (``input.txt`` of char-rnn's ``data/tinyshakespeare``, the
+    one nanoGPT uses): 1,115,394 characters, from ``root/tinyshakespeare/``, found or
+    downloaded and verified by SHA-256 like the other datasets."""
+    folder = data_root(root) / "tinyshakespeare"
+    return fetch("tinyshakespeare", "input.txt", folder, download).read_text(encoding="utf-8")
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Split, Split]:

@@ -189,6 +189,14 @@ def _embedding(layer: L.Embedding, g: OnnxGraph, ids: str) -> str:
     return g.op("Gather", g.constant(layer.weight.data), ids, axis=0)
 
 
+@export_rule(L.PositionalEmbedding)
+def _positions(layer: L.PositionalEmbedding, g: OnnxGraph, x: str) -> str:
+    # x + P[:T], T read off x's shape at run time
+    t = g.op("Slice", g.op("Shape", x), g.constant([1], np.int64), g.constant([2], np.int64))
+    table = g.op("Slice", g.constant(layer.weight.data), g.constant([0], np.int64), t)
+    return g.op("Add", x, table)
+
+
 @export_rule(L.LayerNorm)
 def _layer_norm(layer: L.LayerNorm, g: OnnxGraph, x: str) -> str:
     shape = layer.normalized_shape

@@ -72,3 +72,18 @@ def test_fashion_resnet_quick(tmp_path, data_root):
     assert accuracy(out) > 0.6
     model = __import__("nnlite").load(tmp_path / "r.npz")
     assert sum(type(layer).__name__ == "Add" for layer in model.layers) == 2
+
+
+def test_digits_lstm(tmp_path):
+    assert accuracy(run("digits_lstm.py", "--epochs", "15", cwd=tmp_path)) > 0.9
+
+
+def test_shakespeare_gpt_quick(tmp_path, data_root):
+    """The GPT example, shortened to 60 steps: it trains, samples and reports its loss."""
+    out = run("shakespeare_gpt.py", "--data-dir", str(data_root), "--steps", "60",
+              "--sample", "40", "--save", "g.npz", cwd=tmp_path)
+    match = re.search(r"^val loss: (\d\.\d{4})$", out.strip().splitlines()[-1])
+    assert match, out[-500:]
+    assert float(match.group(1)) < 3.0          # uniform guessing over 65 characters: 4.17
+    model = __import__("nnlite").load(tmp_path / "g.npz")
+    assert model.layers[-1].weight is model.layers[0].weight

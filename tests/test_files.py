@@ -180,6 +180,7 @@ def test_every_builtin_layer_and_graphs_with_several_inputs_and_outputs_export(t
     exported = {type(m).__name__ for m in model.modules()}
     # MaxPool2D: the CNN test above; the sequence layers: test_sequence_layers_export
     assert exported >= set(layers.__all__) - {"MaxPool2D", "Embedding", "LayerNorm",
+                                              "PositionalEmbedding",
                                               "MultiHeadAttention", "LSTM", "GRU"}
     norm = next(m for m in model.layers if isinstance(m, BatchNorm))
     norm.running_var[...] = rng.uniform(0.5, 2, 3)
@@ -194,7 +195,7 @@ def test_every_builtin_layer_and_graphs_with_several_inputs_and_outputs_export(t
 def test_sequence_layers_export_or_say_they_cannot(tmp_path, rng):
     require("onnx")
     ids = nnlite.Input((5,))
-    h = layers.LayerNorm(4)(layers.Embedding(9, 4)(ids))
+    h = layers.LayerNorm(4)(layers.PositionalEmbedding(5, 4)(layers.Embedding(9, 4)(ids)))
     model = nnlite.Model(ids, Linear(4, 3)(layers.LayerNorm(4, bias=False)(h)))
     nnlite.export_onnx(model, tmp_path / "s.onnx")
     x = rng.integers(0, 9, (2, 5))

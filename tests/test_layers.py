@@ -52,6 +52,7 @@ EXAMPLES = {
     # Integer ids: the "shape" says which ids, {"ids": shape, "high": table size}.
     "Embedding": [(lambda: layers.Embedding(7, 3), [{"ids": (3, 4), "high": 7},
                                                    {"ids": (5,), "high": 2}])],
+    "PositionalEmbedding": [(lambda: layers.PositionalEmbedding(6, 3), [(2, 4, 3), (1, 6, 3)])],
     "Add": [(layers.Add, [[(4, 5), (4, 5)], [(2, 3, 4)] * 3])],
     "Multiply": [(layers.Multiply, [[(4, 5), (4, 5)], [(2, 3)] * 4])],
     "Concatenate": [(layers.Concatenate, [[(4, 2), (4, 3)], [(2, 1, 3)] * 3]),

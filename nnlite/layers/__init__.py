@@ -3,7 +3,7 @@ from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .attention import MultiHeadAttention
 from .convolution import AvgPool2D, Conv2D, MaxPool2D
 from .dense import Flatten, Linear
-from .embedding import Embedding
+from .embedding import Embedding, PositionalEmbedding
 from .merge import Add, Concatenate, Multiply
 from .normalisation import BatchNorm, LayerNorm
 from .recurrent import GRU, LSTM
@@ -11,5 +11,5 @@ from .regularisation import Dropout, RandomHorizontalFlip, RandomShift
 
 __all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
            "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
-           "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding",
+           "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding", "PositionalEmbedding",
            "MultiHeadAttention", "LSTM", "GRU"]

@@ -1,4 +1,4 @@
-"""Embedding: a table of vectors looked up by integer id."""
+"""Embeddings: a table of vectors looked up by integer id, and one added per position."""
 from __future__ import annotations
 
 from typing import Any
@@ -61,4 +61,45 @@ class Embedding(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "dtype": self.dtype.name}
+
+
+class PositionalEmbedding(Layer):
+    """y[n, t] = x[n, t] + P[t]: a learned vector per position added to a sequence
+    (N, T, D), with P of shape (num_positions, embedding_dim) starting N(0, 1) — GPT's
+    position embedding, ``weight`` as torch's ``nn.Embedding`` of the positions.
+
+    J with respect to x is the identity, so dL/dx = g; dL/dP[t] += Σₙ g[n, t].
+    """
+
+    def __init__(self, num_positions: int, embedding_dim: int, *, dtype: Any = None,
+                 rng: np.random.Generator | None = None):
+        super().__init__()
+        self.num_positions = check_number("PositionalEmbedding", "num_positions",
+                                          num_positions, integer=True, low=1)
+        self.embedding_dim = check_number("PositionalEmbedding", "embedding_dim",
+                                          embedding_dim, integer=True, low=1)
+        self.dtype = resolve_dtype(dtype)
+        shape = (self.num_positions, self.embedding_dim)
+        w = new_array(shape, self.dtype)
+        w[...] = (rng or default_rng()).standard_normal(shape)
+        self.weight = Parameter(w, self.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 3 or x.shape[2] != self.embedding_dim:
+            raise ValueError(f"{self!r} expects sequences of shape (N, T, "
+                             f"{self.embedding_dim}), got {x.shape}")
+        if x.shape[1] > self.num_positions:
+            raise ValueError(f"{self!r}: a sequence of {x.shape[1]} positions is longer than "
+                             f"the table of {self.num_positions}")
+        self._t = x.shape[1]
+        return x + self.weight.data[:x.shape[1]]
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        t = self._cached("_t")
+        self.weight.grad[:t] += grad.sum(axis=0)
+        return grad
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_positions": self.num_positions, "embedding_dim": self.embedding_dim,
                 "dtype": self.dtype.name}

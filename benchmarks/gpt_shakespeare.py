@@ -1,0 +1,182 @@
+"""nanoGPT's character-level Shakespeare model (4 layers, 4 heads, 128 wide, context 64,
+batch 12) trained with the same recipe in nnlite and in PyTorch (CPU), in one process,
+alternating rounds of steps so machine noise hits both alike; prints time per step, tokens
+per second and their ratio, and where nnlite's time goes, layer by layer.
+
+    python benchmarks/gpt_shakespeare.py [--rounds 5] [--steps 40] [--data-dir DIR]
+
+Needs PyTorch (pip install -e ".[bench]").
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nnlite
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from shakespeare_gpt import build, windows  # noqa: E402
+
+from mlp_mnist import PAUSE, table  # noqa: E402
+
+CONTEXT, BATCH, WIDTH, LAYERS, HEADS = 64, 12, 128, 4, 4
+
+
+class TorchGPT(torch.nn.Module):
+    """The same model in torch.nn: pre-norm blocks, exact GELU, no biases, tied head."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        nn = torch.nn
+        self.tok, self.pos = nn.Embedding(vocab, WIDTH), nn.Embedding(CONTEXT, WIDTH)
+        self.blocks = nn.ModuleList()
+        for _ in range(LAYERS):
+            self.blocks.append(nn.ModuleDict(dict(
+                ln1=nn.LayerNorm(WIDTH, bias=False),
+                attn=nn.MultiheadAttention(WIDTH, HEADS, bias=False, batch_first=True),
+                ln2=nn.LayerNorm(WIDTH, bias=False),
+                grow=nn.Linear(WIDTH, 4 * WIDTH, bias=False), gelu=nn.GELU(),
+                shrink=nn.Linear(4 * WIDTH, WIDTH, bias=False))))
+        self.ln = nn.LayerNorm(WIDTH, bias=False)
+        self.head = nn.Linear(WIDTH, vocab, bias=False)
+        self.head.weight = self.tok.weight
+        self.register_buffer("mask", torch.triu(torch.full((CONTEXT, CONTEXT), float("-inf")),
+                                                1))
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.pos.weight[:ids.shape[1]]
+        for b in self.blocks:
+            a = b["ln1"](h)
+            h = h + b["attn"](a, a, a, attn_mask=self.mask, need_weights=False)[0]
+            h = h + b["shrink"](b["gelu"](b["grow"](b["ln2"](h))))
+        return self.head(self.ln(h))
+
+
+def recipe_groups(params, decay_if):
+    matrices = [p for p in params if decay_if(p)]
+    others = [p for p in params if not decay_if(p)]
+    return [{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}]
+
+
+class NNLite:
+    name = "nnlite"
+
+    def __init__(self, vocab, x, y):
+        self.model = build(vocab, CONTEXT, WIDTH, LAYERS, HEADS)
+        self.opt = nnlite.optim.AdamW(recipe_groups(self.model.parameters(),
+                                                    lambda p: p.data.ndim >= 2),
+                                      lr=1e-3, betas=(0.9, 0.99), max_grad_norm=1.0)
+        self.loss = nnlite.losses.CrossEntropy()
+        self.x, self.y, self.done = x, y, 0
+
+    def steps(self, n):
+        part = slice(self.done * BATCH, (self.done + n) * BATCH)
+        self.model.fit(self.x[part], self.y[part], loss=self.loss, optimizer=self.opt,
+                       batch_size=BATCH, shuffle=False, verbose=False, seed=0)
+        self.done += n
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, vocab, x, y):
+        torch.manual_seed(0)
+        self.model = TorchGPT(vocab)
+        self.opt = torch.optim.AdamW(recipe_groups(list(self.model.parameters()),
+                                                   lambda p: p.dim() >= 2),
+                                     lr=1e-3, betas=(0.9, 0.99))
+        self.x, self.y, self.done = torch.from_numpy(x), torch.from_numpy(y), 0
+
+    def steps(self, n):
+        for i in range(self.done, self.done + n):
+            xb, yb = self.x[i * BATCH:(i + 1) * BATCH], self.y[i * BATCH:(i + 1) * BATCH]
+            loss = torch.nn.functional.cross_entropy(self.model(xb).flatten(0, 1),
+                                                     yb.flatten())
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+        self.done += n
+
+
+def profile(contender, n):
+    """Milliseconds per step in each layer class's forward and backward, over n steps (the
+    model's own layers; MultiHeadAttention's includes its output projection)."""
+    spent = collections.defaultdict(float)
+    wrapped = []
+    for layer in contender.model.layers:
+        for kind in ("forward", "backward"):
+            original = getattr(layer, kind)
+
+            def timed(arg, original=original, key=(type(layer).__name__, kind)):
+                start = time.perf_counter()
+                try:
+                    return original(arg)
+                finally:
+                    spent[key] += time.perf_counter() - start
+            setattr(layer, kind, timed)
+            wrapped.append((layer, kind))
+    start = time.perf_counter()
+    contender.steps(n)
+    total = time.perf_counter() - start
+    for layer, kind in wrapped:
+        del layer.__dict__[kind]
+    return total / n * 1000, {k: v / n * 1000 for k, v in spent.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40, help="steps per round")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    root = args.data_dir or os.environ.get("NNLITE_DATA") or \
+        Path(__file__).resolve().parent.parent / "datasets"
+    text = nnlite.datasets.load_tiny_shakespeare(root)
+    chars = sorted(set(text))
+    data = np.searchsorted(np.array(chars), np.array(list(text)))
+    total = (args.rounds + 2) * args.steps * BATCH
+    x, y = windows(data, np.random.default_rng(0).integers(0, len(data) - CONTEXT - 1, total),
+                   CONTEXT)
+    contenders = [NNLite(len(chars), x, y), Torch(len(chars), x, y)]
+    print(f"machine: {os.cpu_count()} cores, numpy {np.__version__}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads); {args.rounds} rounds of {args.steps} steps, "
+          f"alternating")
+    for c in contenders:              # warm-up round, not timed
+        c.steps(args.steps)
+    times = {c.name: [] for c in contenders}
+    for r in range(args.rounds):
+        for c in contenders:
+            time.sleep(PAUSE)
+            start = time.perf_counter()
+            c.steps(args.steps)
+            times[c.name].append((time.perf_counter() - start) / args.steps)
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {t[-1] * 1000:.1f} ms/step"
+                                              for n, t in times.items()), flush=True)
+    ratio = statistics.median(a / b for a, b in zip(times["nnlite"], times["pytorch"]))
+    rows = [[n, f"{statistics.median(t) * 1000:.1f}",
+             f"{BATCH * CONTEXT / statistics.median(t):,.0f}"] for n, t in times.items()]
+    print()
+    print(table(["", "ms/step", "tokens/s"], rows))
+    print(f"\nnnlite / PyTorch, time per step: {ratio:.2f}x (median of per-round ratios)")
+    step_ms, spent = profile(contenders[0], args.steps)
+    layers_ms = sum(spent.values())
+    rows = [[f"{name} {kind}", f"{ms:.2f}", f"{100 * ms / step_ms:.0f}%"]
+            for (name, kind), ms in sorted(spent.items(), key=lambda kv: -kv[1])]
+    rows.append(["loss, optimizer, loop", f"{step_ms - layers_ms:.2f}",
+                 f"{100 * (step_ms - layers_ms) / step_ms:.0f}%"])
+    print(f"\nWhere nnlite's {step_ms:.1f} ms per step go (summed over the layers of a class):")
+    print(table(["", "ms/step", "share"], rows))
+
+
+if __name__ == "__main__":
+    main()
