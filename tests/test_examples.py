@@ -66,9 +66,9 @@ def test_mnist_cnn_architecture_learns(data_root):
 
 
 def test_fashion_resnet_quick(tmp_path, data_root):
-    """The residual example, shortened: one epoch on 3,000 images, narrow blocks."""
-    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--epochs", "1",
-              "--samples", "3000", "--width", "8", "--save", "r.npz", cwd=tmp_path)
+    """The residual example, shortened: two epochs on 4,000 images, narrower blocks."""
+    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--epochs", "2",
+              "--samples", "4000", "--width", "16", "--save", "r.npz", cwd=tmp_path)
     assert accuracy(out) > 0.6
     model = __import__("nnlite").load(tmp_path / "r.npz")
     assert sum(type(layer).__name__ == "Add" for layer in model.layers) == 2
