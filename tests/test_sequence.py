@@ -261,3 +261,44 @@ def test_load_tiny_shakespeare_finds_and_verifies_the_text(data_root, tmp_path):
     (tmp_path / "tinyshakespeare" / "input.txt").write_text("not it")
     with pytest.raises(ValueError, match="input.txt is 6 bytes, expected 1,115,394"):
         nnlite.datasets.load_tiny_shakespeare(tmp_path, download=False)
+
+
+def test_positional_embedding_adds_a_row_per_position_and_refuses_longer_sequences():
+    pos = layers.PositionalEmbedding(3, 2, dtype=np.float64)
+    pos.weight.data[...] = [[1, 1], [2, 2], [3, 3]]
+    x = np.zeros((2, 2, 2))
+    np.testing.assert_array_equal(pos(x), [[[1, 1], [2, 2]]] * 2)
+    np.testing.assert_array_equal(pos.backward(np.ones((2, 2, 2))), 1)
+    np.testing.assert_array_equal(pos.weight.grad, [[2, 2], [2, 2], [0, 0]])
+    with pytest.raises(ValueError, match="a sequence of 4 positions is longer than the table "
+                                         "of 3"):
+        pos(np.zeros((1, 4, 2)))
+
+
+def test_recurrent_models_save_load_and_resume_bit_identically(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 6, (64, 5))
+    y = ids.sum(axis=1) % 3
+
+    def fresh():
+        nnlite.set_seed(4)
+        model = nnlite.Sequential(Embedding(6, 4), GRU(4, 8), LSTM(8, 8, return_sequences=False),
+                                  Linear(8, 3))
+        return model, optim.Adam(model.parameters(), lr=1e-2)
+
+    def fit(model, opt, epochs, initial_epoch=0, callbacks=()):
+        model.fit(ids, y, loss=losses.CrossEntropy(), optimizer=opt, epochs=epochs,
+                  initial_epoch=initial_epoch, batch_size=16, seed=1, verbose=False,
+                  callbacks=callbacks)
+
+    straight, opt = fresh()
+    fit(straight, opt, 4)
+    model, opt = fresh()
+    fit(model, opt, 2, callbacks=[nnlite.callbacks.ModelCheckpoint(tmp_path / "rnn.npz")])
+    resumed, opt2, epoch = nnlite.load_checkpoint(tmp_path / "rnn.npz")
+    fit(resumed, opt2, 4, initial_epoch=epoch)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    straight.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(nnlite.load(tmp_path / "m.npz").predict(ids),
+                                  straight.predict(ids))
