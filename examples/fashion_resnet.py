@@ -53,7 +53,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--width", type=int, default=32, help="channels of the first block")
@@ -84,7 +84,7 @@ def main() -> None:
     print(f"trained in {time.perf_counter() - start:.0f} s")
     model.save(args.save)
     print(f"saved the model to {args.save}")
-    accuracy = model.evaluate(x_test, y_test, batch_size=500)["accuracy"]
+    accuracy = model.evaluate(x_test, y_test, batch_size=args.batch_size)["accuracy"]
     print(f"test accuracy: {accuracy:.4f}")
 
 

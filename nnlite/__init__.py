@@ -8,5 +8,6 @@ from .sequential import Sequential
 
 __version__ = "0.2.0"
 __all__ = ["Parameter", "Layer", "Sequential", "Input", "Model", "set_seed",
-           "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint", "export_onnx",
+           "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint",
+           "export_onnx",
            "layers", "losses", "optim", "callbacks", "check", "datasets"]

@@ -99,7 +99,8 @@ def check_number(owner: str, name: str, value: Any, *, integer: bool = False,
     [low, high)), else a ValueError naming the layer and the argument."""
     kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
     ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_)) and \
-        math.isfinite(value) and (low is None or value >= low) and \
+        (isinstance(value, (int, np.integer)) or math.isfinite(value)) and \
+        (low is None or value >= low) and \
         (high is None or (value < high if open_high else value <= high))
     if not ok:
         kind = "a whole number" if integer else "a number"

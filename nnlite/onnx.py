@@ -94,8 +94,8 @@ def export_onnx(model: Layer, path: str | os.PathLike,
         graph.nodes.append(onnx.helper.make_node("Identity", [out], [name]))
     onnx_graph = onnx.helper.make_graph(
         graph.nodes, type(model).__name__,
-        [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(d),
-                                            ["N", *s]) for n, s, d in zip(names, shapes, in_dtypes)],
+        [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(d), ["N", *s])
+         for n, s, d in zip(names, shapes, in_dtypes)],
         [onnx.helper.make_tensor_value_info(n, kind, ["N", *p.shape[1:]])
          for n, p in zip(out_names, probe)],
         graph.initializers)

@@ -169,10 +169,10 @@ class Trainable(Layer):
                     if interrupted.raised:  # a partial epoch is not reported as done
                         break
                     if val is not None:
-                        scores = self.evaluate(
+                        scores = self.evaluate(  # in batches of batch_size, as Keras
                             _bare(val[0]), _bare(val[1]), losses, loss_weights=weights,
                             metrics=("accuracy",) if any(f.classification for f in losses)
-                            else ())
+                            else (), batch_size=batch_size)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
                     if verbose:
                         tqdm.write("  ".join(f"{k}: {v:.4f}" for k, v in logs.items()))

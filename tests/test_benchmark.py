@@ -22,3 +22,25 @@ def test_benchmark_prints_its_table(tmp_path, data_root):
         assert float(seconds) > 0 and vs_floor.endswith("x") and peak.endswith("MiB")
         assert float(accuracy) > 0.8  # two epochs on 2,560 images
     assert rows["GEMM floor"][3].strip() == "1.00x"
+
+
+def test_graph_benchmark_prints_its_ratios(tmp_path, data_root):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "graph_mlp.py"), "--data-dir", str(data_root),
+         "--rounds", "1", "--samples", "2560"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Model MLP / Sequential MLP \| +\d\.\d{3}x", result.stdout), result.stdout
+
+
+def test_gpt_benchmark_prints_its_ratio_and_where_the_time_goes(tmp_path, data_root):
+    from conftest import require
+
+    require("torch")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "gpt_shakespeare.py"), "--data-dir",
+         str(data_root), "--rounds", "1", "--steps", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"nnlite / PyTorch, time per step: \d+\.\d\dx", result.stdout)
+    assert "MultiHeadAttention backward" in result.stdout, result.stdout

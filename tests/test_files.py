@@ -147,7 +147,7 @@ def test_mutated_safetensors_files_load_or_fail_with_a_clear_error(tmp_path):
         assert all(np.isfinite(p.data).all() for p in model.parameters())
 
 
-# -- ONNX -------------------------------------------------------------------------------------------
+# -- ONNX ------------------------------------------------------------------------------------
 def _onnxruntime_outputs(path, feeds):
     ort = require("onnxruntime")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)

@@ -206,7 +206,8 @@ def test_dropout_is_inverted_and_identity_in_eval():
 
 
 def test_random_shift_rejects_negative_shifts_and_non_images():
-    with pytest.raises(ValueError, match=r"RandomShift: max_shift must be a whole number in \[0, inf\), got -1"):
+    with pytest.raises(ValueError, match=r"RandomShift: max_shift must be a whole number in "
+                                         r"\[0, inf\), got -1"):
         layers.RandomShift(-1)
     with pytest.raises(ValueError, match=r"RandomShift\(max_shift=2\) expects images.*\(4, 5\)"):
         layers.RandomShift(2)(np.zeros((4, 5), np.float32))

@@ -230,7 +230,8 @@ def test_unknown_layer_and_wrong_shapes_are_clear_errors(saved):
 def test_shape_mismatch_in_file_is_a_clear_error(saved):
     rewrite_header(saved, lambda h: h["architecture"]["config"]["layers"][0]["layer"]["config"]
         .update(out_features=31))
-    with pytest.raises(ValueError, match=r"parameter '0.weight' has shape \(32, 64\), the architecture needs \(31, 64\)"):
+    with pytest.raises(ValueError, match=r"parameter '0.weight' has shape \(32, 64\), the "
+                                         r"architecture needs \(31, 64\)"):
         nnlite.load(saved)
 
 

@@ -11,5 +11,6 @@ from .regularisation import Dropout, RandomHorizontalFlip, RandomShift
 
 __all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
            "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
-           "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding", "PositionalEmbedding",
+           "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding",
+           "PositionalEmbedding",
            "MultiHeadAttention", "LSTM", "GRU"]
