@@ -41,10 +41,16 @@ class _Recurrent(Layer):
             w[...] = rng.uniform(-limit, limit, shape)
             setattr(self, attr, Parameter(w, self.dtype))
 
-    def _check(self, x: np.ndarray) -> None:
+    def _projections(self, x: np.ndarray, hidden_bias: bool) -> np.ndarray:
+        """x W_ihᵀ + b_ih (+ b_hh) for every step at once, as (T, N, G·H)."""
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"{self!r} expects sequences of shape (N, T, {self.input_size}), "
                              f"got {x.shape}")
+        pre = x @ self.weight_ih.data.T
+        pre += self.bias_ih.data
+        if hidden_bias:
+            pre += self.bias_hh.data
+        return pre.transpose(1, 0, 2)
 
     def _output(self, hs: np.ndarray) -> np.ndarray:
         """All hidden states (N, T, H), or the last one (N, H)."""
@@ -96,13 +102,9 @@ class LSTM(_Recurrent):
     _n_gates = 4
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._check(x)
+        pre = self._projections(x, hidden_bias=True)    # (T, N, 4H), a step at a time
         n, t, _ = x.shape
         hsz = self.hidden_size
-        pre = x @ self.weight_ih.data.T
-        pre += self.bias_ih.data
-        pre += self.bias_hh.data
-        pre = pre.transpose(1, 0, 2)                     # (T, N, 4H), a step at a time
         hs = np.zeros((n, t + 1, hsz), x.dtype)          # h_0 … h_T
         cs = np.zeros((t + 1, n, hsz), x.dtype)
         acts = np.empty((t, n, 4 * hsz), x.dtype)        # i, f, g, o after their functions
@@ -164,12 +166,9 @@ class GRU(_Recurrent):
     _n_gates = 3
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._check(x)
+        pre = self._projections(x, hidden_bias=False)    # (T, N, 3H); b_hn stays inside r ⊙ ·
         n, t, _ = x.shape
         hsz = self.hidden_size
-        pre = x @ self.weight_ih.data.T
-        pre += self.bias_ih.data
-        pre = pre.transpose(1, 0, 2)                      # (T, N, 3H)
         hs = np.zeros((n, t + 1, hsz), x.dtype)
         gates = np.empty((t, n, 3 * hsz), x.dtype)        # r, z, n
         hidden_n = np.empty((t, n, hsz), x.dtype)         # b_n, for backward
