@@ -528,3 +528,10 @@ def test_mnist_mlp_and_cnn_travel_to_pytorch_safetensors_and_onnx_and_back(data_
         nnlite.export_onnx(model, tmp_path / "m.onnx")
         (got,) = _onnxruntime_outputs(tmp_path / "m.onnx", {"input": inputs})
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_export_without_onnx_names_the_extra_to_install(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnx", None)     # as if it were not installed
+    with pytest.raises(ImportError, match=r'pip install "nnlite\[onnx\]"'):
+        nnlite.export_onnx(mlp(), tmp_path / "m.onnx")
