@@ -9,6 +9,7 @@ f(x(t), y(t)): df/dt = ∂f/∂x · dx/dt + ∂f/∂y · dy/dt.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -284,8 +285,12 @@ class Model(Trainable):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Model:
-        """Rebuild the graph by calling the (already rebuilt) layers on new Inputs."""
+        """Rebuild the graph by calling the (already rebuilt) layers on new Inputs (each
+        call probes one sample, so a sample may hold at most 2^24 values here)."""
         inputs = [Input(tuple(spec["shape"]), spec["dtype"]) for spec in config["inputs"]]
+        for v in inputs:
+            if math.prod(v.shape) > 1 << 24:
+                raise ValueError(f"Model: an input of shape {v.shape} is too large to rebuild")
         made: list[list[Symbol]] = []
 
         def value(ref: list[int]) -> Symbol:

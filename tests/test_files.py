@@ -388,10 +388,16 @@ def test_an_architecture_whose_layers_no_longer_fit_fails_at_load(digits, tmp_pa
 
 # -- the fuzzer ---------------------------------------------------------------------------------
 def _saved_bytes(tmp_path, digits):
-    """A trained MLP, a trained CNN and a checkpoint, as the bytes of their files."""
+    """A trained MLP, CNN and residual graph Model, as checkpoint files' bytes."""
     x, y, *_ = digits
     files = {}
-    for name, make, shape in (("mlp", mlp, (64,)), ("cnn", cnn, (1, 8, 8))):
+    def residual():
+        i = nnlite.Input((64,))
+        h = ReLU()(Linear(64, 16)(i))
+        return nnlite.Model(i, Linear(16, 10)(layers.Add()([h, ReLU()(Linear(16, 16)(h))])))
+
+    for name, make, shape in (("mlp", mlp, (64,)), ("cnn", cnn, (1, 8, 8)),
+                              ("graph", residual, (64,))):
         model, opt = trained(make, x.reshape(-1, *shape), y, epochs=1)
         model.save(tmp_path / f"{name}.npz", optimizer=opt, epoch=1)
         files[name] = ((tmp_path / f"{name}.npz").read_bytes(), x[:5].reshape(-1, *shape))
@@ -462,7 +468,7 @@ def test_thousands_of_mutated_files_load_exactly_or_fail_with_a_clear_error(digi
     outcomes = {"loaded": 0, "refused": 0}
     for name, (data, probe) in _saved_bytes(tmp_path, digits).items():
         path = tmp_path / f"mutated-{name}.npz"
-        for mutated in _mutations(data, rng, 1200):
+        for mutated in _mutations(data, rng, 1000):
             path.write_bytes(mutated)
             for load in (nnlite.load, nnlite.load_checkpoint):
                 try:
@@ -535,3 +541,12 @@ def test_export_without_onnx_names_the_extra_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)     # as if it were not installed
     with pytest.raises(ImportError, match=r'pip install "nnlite\[onnx\]"'):
         nnlite.export_onnx(mlp(), tmp_path / "m.onnx")
+
+
+def test_a_graph_file_declaring_an_enormous_input_is_refused(tmp_path):
+    x = nnlite.Input((3,))
+    nnlite.Model(x, Linear(3, 2)(x)).save(tmp_path / "g.npz")
+    rewrite(tmp_path / "g.npz", lambda h: h["architecture"]["config"]["inputs"][0].update(
+        shape=[100000, 100000]))
+    with pytest.raises(ValueError, match=r"g.npz.*too large to rebuild"):
+        nnlite.load(tmp_path / "g.npz")
