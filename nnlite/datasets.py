@@ -46,10 +46,11 @@ CHECKSUMS = {
         "t10k-labels-idx1-ubyte.gz":
             ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
     },
+    "tinyshakespeare": {
+        "input.txt":
+            ("86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1115394),
+    },
 }
-
-CHECKSUMS["tinyshakespeare"] = {
-    "input.txt": ("86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1115394)}
 
 #: Public mirrors, tried in order (those torchvision and Keras use; char-rnn's own for
 #: tiny-shakespeare, the copy nanoGPT downloads).
