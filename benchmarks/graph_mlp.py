@@ -23,6 +23,7 @@ import numpy as np
 import nnlite
 from nnlite.layers import Add, Linear, ReLU
 
+import mlp_mnist
 from mlp_mnist import LR, race, ratio, table, torch
 
 BATCH = 128
@@ -71,26 +72,16 @@ class TorchResidual(torch.nn.Module if torch else object):
         return self.head(h)
 
 
-class Torch:
+class Torch(mlp_mnist.Torch):
+    """mlp_mnist's PyTorch contender (its epoch and accuracy) over a model given by name."""
+
     def __init__(self, name, build, x, y):
         torch.manual_seed(0)
         self.name, self.model = name, build()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
         self.loss = torch.nn.CrossEntropyLoss()
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.x, self.y, self.batch = torch.from_numpy(x), torch.from_numpy(y), BATCH
         self.gen = torch.Generator().manual_seed(0)
-
-    def epoch(self):
-        order = torch.randperm(len(self.x), generator=self.gen)
-        for start in range(0, len(order), BATCH):
-            idx = order[start:start + BATCH]
-            self.opt.zero_grad()
-            self.loss(self.model(self.x[idx]), self.y[idx]).backward()
-            self.opt.step()
-
-    def accuracy(self, x, y):
-        with torch.no_grad():
-            return float(np.mean(self.model(torch.from_numpy(x)).numpy().argmax(1) == y))
 
 
 def main() -> None:
