@@ -9,10 +9,17 @@ by setting ``self.model.stop_training = True``.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from typing import Any
 
 import numpy as np
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where output is drawn in a notebook)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return hasattr(shell, "kernel")
 
 
 class Callback:
@@ -44,6 +51,11 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+
+    def plot(self, metrics: list[str] | None = None, *, ax: Any = None) -> Any:
+        """The training curves: ``nnlite.plot.plot_history(self, metrics, ax=ax)``."""
+        from .plot import plot_history
+        return plot_history(self, metrics, ax=ax)
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"

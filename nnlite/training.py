@@ -12,7 +12,9 @@ import copy
 import math
 import os
 import signal
+import sys
 import threading
+import time
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -20,11 +22,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import io
-from .callbacks import Callback, CallbackList, History
+from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer
+
+
+def _interactive() -> bool:
+    """Whether a progress bar can redraw where it lands: a terminal, or a notebook.
+
+    Elsewhere (a log file, a pipe, CI), ``fit`` writes one line per epoch instead.
+    """
+    try:
+        return sys.stderr.isatty() or in_notebook()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return in_notebook()
 
 
 class Trainable(Layer):
@@ -130,6 +143,9 @@ class Trainable(Layer):
         ``loss`` is a list (one loss per output), the trained loss is the sum weighted by
         ``loss_weights``, and each output's own metrics are logged as ``output_i_loss``.
 
+        With ``verbose``, each epoch prints one line to stdout: its number, its time and
+        its metrics; in a terminal or a notebook a progress bar (on stderr) runs meanwhile.
+
         Each epoch's shuffling and dropout draws depend only on ``seed`` and the
         epoch number. A non-finite loss stops training with FloatingPointError and
         leaves model and optimizer as they were at the start of the last epoch
@@ -163,6 +179,7 @@ class Trainable(Layer):
                     for m in self.modules():
                         m.rng = rng
                     cbs.on_epoch_begin(epoch)
+                    started = time.perf_counter()
                     logs = self._train_epoch(xs, ys, losses, weights, optimizer, batch_size,
                                              shuffle, rng, epoch, epochs, verbose, cbs,
                                              snapshot, interrupted)
@@ -175,7 +192,9 @@ class Trainable(Layer):
                             else (), batch_size=batch_size)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
                     if verbose:
-                        tqdm.write("  ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+                        seconds = time.perf_counter() - started
+                        tqdm.write(f"Epoch {epoch + 1}/{epochs}  {seconds:.2f} s" + "".join(
+                            f"  {k}: {v:.4f}" for k, v in logs.items()), file=sys.stdout)
                     if not snapshot.take():
                         snapshot.restore()
                         raise FloatingPointError(
@@ -203,8 +222,9 @@ class Trainable(Layer):
         classify = [f.classification for f in losses]
         n_batches = math.ceil(len(xs[0]) / batch_size)
         single_out = k == 1
-        with tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", disable=not verbose,
-                  unit="batch", leave=True, dynamic_ncols=True) as bar:
+        with tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+                  disable=not (verbose and _interactive()), leave=False,
+                  dynamic_ncols=True) as bar:
             for b, (xb, yb) in enumerate(batches(_bare(xs), _bare(ys), batch_size,
                                                  shuffle=shuffle, rng=rng)):
                 out = self.forward(xb)
@@ -230,7 +250,7 @@ class Trainable(Layer):
                 weighted += value * n
                 seen += n
                 bar.update()
-                if verbose:
+                if not bar.disable:
                     bar.set_postfix(loss=f"{weighted / seen:.4f}", refresh=False)
                 for hook in cbs.batch_end_hooks:
                     hook(b, {"loss": value})

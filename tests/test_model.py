@@ -1,3 +1,6 @@
+import re
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -192,14 +195,30 @@ def test_verbose_false_prints_nothing(digits, capsys):
     assert captured.out == "" and captured.err == ""
 
 
-def test_verbose_shows_a_progress_bar(digits, capsys):
+def test_verbose_in_a_terminal_shows_a_progress_bar(digits, capsys, monkeypatch):
     x, y, *_ = digits
     model = mlp()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters()),
               epochs=1, validation_data=(x[:50], y[:50]), verbose=True)
     captured = capsys.readouterr()
-    assert "Epoch 1/1" in captured.err and "loss=" in captured.err
+    assert "Epoch 1/1:" in captured.err and "batch/s" in captured.err and "\r" in captured.err
     assert "val_accuracy" in captured.out
+
+
+def test_verbose_into_a_log_writes_one_line_per_epoch(digits, capsys):
+    """Redirected output (a file, a pipe, CI) gets no bar redraws, as in Keras."""
+    x, y, *_ = digits
+    model = mlp()
+    model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters()),
+              epochs=3, validation_data=(x[:50], y[:50]), verbose=True)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert len(lines) == 3 and "\r" not in captured.out
+    for epoch, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"Epoch {epoch}/3  \d+\.\d\d s  loss: \d\.\d{{4}}  "
+                            rf"accuracy: .*  val_loss: .*  val_accuracy: \d\.\d{{4}}", line)
 
 
 def test_early_stopping_restores_best_weights(digits):

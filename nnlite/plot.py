@@ -1,0 +1,246 @@
+"""Pictures: training curves, Jacobians, images with their labels, first-layer weights.
+
+Every function draws on the Axes it is given (or on a new figure) and returns the
+matplotlib Figure, to show, save or compose. matplotlib is the optional extra ``plot``,
+imported when a function is first called. Confusion matrices are scikit-learn's
+``sklearn.metrics.ConfusionMatrixDisplay.from_predictions(y, model.predict(x).argmax(1))``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .callbacks import Callback, History, in_notebook
+from .check import jacobian
+from .layer import Layer
+
+#: Wrong predictions are drawn in this colour.
+WRONG = "tab:red"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError('nnlite.plot needs matplotlib: pip install "nnlite[plot]"') from error
+    return plt
+
+
+def _axes(ax: Any, n: int, ncols: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
+    """``n`` Axes to draw on: those given (one Axes, or a sequence or array of them), or
+    a new figure's grid of ``ncols`` columns, ``size`` inches per panel."""
+    if ax is None:
+        rows = max(1, -(-n // ncols))
+        cols = max(1, min(n, ncols))
+        fig, grid = _pyplot().subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows),
+                                       squeeze=False, layout="constrained")
+        axes = list(grid.flat)
+        for extra in axes[n:]:
+            extra.set_axis_off()
+        return fig, axes[:n]
+    axes = list(np.ravel(np.array(ax, dtype=object)))
+    if len(axes) < n:
+        raise ValueError(f"{n} panels to draw, but ax holds only {len(axes)} Axes")
+    return axes[0].figure, axes[:n]
+
+
+def plot_history(history: History | Mapping[str, Sequence[float]],
+                 metrics: Sequence[str] | None = None, *, ax: Any = None) -> Any:
+    """One panel per metric: its training and validation curves against the epoch
+    (counting from 1), with the epoch of the lowest ``val_loss`` marked on each panel.
+
+    ``history`` is what ``fit`` returns (or its ``.history`` dict); ``metrics`` defaults
+    to every logged metric without its ``val_`` prefix, ``loss`` first.
+    """
+    logs = dict(history.history if isinstance(history, History) else history)
+    if metrics is None:
+        metrics = list(dict.fromkeys(k.removeprefix("val_") for k in logs))
+    metrics = list(metrics)
+    missing = [m for m in metrics if m not in logs and f"val_{m}" not in logs]
+    if missing or not metrics:
+        raise ValueError(f"plot_history: no {missing or 'metrics'} in the history; it "
+                         f"logged {sorted(logs)}")
+    first = (history.epoch[0] + 1) if isinstance(history, History) and history.epoch else 1
+    val_loss = logs.get("val_loss")
+    best = first + int(np.argmin(val_loss)) if val_loss else None
+    fig, axes = _axes(ax, len(metrics), 3, (4.0, 3.0))
+    for panel, metric in zip(axes, metrics):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            if key in logs:
+                epochs = np.arange(first, first + len(logs[key]))
+                panel.plot(epochs, logs[key], marker=".", label=label)
+        if best is not None:
+            panel.axvline(best, color="0.5", linestyle="--", linewidth=1,
+                          label=f"lowest val_loss (epoch {best})")
+        panel.set_xlabel("epoch")
+        panel.set_title(metric)
+        panel.legend(fontsize="small")
+    return fig
+
+
+def _heatmap(panel: Any, matrix: np.ndarray, title: str) -> Any:
+    """``matrix`` drawn with a diverging colour map whose white is zero."""
+    limit = float(np.abs(matrix).max()) or 1.0
+    image = panel.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit,
+                         interpolation="nearest", aspect="auto")
+    panel.set_title(title)
+    panel.set_xlabel("input coordinate j")
+    panel.set_ylabel("output coordinate i")
+    return image
+
+
+def _one_sample(x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim < 2 or len(x) != 1:
+        raise ValueError(f"plot_jacobian draws the Jacobian at one sample: x has shape "
+                         f"{x.shape}; pass a batch of one, such as x[:1]")
+    return x
+
+
+def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any = None) -> Any:
+    """The Jacobian J[i, j] = ∂yᵢ/∂xⱼ of ``layer`` (or a whole model) at one sample ``x``
+    (a batch of one, or one 1-D sample), as ``nnlite.check.jacobian`` returns it: rows are
+    output coordinates, columns input coordinates, white is zero.
+
+    With ``chain`` (a Sequential), the layers' Jacobians follow, last layer first, so the
+    panels read as the chain rule J = J_L ··· J_2 · J_1; the figure's title says how
+    closely the product of the drawn factors equals J. Layers run in eval mode (no dropout).
+    """
+    x = _one_sample(x)
+    factors = list(getattr(layer, "layers", [])) if chain else []
+    if chain and type(layer).__name__ != "Sequential":
+        raise ValueError(f"plot_jacobian(chain=True) draws a Sequential's layers; "
+                         f"{type(layer).__name__} is not one")
+    was_training = [m.training for m in layer.modules()]
+    layer.eval()
+    try:
+        whole = jacobian(layer, x)
+        parts, value = [], x
+        for f in factors:
+            parts.append(jacobian(f, value))
+            value = f.forward(value)
+    finally:
+        for m, mode in zip(layer.modules(), was_training):
+            m.training = mode
+    fig, axes = _axes(ax, 1 + len(parts), 4, (3.2, 3.0))
+    if parts:
+        product = parts[0]
+        for j in parts[1:]:
+            product = j @ product
+        names = " · ".join(f"J_{k}" for k in range(len(parts), 0, -1))
+        fig.suptitle(f"the chain rule: J = {names} (the product differs from J by at most "
+                     f"{np.abs(product - whole).max():.1e})")
+    image = _heatmap(axes[0], whole, f"J: {type(layer).__name__}")
+    for panel, k in zip(axes[1:], range(len(parts), 0, -1)):
+        _heatmap(panel, parts[k - 1], f"J_{k}: {type(factors[k - 1]).__name__}")
+    fig.colorbar(image, ax=axes[0], shrink=0.8)
+    return fig
+
+
+def _as_images(images: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarray:
+    """(n, H, W) or (n, H, W, 3) arrays from rows, channel-first or channel-last images."""
+    images = np.asarray(images)
+    if image_shape is not None:
+        images = images.reshape(len(images), *image_shape)
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        images = np.moveaxis(images, 1, -1)  # PyTorch's (C, H, W) to (H, W, C)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4):
+        raise ValueError(f"plot_images: images of shape {images.shape} are neither "
+                         f"(n, H, W) nor (n, C, H, W); pass image_shape for flat rows")
+    return images
+
+
+def plot_images(images: np.ndarray, labels: Sequence[Any] | None = None,
+                predictions: Sequence[Any] | None = None, *, ncols: int = 8,
+                class_names: Sequence[str] | None = None,
+                image_shape: Sequence[int] | None = None, ax: Any = None) -> Any:
+    """A grid of images, each titled with its label and, given ``predictions``, the
+    prediction: a wrong one is titled and framed in red.
+
+    ``images`` are (n, H, W), (n, C, H, W) or (n, H, W, C), or flat rows with
+    ``image_shape``; ``class_names`` turns class indices into names.
+    """
+    images = _as_images(images, image_shape)
+    n = len(images)
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"plot_images: {n} images but {len(values)} {name}")
+
+    def name(k: Any) -> str:
+        return str(class_names[int(k)]) if class_names is not None else str(k)
+
+    fig, axes = _axes(ax, n, ncols, (1.2, 1.45))
+    for i, panel in enumerate(axes):
+        panel.imshow(images[i], cmap="gray_r" if images.ndim == 3 else None)
+        panel.set_xticks([])
+        panel.set_yticks([])
+        parts, colour = [], "black"
+        if labels is not None:
+            parts.append(name(labels[i]) if predictions is None else f"true {name(labels[i])}")
+        if predictions is not None:
+            parts.append(f"pred {name(predictions[i])}")
+            if labels is not None and predictions[i] != labels[i]:
+                colour = WRONG
+                for spine in panel.spines.values():
+                    spine.set_edgecolor(WRONG)
+                    spine.set_linewidth(2)
+        panel.set_title("\n".join(parts), color=colour, fontsize="small")
+    return fig
+
+
+def plot_weights(linear: Layer, image_shape: Sequence[int], *, ncols: int = 8,
+                 max_units: int = 32, ax: Any = None) -> Any:
+    """A first Linear layer's weights, one image per unit (at most ``max_units``): row
+    ``weight[k]`` reshaped to ``image_shape``, white at zero, red positive, blue negative
+    — the input pattern that unit responds to."""
+    weight = getattr(getattr(linear, "weight", None), "data", None)
+    if weight is None or weight.ndim != 2:
+        raise ValueError(f"plot_weights draws a Linear layer's weight matrix; "
+                         f"{type(linear).__name__} has none")
+    if int(np.prod(image_shape)) != weight.shape[1]:
+        raise ValueError(f"plot_weights: image_shape {tuple(image_shape)} holds "
+                         f"{int(np.prod(image_shape))} values, but each unit has "
+                         f"{weight.shape[1]} inputs")
+    units = weight[:max_units]
+    fig, axes = _axes(ax, len(units), ncols, (1.2, 1.3))
+    for k, (panel, row) in enumerate(zip(axes, units)):
+        limit = float(np.abs(row).max()) or 1.0
+        panel.imshow(row.reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        panel.set_xticks([])
+        panel.set_yticks([])
+        panel.set_title(f"unit {k}", fontsize="small")
+    return fig
+
+
+class LivePlot(Callback):
+    """Redraws the training curves at the end of every epoch, in a Jupyter notebook.
+
+    ``fit(..., callbacks=[nnlite.plot.LivePlot()])`` shows the curves growing in the
+    cell's output. Outside a notebook it draws nothing; ``figure`` is the last drawing.
+    """
+
+    def __init__(self, metrics: Sequence[str] | None = None):
+        super().__init__()
+        _pyplot()
+        self.metrics = metrics
+        self.history = History()
+        self.figure: Any = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.history = History()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.history.on_epoch_end(epoch, logs)
+        if not in_notebook():
+            return
+        from IPython.display import clear_output, display
+        self.figure = plot_history(self.history, self.metrics)
+        clear_output(wait=True)
+        display(self.figure)
+        _pyplot().close(self.figure)  # shown once, not again by the inline backend
+
