@@ -2,7 +2,11 @@
 
 The layer is a "learnable temperature" Swish: y = x · σ(βx), with one β per feature.
 Following docs/custom-layers.md: forward, backward, then check_layer, then fit.
+--quick trains for 5 epochs; --plot DIR draws the trained network's Jacobian at one test
+digit, with its three factors: Swish's is diagonal, s + βx·s(1 − s) on the diagonal.
 """
+import argparse
+
 import numpy as np
 
 import nnlite
@@ -34,6 +38,12 @@ class Swish(nnlite.Layer):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 epochs instead of 20")
+    parser.add_argument("--plot", metavar="DIR", help="write the figure there as PNG")
+    args = parser.parse_args()
+
     # 1. Check the backward against finite differences (in float64, on a copy).
     report = nnlite.check.check_layer(Swish(4), np.random.default_rng(0).normal(size=(3, 4)))
     print(report)
@@ -46,7 +56,7 @@ def main() -> None:
     nnlite.set_seed(0)
     model = nnlite.Sequential(Linear(64, 64), Swish(64), Linear(64, 10))
     model.fit(x_train, y_train, loss=nnlite.losses.CrossEntropy(),
-              optimizer=nnlite.optim.Adam(model.parameters(), lr=3e-3), epochs=20, seed=0,
+              optimizer=nnlite.optim.Adam(model.parameters(), lr=3e-3), epochs=5 if args.quick else 20, seed=0,
               verbose=False)
     print(f"learnt betas range from {model[1].beta.data.min():.2f} to "
           f"{model[1].beta.data.max():.2f}")
@@ -55,6 +65,9 @@ def main() -> None:
     model.save("swish_model.npz")
     restored = nnlite.load("swish_model.npz")
     assert np.array_equal(restored.predict(x_test), model.predict(x_test))
+    if args.plot:
+        jacobian = nnlite.plot.plot_jacobian(model, x_test[:1], chain=True)
+        print("figures:", *nnlite.plot.save_figures(args.plot, {"jacobian": jacobian}))
     print(f"test accuracy: {model.evaluate(x_test, y_test)['accuracy']:.4f}")
 
 

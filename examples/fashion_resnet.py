@@ -7,6 +7,8 @@ only) → conv 3x3 32 → BatchNorm → ReLU → max-pool
 A residual block is y = ReLU(x + BN(conv(ReLU(BN(conv(x)))))): x feeds two paths, and
 its gradient is the sum of what comes back along both.
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
+--quick trains on 4,000 images for 2 epochs and tests on 2,000 (seconds); --plot DIR
+writes the training curves and misclassified test images there as PNG.
 """
 import argparse
 import os
@@ -53,7 +55,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, help="default 15, or 2 with --quick")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--width", type=int, default=32, help="channels of the first block")
@@ -61,7 +63,11 @@ def main() -> None:
                         help="train on this many images only (a quick look)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default="fashion_resnet.npz", help="where to save the model")
+    parser.add_argument("--quick", action="store_true", help="4,000 images, 2 epochs")
+    parser.add_argument("--plot", metavar="DIR", help="write the figures there as PNG")
     args = parser.parse_args()
+    epochs = args.epochs or (2 if args.quick else 15)
+    samples = args.samples or (4000 if args.quick else None)
 
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
         Path(__file__).resolve().parent.parent / "datasets"
@@ -70,21 +76,29 @@ def main() -> None:
     x_train = x_train[:, None].astype(np.float32) / 255
     x_test = x_test[:, None].astype(np.float32) / 255
     x_val, y_val = x_train[-5000:], y_train[-5000:]
-    x_train, y_train = x_train[:-5000][:args.samples], y_train[:-5000][:args.samples]
+    x_train, y_train = x_train[:-5000][:samples], y_train[:-5000][:samples]
+    if args.quick:  # 2,000 images to validate and test
+        x_val, y_val, x_test, y_test = x_val[:2000], y_val[:2000], x_test[:2000], y_test[:2000]
 
     nnlite.set_seed(args.seed)
     model = build(args.width, mirror=args.dataset == "fashion-mnist")
     model.summary()
     optimizer = nnlite.optim.Adam(model.parameters(), lr=args.lr)
-    schedule = nnlite.optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    schedule = nnlite.optim.CosineAnnealingLR(optimizer, T_max=epochs)
     start = time.perf_counter()
-    model.fit(x_train, y_train, loss=nnlite.losses.CrossEntropy(), optimizer=optimizer,
-              epochs=args.epochs, batch_size=args.batch_size, validation_data=(x_val, y_val),
-              callbacks=[schedule], seed=args.seed)
+    history = model.fit(x_train, y_train, loss=nnlite.losses.CrossEntropy(),
+                        optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
+                        validation_data=(x_val, y_val), callbacks=[schedule], seed=args.seed)
     print(f"trained in {time.perf_counter() - start:.0f} s")
     model.save(args.save)
     print(f"saved the model to {args.save}")
     accuracy = model.evaluate(x_test, y_test, batch_size=args.batch_size)["accuracy"]
+    if args.plot:
+        names = nnlite.datasets.FASHION_MNIST_CLASSES if args.dataset == "fashion-mnist" else None
+        paths = nnlite.plot.save_figures(args.plot, {
+            "history": history.plot(),
+            "mistakes": nnlite.plot.plot_mistakes(model, x_test, y_test, class_names=names)})
+        print("figures:", ", ".join(map(str, paths)))
     print(f"test accuracy: {accuracy:.4f}")
 
 

@@ -9,6 +9,8 @@ norm 1.0, 100 warmup steps, then cosine decay to 1e-4 at step 2000; 2,000 steps.
 Prints a sample, then the mean cross-entropy over the whole validation split in windows of
 64 (nanoGPT's README: 1.88, estimated on 20 random batches).
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
+--quick trains 100 steps and validates on a tenth of the split (seconds); --plot DIR
+writes the loss of every step there as PNG.
 """
 import argparse
 import os
@@ -62,17 +64,31 @@ def sample(model: nnlite.Model, chars: list[str], length: int, context: int,
     return "".join(chars[i] for i in out[1:])
 
 
+class StepLosses(nnlite.callbacks.Callback):
+    """Records the training loss of every step (one epoch here is the whole run)."""
+
+    def on_train_begin(self, logs=None):
+        self.losses = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.losses.append(logs["loss"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding tinyshakespeare/input.txt")
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, help="default 2000, or 100 with --quick")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--sample", type=int, default=300, help="characters to sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default="shakespeare_gpt.npz", help="where to save the model")
+    parser.add_argument("--quick", action="store_true",
+                        help="100 steps, validated on a tenth of the held-out text")
+    parser.add_argument("--plot", metavar="DIR", help="write the loss curve there as PNG")
     args = parser.parse_args()
+    args.steps = args.steps or (100 if args.quick else 2000)
     context = 64
 
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
@@ -96,16 +112,22 @@ def main() -> None:
                                    betas=(0.9, 0.99), max_grad_norm=1.0)
     schedule = nnlite.optim.WarmupCosineLR(optimizer, warmup_steps=min(100, args.steps // 2),
                                            total_steps=args.steps, min_lr=args.lr / 10)
+    steps = StepLosses()
     start = time.perf_counter()
     model.fit(x, y, loss=nnlite.losses.CrossEntropy(), optimizer=optimizer, epochs=1,
-              batch_size=args.batch_size, callbacks=[schedule], seed=args.seed)
+              batch_size=args.batch_size, callbacks=[schedule, steps], seed=args.seed)
     seconds = time.perf_counter() - start
     print(f"trained {args.steps} steps in {seconds:.0f} s ({1000 * seconds / args.steps:.0f} "
           f"ms per step)")
     model.save(args.save)
     print(sample(model, chars, args.sample, context, np.random.default_rng(args.seed)))
+    if args.quick:
+        val = val[:len(val) // 10]
     vx, vy = windows(val, np.arange(0, len(val) - context - 1, context), context)
     loss = model.evaluate(vx, vy, loss=nnlite.losses.CrossEntropy(), metrics=())["loss"]
+    if args.plot:
+        curve = nnlite.plot.plot_history({"loss": steps.losses}, xlabel="step")
+        print("figures:", *nnlite.plot.save_figures(args.plot, {"loss": curve}))
     print(f"val loss: {loss:.4f}")
 
 

@@ -81,9 +81,15 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool = True) -> 
     return _load_idx_dataset("mnist", root, download)
 
 
+#: Fashion-MNIST's class names, by label (torchvision's ``FashionMNIST.classes``).
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
 def load_fashion_mnist(root: str | os.PathLike | None = None,
                        download: bool = True) -> tuple[Split, Split]:
-    """Fashion-MNIST, in the same form as ``load_mnist``: 10 classes of clothing."""
+    """Fashion-MNIST, in the same form as ``load_mnist``: 10 classes of clothing, named in
+    ``FASHION_MNIST_CLASSES``."""
     return _load_idx_dataset("fashion-mnist", root, download)
 
 

@@ -7,6 +7,8 @@ imported when a function is first called. Confusion matrices are scikit-learn's
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -46,9 +48,11 @@ def _axes(ax: Any, n: int, ncols: int, size: tuple[float, float]) -> tuple[Any, 
 
 
 def plot_history(history: History | Mapping[str, Sequence[float]],
-                 metrics: Sequence[str] | None = None, *, ax: Any = None) -> Any:
+                 metrics: Sequence[str] | None = None, *, xlabel: str = "epoch",
+                 ax: Any = None) -> Any:
     """One panel per metric: its training and validation curves against the epoch
     (counting from 1), with the epoch of the lowest ``val_loss`` marked on each panel.
+    Any mapping of per-step lists draws the same way (``xlabel="step"``, say).
 
     ``history`` is what ``fit`` returns (or its ``.history`` dict); ``metrics`` defaults
     to every logged metric without its ``val_`` prefix, ``loss`` first.
@@ -72,8 +76,8 @@ def plot_history(history: History | Mapping[str, Sequence[float]],
                 panel.plot(epochs, logs[key], marker=".", label=label)
         if best is not None:
             panel.axvline(best, color="0.5", linestyle="--", linewidth=1,
-                          label=f"lowest val_loss (epoch {best})")
-        panel.set_xlabel("epoch")
+                          label=f"lowest val_loss ({xlabel} {best})")
+        panel.set_xlabel(xlabel)
         panel.set_title(metric)
         panel.legend(fontsize="small")
     return fig
@@ -193,6 +197,15 @@ def plot_images(images: np.ndarray, labels: Sequence[Any] | None = None,
     return fig
 
 
+def plot_mistakes(model: Layer, x: np.ndarray, y: np.ndarray, *, max_images: int = 24,
+                  **kwargs: Any) -> Any:
+    """The first ``max_images`` samples of ``x`` that ``model`` classifies wrongly, with
+    their true and predicted labels (``plot_images``, to which ``kwargs`` go)."""
+    predictions = model.predict(x).argmax(axis=-1)
+    wrong = np.flatnonzero(predictions != np.asarray(y))[:max_images]
+    return plot_images(np.asarray(x)[wrong], np.asarray(y)[wrong], predictions[wrong], **kwargs)
+
+
 def plot_weights(linear: Layer, image_shape: Sequence[int], *, ncols: int = 8,
                  max_units: int = 32, ax: Any = None) -> Any:
     """A first Linear layer's weights, one image per unit (at most ``max_units``): row
@@ -215,6 +228,20 @@ def plot_weights(linear: Layer, image_shape: Sequence[int], *, ncols: int = 8,
         panel.set_yticks([])
         panel.set_title(f"unit {k}", fontsize="small")
     return fig
+
+
+def save_figures(folder: str | os.PathLike, figures: Mapping[str, Any], dpi: int = 100
+                 ) -> list[Path]:
+    """Write each figure as ``folder/<name>.png`` (making the folder), close it, and return
+    the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        paths.append(folder / f"{name}.png")
+        fig.savefig(paths[-1], dpi=dpi)
+        _pyplot().close(fig)
+    return paths
 
 
 class LivePlot(Callback):

@@ -44,4 +44,4 @@ def require(module):
     try:
         return importlib.import_module(module)
     except ImportError:
-        skip_or_fail(f"{module} is not installed (pip install -e \".[bench,onnx]\")")
+        skip_or_fail(f"{module} is not installed (pip install -e \".[bench,onnx,plot]\")")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import require
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -22,68 +22,88 @@ def accuracy(stdout):
     return float(match.group(1))
 
 
-def test_digits_mlp(tmp_path):
-    assert accuracy(run("digits_mlp.py", "--epochs", "10", cwd=tmp_path)) > 0.9
+def figures(folder, names):
+    """The PNGs an example wrote with --plot: each decodes to a drawn picture."""
+    plt = require("matplotlib.pyplot")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in names)
+    for name in names:
+        image = plt.imread(folder / f"{name}.png")
+        assert image.ndim == 3 and image.shape[1] >= 300 and image.std() > 0.05, name
 
 
-def test_custom_layer(tmp_path):
-    out = run("custom_layer.py", cwd=tmp_path)
+def test_digits_mlp_quick_with_plots(tmp_path):
+    out = run("digits_mlp.py", "--quick", "--plot", "figs", cwd=tmp_path)
+    assert accuracy(out) > 0.9
+    figures(tmp_path / "figs", ["history", "mistakes", "weights"])
+
+
+def test_custom_layer_quick_with_plot(tmp_path):
+    out = run("custom_layer.py", "--quick", "--plot", "figs", cwd=tmp_path)
     assert "check_layer(Swish(features=4)): OK" in out and accuracy(out) > 0.9
+    figures(tmp_path / "figs", ["jacobian"])
 
 
-@pytest.mark.parametrize("dataset, floor", [("mnist", 0.90), ("fashion-mnist", 0.78)])
-def test_mnist_mlp_one_quick_epoch(tmp_path, data_root, dataset, floor):
-    out = run("mnist_mlp.py", "--data-dir", str(data_root), "--dataset", dataset,
+def test_mnist_mlp_quick_with_plots(tmp_path, data_root):
+    out = run("mnist_mlp.py", "--data-dir", str(data_root), "--quick", "--plot", "figs",
+              cwd=tmp_path)
+    assert accuracy(out) > 0.9 and (tmp_path / "mnist_mlp.npz").exists()
+    figures(tmp_path / "figs", ["history", "mistakes", "weights"])
+
+
+def test_fashion_mnist_mlp_one_epoch(tmp_path, data_root):
+    out = run("mnist_mlp.py", "--data-dir", str(data_root), "--dataset", "fashion-mnist",
               "--epochs", "1", "--hidden", "64", "--batch-size", "256", "--save", "m.npz",
               cwd=tmp_path)
-    assert accuracy(out) > floor
+    assert accuracy(out) > 0.78
     assert (tmp_path / "m.npz").exists()
 
 
-def test_sklearn_search(tmp_path):
-    out = run("sklearn_search.py", cwd=tmp_path)
+def test_mnist_mlp_log_has_one_line_per_epoch(tmp_path, data_root):
+    """Redirected to a file, progress is one line per epoch, not bar redraws."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / "mnist_mlp.py"), "--data-dir",
+                             str(data_root), "--quick", "--hidden", "32"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("Epoch ")]
+    assert len(epochs) == 3 and "\r" not in result.stdout and len(result.stdout) < 3000
+
+
+def test_sklearn_search_quick_with_plot(tmp_path):
+    out = run("sklearn_search.py", "--quick", "--plot", "figs", cwd=tmp_path)
     assert "best parameters: {" in out and accuracy(out) >= 0.93
+    figures(tmp_path / "figs", ["confusion"])
 
 
-def test_mnist_cnn_architecture_learns(data_root):
-    """The CNN example's network, three epochs on 3,000 MNIST images (the full run is long)."""
-    import importlib.util
-
-    import numpy as np
-
-    import nnlite
-
-    spec = importlib.util.spec_from_file_location("mnist_cnn", EXAMPLES / "mnist_cnn.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    (x, y), (xt, yt) = nnlite.datasets.load_mnist(data_root, download=False)
-    x, xt = x[:3000, None] / np.float32(255), xt[:1000, None] / np.float32(255)
-    nnlite.set_seed(0)
-    model = example.build(64)
-    model.fit(x, y[:3000], loss=nnlite.losses.CrossEntropy(), epochs=3, batch_size=64, seed=0,
-              optimizer=nnlite.optim.Adam(model.parameters(), lr=2e-3), verbose=False)
-    assert model.evaluate(xt, yt[:1000], batch_size=500)["accuracy"] > 0.9
+def test_mnist_cnn_quick_with_plots(tmp_path, data_root):
+    out = run("mnist_cnn.py", "--data-dir", str(data_root), "--quick", "--plot", "figs",
+              "--save", "c.npz", cwd=tmp_path)
+    assert accuracy(out) > 0.85
+    figures(tmp_path / "figs", ["history", "mistakes"])
 
 
-def test_fashion_resnet_quick(tmp_path, data_root):
-    """The residual example, shortened: two epochs on 4,000 images, narrower blocks."""
-    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--epochs", "2",
-              "--samples", "4000", "--width", "16", "--save", "r.npz", cwd=tmp_path)
+def test_fashion_resnet_quick_with_plots(tmp_path, data_root):
+    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--quick", "--plot", "figs",
+              "--save", "r.npz", cwd=tmp_path)
     assert accuracy(out) > 0.6
     model = __import__("nnlite").load(tmp_path / "r.npz")
     assert sum(type(layer).__name__ == "Add" for layer in model.layers) == 2
+    figures(tmp_path / "figs", ["history", "mistakes"])
 
 
-def test_digits_lstm(tmp_path):
-    assert accuracy(run("digits_lstm.py", "--epochs", "15", cwd=tmp_path)) > 0.9
+def test_digits_lstm_quick_with_plots(tmp_path):
+    out = run("digits_lstm.py", "--quick", "--plot", "figs", cwd=tmp_path)
+    assert accuracy(out) > 0.9
+    figures(tmp_path / "figs", ["history", "mistakes"])
 
 
-def test_shakespeare_gpt_quick(tmp_path, data_root):
-    """The GPT example, shortened to 60 steps: it trains, samples and reports its loss."""
-    out = run("shakespeare_gpt.py", "--data-dir", str(data_root), "--steps", "60",
-              "--sample", "40", "--save", "g.npz", cwd=tmp_path)
+def test_shakespeare_gpt_quick_with_plot(tmp_path, data_root):
+    """The GPT example, shortened: it trains, samples and reports its loss."""
+    out = run("shakespeare_gpt.py", "--data-dir", str(data_root), "--quick", "--sample", "40",
+              "--save", "g.npz", "--plot", "figs", cwd=tmp_path)
     match = re.search(r"^val loss: (\d\.\d{4})$", out.strip().splitlines()[-1])
     assert match, out[-500:]
     assert float(match.group(1)) < 3.0          # uniform guessing over 65 characters: 4.17
     model = __import__("nnlite").load(tmp_path / "g.npz")
     assert model.layers[-1].weight is model.layers[0].weight
+    figures(tmp_path / "figs", ["loss"])

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 import nnlite
-from conftest import require
 from nnlite.check import jacobian
 from nnlite.layers import Linear, ReLU
 
