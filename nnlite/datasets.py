@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 Split = tuple[np.ndarray, np.ndarray]
 

@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import io
 from .callbacks import Callback, CallbackList, History, in_notebook
