@@ -67,7 +67,7 @@ def main() -> None:
         paths = plot.save_figures(args.plot, {
             "history": history.plot(),
             "mistakes": plot.plot_mistakes(model, x_test, y_test, image_shape=(28, 28)),
-            "weights": plot.plot_weights(model[0], (28, 28), max_units=24)})
+            "weights": plot.plot_weights(model[0], (28, 28), max_units=16)})
         print("figures:", ", ".join(map(str, paths)))
     print(f"test accuracy: {accuracy:.4f}")
 
