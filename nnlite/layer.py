@@ -177,6 +177,12 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"
 
 
+def memory_order(x: np.ndarray) -> tuple[int, ...]:
+    """The axes of ``x`` from the one that strides furthest in memory to the innermost:
+    (0, 1, 2, 3) for C order, (0, 2, 3, 1) for an NCHW view of NHWC memory."""
+    return tuple(sorted(range(x.ndim), key=lambda a: -abs(x.strides[a])))
+
+
 class Layer:
     """Base class of every layer; subclasses write ``forward`` and ``backward``.
 
@@ -385,17 +391,24 @@ class Layer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _filled(self, shape: tuple[int, ...], dtype: np.dtype, value: float) -> np.ndarray:
-        """A read-only array of ``value``, kept between calls and remade when the shape
-        or dtype changes (the ones of a column sum, the zeros of ReLU's max)."""
+    def _filled(self, shape: tuple[int, ...], dtype: np.dtype, value: float,
+                like: np.ndarray | None = None) -> np.ndarray:
+        """A read-only array of ``value``, kept between calls and remade when the shape,
+        dtype or layout changes (the ones of a column sum, the zeros of ReLU's max).
+
+        With ``like``, the array has that array's memory layout: element-wise work that
+        mixes layouts (an NCHW view of NHWC memory against C-ordered zeros) runs several
+        times slower than work that walks both in one order."""
+        axes = tuple(range(len(shape))) if like is None else memory_order(like)
         key = f"_filled_{value}"
-        array = self.__dict__.get(key)
-        if array is None or array.shape != shape or array.dtype != dtype:
-            array = np.zeros(shape, dtype)  # large zeros stay unwritten pages of the OS
+        array, made_for = self.__dict__.get(key), self.__dict__.get(key + "_axes")
+        if array is None or array.shape != shape or array.dtype != dtype or made_for != axes:
+            # large zeros stay unwritten pages of the OS, which every read finds in cache
+            array = np.zeros([shape[a] for a in axes], dtype).transpose(np.argsort(axes))
             if value:
                 array[...] = value
             array.flags.writeable = False
-            self.__dict__[key] = array
+            self.__dict__[key], self.__dict__[key + "_axes"] = array, axes
         return array
 
     def _cached(self, name: str) -> Any:

@@ -97,6 +97,19 @@ def test_relu_reused_zeros_follow_shape_and_dtype(rng):
         np.testing.assert_array_equal(relu(x), np.maximum(x, 0))
 
 
+def test_relu_zeros_follow_the_memory_layout_of_its_input(rng):
+    """A conv layer hands on an NCHW view of NHWC memory: ReLU's zeros take that layout,
+    so its maximum walks both arrays in one order, and the numbers stay the plain ones."""
+    relu = layers.ReLU()
+    nhwc = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    for x in (nhwc.transpose(0, 3, 1, 2), np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))):
+        y = relu(x)
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        zeros = relu._filled(x.shape, x.dtype, 0, like=x)
+        assert zeros.strides == x.strides
+    assert nnlite.layer.memory_order(nhwc.transpose(0, 3, 1, 2)) == (0, 2, 3, 1)
+
+
 def test_optimizer_steps_make_no_parameter_sized_temporaries(rng):
     """After the first step (which creates the state), a step works in place: with 1 MiB of
     parameters it allocates well under one parameter-sized array."""

@@ -15,9 +15,9 @@ class ReLU(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        # Against an array of zeros NumPy's maximum runs several times faster than
-        # against the scalar 0.
-        return np.maximum(x, self._filled(x.shape, x.dtype, 0))
+        # Against an array of zeros in x's layout NumPy's maximum runs several times
+        # faster than against the scalar 0.
+        return np.maximum(x, self._filled(x.shape, x.dtype, 0, like=x))
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         # dtype= makes NumPy cast the mask inside a float loop, faster than bool · float.
