@@ -62,6 +62,25 @@ def test_max_pool_by_hand_and_ties_go_to_the_first_maximum():
                                          [0, 0, 40, 0], [0, 30, 0, 0]]]])
 
 
+@pytest.mark.parametrize("kernel, stride", [(1, 1), (2, 2), (3, 3), (3, 2), ((2, 3), (1, 2))])
+def test_max_pool_matches_its_definition_with_many_ties(rng, kernel, stride):
+    """Values from {0, 1, 2} (as after a ReLU) tie in most windows: the gradient goes to the
+    first maximum in row-major order, as torch.nn.MaxPool2d sends it."""
+    x = rng.integers(0, 3, (2, 3, 7, 8)).astype(np.float32).transpose(0, 1, 3, 2)
+    pool = layers.MaxPool2D(kernel, stride)
+    y = pool(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    (kh, kw), (sh, sw) = pool.kernel_size, pool.stride
+    expected, dx = np.zeros(y.shape, np.float32), np.zeros(x.shape, np.float32)
+    for n, c, p, q in np.ndindex(*y.shape):
+        window = x[n, c, sh * p:sh * p + kh, sw * q:sw * q + kw]
+        i, j = np.unravel_index(np.argmax(window), window.shape)   # the first maximum
+        expected[n, c, p, q] = window[i, j]
+        dx[n, c, sh * p + i, sw * q + j] += g[n, c, p, q]
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(pool.backward(g), dx)
+
+
 def test_avg_pool_by_hand():
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     pool = layers.AvgPool2D(2)

@@ -207,16 +207,17 @@ class MaxPool2D(_Pool2D):
     @staticmethod
     def _pool_1d(x, axis, k, s):
         count = (x.shape[axis] - k) // s + 1
-        y = x[_along(axis, x.ndim, 0, count, s)].copy()
-        arg = np.zeros(y.shape, np.uint8)             # offset of the first maximum
-        for i in range(1, k):
+        first = x[_along(axis, x.ndim, 0, count, s)]
+        if k == 1:
+            return first.copy(), np.zeros(first.shape, np.uint8)
+        second = x[_along(axis, x.ndim, 1, count, s)]
+        y = np.maximum(first, second)
+        arg = np.greater(second, first).view(np.uint8)   # offset of the first maximum
+        for i in range(2, k):
             candidate = x[_along(axis, x.ndim, i, count, s)]
             better = candidate > y
             np.maximum(y, candidate, out=y)
-            # arg = i where better, else arg; in uint8 arithmetic, which wraps around
-            step = np.subtract(np.uint8(i), arg)
-            step *= better
-            arg += step
+            arg[better] = i
         return y, arg
 
     @staticmethod
