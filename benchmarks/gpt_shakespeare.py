@@ -10,7 +10,6 @@ Needs PyTorch (pip install -e ".[bench]").
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ import nnlite
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from shakespeare_gpt import build, windows  # noqa: E402
 
-from mlp_mnist import PAUSE, table  # noqa: E402
+from mlp_mnist import PAUSE, profile, table  # noqa: E402
 
 CONTEXT, BATCH, WIDTH, LAYERS, HEADS = 64, 12, 128, 4, 4
 
@@ -107,31 +106,6 @@ class Torch:
         self.done += n
 
 
-def profile(contender, n):
-    """Milliseconds per step in each layer class's forward and backward, over n steps (the
-    model's own layers; MultiHeadAttention's includes its output projection)."""
-    spent = collections.defaultdict(float)
-    wrapped = []
-    for layer in contender.model.layers:
-        for kind in ("forward", "backward"):
-            original = getattr(layer, kind)
-
-            def timed(arg, original=original, key=(type(layer).__name__, kind)):
-                start = time.perf_counter()
-                try:
-                    return original(arg)
-                finally:
-                    spent[key] += time.perf_counter() - start
-            setattr(layer, kind, timed)
-            wrapped.append((layer, kind))
-    start = time.perf_counter()
-    contender.steps(n)
-    total = time.perf_counter() - start
-    for layer, kind in wrapped:
-        del layer.__dict__[kind]
-    return total / n * 1000, {k: v / n * 1000 for k, v in spent.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,7 +142,8 @@ def main() -> None:
     print()
     print(table(["", "ms/step", "tokens/s"], rows))
     print(f"\nnnlite / PyTorch, time per step: {ratio:.2f}x (median of per-round ratios)")
-    step_ms, spent = profile(contenders[0], args.steps)
+    step_ms, spent = profile(contenders[0].model.layers, lambda: contenders[0].steps(args.steps),
+                             args.steps)
     layers_ms = sum(spent.values())
     rows = [[f"{name} {kind}", f"{ms:.2f}", f"{100 * ms / step_ms:.0f}%"]
             for (name, kind), ms in sorted(spent.items(), key=lambda kv: -kv[1])]

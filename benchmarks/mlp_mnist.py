@@ -10,6 +10,7 @@ PyTorch is optional (pip install -e ".[bench]"); without it its columns are left
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import platform
 import statistics
@@ -248,6 +249,31 @@ def traced_peak(run):
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     return peak
+
+
+def profile(layers, run, steps, name=lambda i, layer: type(layer).__name__):
+    """Milliseconds per step of ``run()`` (which trains ``steps`` steps) and the share spent in
+    each layer's forward and backward, keyed by (``name(i, layer)``, "forward"/"backward");
+    layers with the same name are summed."""
+    spent = collections.defaultdict(float)
+    for i, layer in enumerate(layers):
+        for kind in ("forward", "backward"):
+            def timed(arg, original=getattr(layer, kind), key=(name(i, layer), kind)):
+                start = time.perf_counter()
+                try:
+                    return original(arg)
+                finally:
+                    spent[key] += time.perf_counter() - start
+            setattr(layer, kind, timed)
+    start = time.perf_counter()
+    try:
+        run()
+    finally:
+        for layer in layers:
+            for kind in ("forward", "backward"):
+                del layer.__dict__[kind]
+    total = time.perf_counter() - start
+    return total / steps * 1000, {k: v / steps * 1000 for k, v in spent.items()}
 
 
 def table(header, rows):

@@ -53,8 +53,10 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) of NCHW input.
 
     y[n, o, p, q] = b[o] + Σ_{c,i,j} W[o, c, i, j] · xpad[n, c, s·p + i, s·q + j].
-    Computed as one matrix product: the windows of x as rows (im2col), times W.
-    VJP: with G the output gradient as rows, dL/dW += Gᵀ · windows, dL/db += Σ G, and
+    Computed as one matrix product: the windows of x as rows (im2col) with a column of
+    ones, times W with b as that column's weights.
+    VJP: with G the output gradient as rows, dL/dW += Gᵀ · windows and dL/db += Σ G (both
+    one product, Gᵀ · [windows, 1]), and
     dL/dx = col2im(G · W): each window's gradient added back where the window was read
     (one product G · W[:, :, i, j] per kernel offset, so each part is contiguous).
     """
@@ -91,11 +93,16 @@ class Conv2D(Layer):
             raise ValueError(f"{self!r}: input {x.shape} (padded to {xh.shape[1]}x"
                              f"{xh.shape[2]}) is smaller than the kernel {kh}x{kw}")
         win = _windows(xh, self.kernel_size, self.stride)        # (N, Ho, Wo, C, kh, kw)
-        n, ho, wo = win.shape[:3]
-        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, -1)  # rows: (kh, kw, C)
-        y = cols @ self._weight_rows().T                             # (N·Ho·Wo, O)
+        n, ho, wo, c = win.shape[:4]
+        width = kh * kw * c
+        # rows (kh, kw, C), and a column of ones whose weight is the bias
+        cols = np.empty((n * ho * wo, width + (self.bias is not None)), x.dtype)
+        cols[:, :width].reshape(n, ho, wo, kh, kw, c)[...] = win.transpose(0, 1, 2, 4, 5, 3)
+        w = self._weight_rows()
         if self.bias is not None:
-            y += self.bias.data
+            cols[:, width] = 1
+            w = np.concatenate([w, self.bias.data[:, None]], axis=1)
+        y = cols @ w.T                                                # (N·Ho·Wo, O)
         self._cols, self._in_shape = cols, xh.shape
         return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
@@ -106,10 +113,12 @@ class Conv2D(Layer):
         ho, wo = g.shape[1:3]
         g2 = g.reshape(-1, self.out_channels)
         kh, kw = self.kernel_size
-        dw = (g2.T @ cols).reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
-        self.weight.grad += dw
+        dw = g2.T @ cols                      # and, from the column of ones, Σ G for the bias
+        width = kh * kw * c
+        self.weight.grad += dw[:, :width].reshape(self.out_channels, kh, kw, c
+                                                  ).transpose(0, 3, 1, 2)
         if self.bias is not None:
-            self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
+            self.bias.grad += dw[:, width]
         if not self.input_grad:
             return None
         w_offsets = self.weight.data.transpose(2, 3, 0, 1).reshape(kh * kw, -1, c)
