@@ -63,6 +63,15 @@ def test_history_draws_on_given_axes(plt, history):
         nnlite.plot.plot_history(history, ax=axes[0])
 
 
+def test_every_function_draws_on_the_axes_it_is_given(plt, rng):
+    fig, axes = plt.subplots(2, 3)
+    layer = Linear(6, 3)
+    assert nnlite.plot.plot_jacobian(layer, np.ones(6, np.float32), ax=axes[0, 0]) is fig
+    assert nnlite.plot.plot_images(rng.random((2, 2, 3)), ax=axes[0, 1:]) is fig
+    assert nnlite.plot.plot_weights(layer, (2, 3), ax=axes[1]) is fig
+    assert [len(ax.get_images()) for ax in axes.flat] == [1, 1, 1, 1, 1, 1]
+
+
 def test_jacobian_heatmap_is_the_jacobian(plt, rng):
     layer = Linear(5, 3)
     x = rng.standard_normal((1, 5)).astype(np.float32)
