@@ -36,17 +36,15 @@ def _windows(xh: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -
     return sliding_window_view(xh, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
 
 
-def _scatter_windows(parts: np.ndarray, shape: tuple[int, ...], stride: tuple[int, int]
-                     ) -> np.ndarray:
-    """The adjoint of ``_windows`` (col2im): ``parts[i, j]`` (N, Ho, Wo, C) is the gradient
-    of every window's value at offset (i, j); add each back where it was read."""
-    out = np.zeros(shape, parts.dtype)
-    kh, kw, _, ho, wo, _ = parts.shape
+def _add_windows_row(out: np.ndarray, parts: np.ndarray, i: int, stride: tuple[int, int]
+                     ) -> None:
+    """The adjoint of ``_windows`` (col2im) for kernel row ``i``: ``parts[j]`` (N, Ho, Wo, C)
+    is the gradient of every window's value at offset (i, j); add each back where it was
+    read."""
+    kw, _, ho, wo, _ = parts.shape
     sh, sw = stride
-    for i in range(kh):
-        for j in range(kw):
-            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += parts[i, j]
-    return out
+    for j in range(kw):
+        out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += parts[j]
 
 
 class Conv2D(Layer):
@@ -58,7 +56,8 @@ class Conv2D(Layer):
     VJP: with G the output gradient as rows, dL/dW += Gᵀ · windows and dL/db += Σ G (both
     one product, Gᵀ · [windows, 1]), and
     dL/dx = col2im(G · W): each window's gradient added back where the window was read
-    (one product G · W[:, :, i, j] per kernel offset, so each part is contiguous).
+    (one product G · W[:, :, i, j] per kernel offset, so each part is contiguous, a kernel
+    row of them at a time).
     """
 
     skips_input_grad = True
@@ -121,9 +120,11 @@ class Conv2D(Layer):
             self.bias.grad += dw[:, width]
         if not self.input_grad:
             return None
-        w_offsets = self.weight.data.transpose(2, 3, 0, 1).reshape(kh * kw, -1, c)
-        parts = np.matmul(g2, w_offsets).reshape(kh, kw, n, ho, wo, c)
-        dxh = _scatter_windows(parts, self._in_shape, self.stride)
+        w_offsets = self.weight.data.transpose(2, 3, 0, 1)               # (kh, kw, O, C)
+        dxh = np.zeros(self._in_shape, g2.dtype)
+        for i in range(kh):  # a kernel row at a time keeps the products' memory small
+            parts = np.matmul(g2, w_offsets[i]).reshape(kw, n, ho, wo, c)
+            _add_windows_row(dxh, parts, i, self.stride)
         ph, pw = self.padding
         dxh = dxh[:, ph:hp - ph, pw:wp - pw]
         return dxh.transpose(0, 3, 1, 2)
