@@ -16,6 +16,7 @@ import numpy as np
 from .callbacks import Callback, History, in_notebook
 from .check import jacobian
 from .layer import Layer
+from .sequential import Sequential
 
 #: Wrong predictions are drawn in this colour.
 WRONG = "tab:red"
@@ -114,10 +115,10 @@ def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any =
     closely the product of the drawn factors equals J. Layers run in eval mode (no dropout).
     """
     x = _one_sample(x)
-    factors = list(getattr(layer, "layers", [])) if chain else []
-    if chain and type(layer).__name__ != "Sequential":
+    if chain and not isinstance(layer, Sequential):
         raise ValueError(f"plot_jacobian(chain=True) draws a Sequential's layers; "
                          f"{type(layer).__name__} is not one")
+    factors = list(layer.layers) if chain else []
     was_training = [m.training for m in layer.modules()]
     layer.eval()
     try:
