@@ -56,8 +56,8 @@ def main() -> None:
     nnlite.set_seed(0)
     model = nnlite.Sequential(Linear(64, 64), Swish(64), Linear(64, 10))
     model.fit(x_train, y_train, loss=nnlite.losses.CrossEntropy(),
-              optimizer=nnlite.optim.Adam(model.parameters(), lr=3e-3), epochs=5 if args.quick else 20, seed=0,
-              verbose=False)
+              optimizer=nnlite.optim.Adam(model.parameters(), lr=3e-3),
+              epochs=5 if args.quick else 20, seed=0, verbose=False)
     print(f"learnt betas range from {model[1].beta.data.min():.2f} to "
           f"{model[1].beta.data.max():.2f}")
 

@@ -39,7 +39,7 @@ def main() -> None:
             "history": history.plot(),
             "mistakes": plot.plot_mistakes(model, x_test, y_test, image_shape=(8, 8)),
             "weights": plot.plot_weights(model[0], (8, 8), max_units=24)})
-        print("figures:", ", ".join(map(str, paths)))
+        print("figures:", *paths)
     print(f"test accuracy: {accuracy:.4f}")
 
 

@@ -98,7 +98,7 @@ def main() -> None:
         paths = nnlite.plot.save_figures(args.plot, {
             "history": history.plot(),
             "mistakes": nnlite.plot.plot_mistakes(model, x_test, y_test, class_names=names)})
-        print("figures:", ", ".join(map(str, paths)))
+        print("figures:", *paths)
     print(f"test accuracy: {accuracy:.4f}")
 
 

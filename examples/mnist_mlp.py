@@ -68,7 +68,7 @@ def main() -> None:
             "history": history.plot(),
             "mistakes": plot.plot_mistakes(model, x_test, y_test, image_shape=(28, 28)),
             "weights": plot.plot_weights(model[0], (28, 28), max_units=16)})
-        print("figures:", ", ".join(map(str, paths)))
+        print("figures:", *paths)
     print(f"test accuracy: {accuracy:.4f}")
 
 

@@ -9,10 +9,12 @@ import argparse
 import time
 
 from sklearn.datasets import load_digits
+from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+import nnlite
 from nnlite.sklearn import NNClassifier
 
 
@@ -42,9 +44,6 @@ def main() -> None:
     print(f"best parameters: {search.best_params_}")
     print(f"best cross-validation accuracy: {search.best_score_:.4f}")
     if args.plot:
-        from sklearn.metrics import ConfusionMatrixDisplay
-
-        import nnlite
         display = ConfusionMatrixDisplay.from_estimator(search, x_test, y_test)
         print("figures:", *nnlite.plot.save_figures(args.plot, {"confusion": display.figure_}))
     print(f"test accuracy: {search.score(x_test, y_test):.4f}")
