@@ -44,3 +44,18 @@ def test_gpt_benchmark_prints_its_ratio_and_where_the_time_goes(tmp_path, data_r
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"nnlite / PyTorch, time per step: \d+\.\d\dx", result.stdout)
     assert "MultiHeadAttention backward" in result.stdout, result.stdout
+
+
+def test_cnn_benchmark_prints_the_floor_and_where_the_time_goes(tmp_path, data_root):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "cnn_mnist.py"), "--data-dir", str(data_root),
+         "--rounds", "1", "--samples", "384"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {m.group(1): [v.strip() for v in m.group(2).split("|")] for m in
+            re.finditer(r"^\|\s+([\w ,-]+?) \|(.*)\|$", result.stdout, re.M)}
+    assert rows["GEMM floor"][2] == "1.00x" and rows["nnlite"][2].endswith("x")
+    conv = rows["3 Conv2D"]                 # forward ms, backward ms, share, its floor ms
+    assert float(conv[0]) > 0 and float(conv[1]) > 0 and float(conv[3]) > 0
+    assert rows["2 MaxPool2D"][3] == "-"   # no matrix products in pooling
+    assert rows["total"][2].endswith("ms")
