@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
 
 import nnlite
-from mlp_mnist import profile, race, ratio, table
+from mlp_mnist import machine, profile, race, ratio, table
 from nnlite import layers as L
 
 try:
@@ -154,9 +153,7 @@ def main() -> None:
     y = y[:args.samples]
     xt = (xt[:, None] / np.float32(255)).astype(np.float32)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__} "
-                                       f"({torch.get_num_threads()} threads)" if torch else ""))
+    print(machine(torch))
     contenders = [NNLite(x, y), *([Torch(x, y)] if torch else []), GemmFloor(x, y)]
     print(f"MNIST ({len(x):,} images), batch {BATCH}, median of {args.rounds} alternating "
           f"rounds (ratios: median of the per-round ratios)")

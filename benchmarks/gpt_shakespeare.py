@@ -24,7 +24,7 @@ import nnlite
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from shakespeare_gpt import build, windows  # noqa: E402
 
-from mlp_mnist import PAUSE, profile, table  # noqa: E402
+from mlp_mnist import PAUSE, machine, profile, table  # noqa: E402
 
 CONTEXT, BATCH, WIDTH, LAYERS, HEADS = 64, 12, 128, 4, 4
 
@@ -122,9 +122,7 @@ def main() -> None:
     x, y = windows(data, np.random.default_rng(0).integers(0, len(data) - CONTEXT - 1, total),
                    CONTEXT)
     contenders = [NNLite(len(chars), x, y), Torch(len(chars), x, y)]
-    print(f"machine: {os.cpu_count()} cores, numpy {np.__version__}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); {args.rounds} rounds of {args.steps} steps, "
-          f"alternating")
+    print(f"{machine(torch)}; {args.rounds} rounds of {args.steps} steps, alternating")
     for c in contenders:              # warm-up round, not timed
         c.steps(args.steps)
     times = {c.name: [] for c in contenders}

@@ -222,6 +222,26 @@ class GemmFloor:
 
 
 # -- measuring ----------------------------------------------------------------------------------
+def machine(torch=None) -> str:
+    """One line naming what the timings ran on: cores and their widest vector instructions,
+    NumPy and the BLAS behind it (the kernels it chose, and any OPENBLAS_* setting in the
+    environment), and PyTorch."""
+    from threadpoolctl import threadpool_info  # installed with scikit-learn
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                 if f" {flag} " in cpuinfo), None)
+    blas = [f"{b['internal_api']} {b['version']}, {b.get('architecture') or '?'} kernels, "
+            f"{b['num_threads']} threads" for b in threadpool_info() if b["user_api"] == "blas"
+            and "numpy" in b["filepath"]]
+    settings = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")]
+    line = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+            f"{f' with {simd}' if simd else ''}, numpy {np.__version__} ({'; '.join(blas + settings) or 'BLAS unknown'})")
+    if torch is not None:
+        line += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return line
+
+
 def race(contenders, rounds):
     """Seconds per epoch of each contender in every round, alternating them every round."""
     times = {c.name: [] for c in contenders}
@@ -303,9 +323,7 @@ def main() -> None:
     x = (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32)
     xt = (xt.reshape(len(xt), -1) / np.float32(255)).astype(np.float32)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__} "
-                                       f"({torch.get_num_threads()} threads)" if torch else ""))
+    print(machine(torch))
     kinds = [NNLite, *([Torch] if torch else []), *([] if args.no_sklearn else [SKLearn]),
              HandFused, GemmFloor]
     contenders = [k(x, y) for k in kinds]
