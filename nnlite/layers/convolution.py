@@ -36,15 +36,19 @@ def _windows(xh: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -
     return sliding_window_view(xh, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
 
 
-def _add_windows_row(out: np.ndarray, parts: np.ndarray, i: int, stride: tuple[int, int]
-                     ) -> None:
-    """The adjoint of ``_windows`` (col2im) for kernel row ``i``: ``parts[j]`` (N, Ho, Wo, C)
-    is the gradient of every window's value at offset (i, j); add each back where it was
-    read."""
-    kw, _, ho, wo, _ = parts.shape
+def _add_windows(out: np.ndarray, rows: np.ndarray, stride: tuple[int, int]) -> None:
+    """The adjoint of ``_windows`` (col2im): ``rows`` (N, Ho, Wo, kh, kw, C) holds the
+    gradient of every window's values; add each back into ``out`` where it was read."""
+    _, ho, wo, kh, kw, _ = rows.shape
     sh, sw = stride
-    for j in range(kw):
-        out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += parts[j]
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += rows[:, :, :, i, j]
+
+
+#: Bytes of input-gradient rows built at once: a few images' worth, so that they are
+#: still in cache when col2im adds them back.
+_CHUNK_BYTES = 4 << 20
 
 
 class Conv2D(Layer):
@@ -55,9 +59,8 @@ class Conv2D(Layer):
     ones, times W with b as that column's weights.
     VJP: with G the output gradient as rows, dL/dW += Gᵀ · windows and dL/db += Σ G (both
     one product, Gᵀ · [windows, 1]), and
-    dL/dx = col2im(G · W): each window's gradient added back where the window was read
-    (one product G · W[:, :, i, j] per kernel offset, so each part is contiguous, a kernel
-    row of them at a time).
+    dL/dx = col2im(G · W): each window's gradient added back where the window was read, a
+    few images at a time, so that their rows of G · W are still in cache when added.
     """
 
     skips_input_grad = True
@@ -120,11 +123,16 @@ class Conv2D(Layer):
             self.bias.grad += dw[:, width]
         if not self.input_grad:
             return None
-        w_offsets = self.weight.data.transpose(2, 3, 0, 1)               # (kh, kw, O, C)
+        w = self._weight_rows()
         dxh = np.zeros(self._in_shape, g2.dtype)
-        for i in range(kh):  # a kernel row at a time keeps the products' memory small
-            parts = np.matmul(g2, w_offsets[i]).reshape(kw, n, ho, wo, c)
-            _add_windows_row(dxh, parts, i, self.stride)
+        per_image = ho * wo
+        step = max(1, _CHUNK_BYTES // (per_image * width * g2.itemsize))   # images per chunk
+        buf = np.empty((min(step, n) * per_image, width), g2.dtype)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            rows = np.matmul(g2[start * per_image:stop * per_image], w,
+                             out=buf[:(stop - start) * per_image])
+            _add_windows(dxh[start:stop], rows.reshape(-1, ho, wo, kh, kw, c), self.stride)
         ph, pw = self.padding
         dxh = dxh[:, ph:hp - ph, pw:wp - pw]
         return dxh.transpose(0, 3, 1, 2)
