@@ -29,6 +29,39 @@ def test_conv2d_matches_its_definition(rng, stride, padding):
     np.testing.assert_allclose(conv(x), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stride, padding, bias", [(1, 1, True), (2, 0, False), (1, 0, True)])
+def test_conv2d_in_chunks_of_images_matches_the_definition(rng, monkeypatch, stride, padding,
+                                                             bias):
+    """Rows are built a few images at a time, and backward reuses forward's last chunk: with
+    chunks of 2 images (the last one holding 1), y, dL/dW, dL/db and dL/dx are those of the
+    whole batch at once, and y is the definition's."""
+    from nnlite.layers import convolution
+
+    conv = layers.Conv2D(3, 4, 3, stride=stride, padding=padding, bias=bias, dtype=np.float64)
+    if bias:
+        conv.bias.data[...] = rng.standard_normal(4)
+    x = rng.standard_normal((5, 3, 7, 8))
+
+    def run():
+        conv.zero_grad()
+        y = conv(x)
+        g = rng.standard_normal(y.shape)
+        dx = conv.backward(g)
+        return [y, dx] + [p.grad.copy() for p in conv.parameters()]
+
+    state = rng.bit_generator.state
+    whole = run()
+    ho, wo = whole[0].shape[2:]
+    image_bytes = ho * wo * (3 * 3 * 3 + 1) * 8       # one image's rows of windows, float64
+    monkeypatch.setattr(convolution, "_CHUNK_BYTES", 2 * image_bytes)
+    assert conv._images_per_chunk(ho, wo) == 2
+    rng.bit_generator.state = state
+    for a, b in zip(run(), whole):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    expected = naive_conv(x, conv.weight.data, conv.bias.data if bias else 0, stride, padding)
+    np.testing.assert_allclose(whole[0], expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_by_hand():
     conv = layers.Conv2D(1, 1, 2, dtype=np.float64)
     conv.weight.data[...] = [[[[1, 2], [3, 4]]]]

@@ -6,7 +6,7 @@ output, handed on as an NCHW view of NHWC memory, needs no copy in the next.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -46,8 +46,8 @@ def _add_windows(out: np.ndarray, rows: np.ndarray, stride: tuple[int, int]) -> 
             out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += rows[:, :, :, i, j]
 
 
-#: Bytes of input-gradient rows built at once: a few images' worth, so that they are
-#: still in cache when col2im adds them back.
+#: Bytes of im2col rows (and of input-gradient rows) built at once: a few images' worth,
+#: so that they are still in cache when the product, or col2im, reads them.
 _CHUNK_BYTES = 4 << 20
 
 
@@ -55,12 +55,13 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) of NCHW input.
 
     y[n, o, p, q] = b[o] + Σ_{c,i,j} W[o, c, i, j] · xpad[n, c, s·p + i, s·q + j].
-    Computed as one matrix product: the windows of x as rows (im2col) with a column of
+    Computed as a matrix product: the windows of x as rows (im2col) with a column of
     ones, times W with b as that column's weights.
     VJP: with G the output gradient as rows, dL/dW += Gᵀ · windows and dL/db += Σ G (both
     one product, Gᵀ · [windows, 1]), and
-    dL/dx = col2im(G · W): each window's gradient added back where the window was read, a
-    few images at a time, so that their rows of G · W are still in cache when added.
+    dL/dx = col2im(G · W): each window's gradient added back where the window was read.
+    Both directions go a few images at a time, so that each chunk's rows are still in
+    cache when read; backward builds the windows' rows again rather than keep them.
     """
 
     skips_input_grad = True
@@ -94,48 +95,77 @@ class Conv2D(Layer):
         if xh.shape[1] < kh or xh.shape[2] < kw:
             raise ValueError(f"{self!r}: input {x.shape} (padded to {xh.shape[1]}x"
                              f"{xh.shape[2]}) is smaller than the kernel {kh}x{kw}")
-        win = _windows(xh, self.kernel_size, self.stride)        # (N, Ho, Wo, C, kh, kw)
-        n, ho, wo, c = win.shape[:4]
-        width = kh * kw * c
-        # rows (kh, kw, C), and a column of ones whose weight is the bias
-        cols = np.empty((n * ho * wo, width + (self.bias is not None)), x.dtype)
-        cols[:, :width].reshape(n, ho, wo, kh, kw, c)[...] = win.transpose(0, 1, 2, 4, 5, 3)
+        (n, hp, wp, _), (sh, sw) = xh.shape, self.stride
+        ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
         w = self._weight_rows()
         if self.bias is not None:
-            cols[:, width] = 1
             w = np.concatenate([w, self.bias.data[:, None]], axis=1)
-        y = cols @ w.T                                                # (N·Ho·Wo, O)
-        self._cols, self._in_shape = cols, xh.shape
+        y = np.empty((n * ho * wo, self.out_channels), x.dtype)
+        for start, stop, rows in self._im2col(xh):
+            np.matmul(rows, w.T, out=y[start * ho * wo:stop * ho * wo])
+        self._xh, self._last = xh, (start, rows)
         return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
-        cols = self._cached("_cols")
-        n, hp, wp, c = self._in_shape
+        xh = self._cached("_xh")
         g = grad.transpose(0, 2, 3, 1)
-        ho, wo = g.shape[1:3]
+        n, ho, wo, _ = g.shape
         g2 = g.reshape(-1, self.out_channels)
-        kh, kw = self.kernel_size
-        dw = g2.T @ cols                      # and, from the column of ones, Σ G for the bias
-        width = kh * kw * c
+        (kh, kw), c = self.kernel_size, self.in_channels
+        w, width = self._weight_rows(), kh * kw * c
+        dxh = np.zeros(xh.shape, g2.dtype) if self.input_grad else None
+        if dxh is not None:
+            buf = np.empty((min(n, self._images_per_chunk(ho, wo)) * ho * wo, width), g2.dtype)
+        dw = None
+        for start, stop, rows in self._im2col(xh, reuse=self._last):
+            gc = g2[start * ho * wo:stop * ho * wo]
+            part = gc.T @ rows            # and, from the column of ones, Σ G for the bias
+            dw = part if dw is None else np.add(dw, part, out=dw)
+            if dxh is not None:
+                drows = np.matmul(gc, w, out=buf[:len(rows)])
+                _add_windows(dxh[start:stop], drows.reshape(-1, ho, wo, kh, kw, c),
+                             self.stride)
         self.weight.grad += dw[:, :width].reshape(self.out_channels, kh, kw, c
                                                   ).transpose(0, 3, 1, 2)
         if self.bias is not None:
             self.bias.grad += dw[:, width]
-        if not self.input_grad:
+        if dxh is None:
             return None
-        w = self._weight_rows()
-        dxh = np.zeros(self._in_shape, g2.dtype)
-        per_image = ho * wo
-        step = max(1, _CHUNK_BYTES // (per_image * width * g2.itemsize))   # images per chunk
-        buf = np.empty((min(step, n) * per_image, width), g2.dtype)
-        for start in range(0, n, step):
+        (ph, pw), (hp, wp) = self.padding, xh.shape[1:3]
+        return dxh[:, ph:hp - ph, pw:wp - pw].transpose(0, 3, 1, 2)
+
+    def _im2col(self, xh: np.ndarray, reuse: tuple[int, np.ndarray] | None = None
+                ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, stop, rows) for a few images at a time (about ``_CHUNK_BYTES``): the
+        windows of images start:stop as rows ordered (kh, kw, C), and a column of ones when
+        there is a bias, written into one buffer reused from chunk to chunk.
+
+        Given ``reuse``, the (start, rows) of forward's last chunk, the chunks come in
+        reverse order and that one is not built again (with a single chunk, none is)."""
+        win = _windows(xh, self.kernel_size, self.stride)        # (N, Ho, Wo, C, kh, kw)
+        n, ho, wo, c, kh, kw = win.shape
+        width = kh * kw * c
+        step = self._images_per_chunk(ho, wo)
+        starts = range(0, n, step) if reuse is None else reversed(range(0, n, step))
+        buf = None
+        for start in starts:
             stop = min(n, start + step)
-            rows = np.matmul(g2[start * per_image:stop * per_image], w,
-                             out=buf[:(stop - start) * per_image])
-            _add_windows(dxh[start:stop], rows.reshape(-1, ho, wo, kh, kw, c), self.stride)
-        ph, pw = self.padding
-        dxh = dxh[:, ph:hp - ph, pw:wp - pw]
-        return dxh.transpose(0, 3, 1, 2)
+            if reuse is not None and start == reuse[0]:
+                yield start, stop, reuse[1]
+                continue
+            if buf is None:
+                buf = np.empty((min(step, n) * ho * wo, width + (self.bias is not None)),
+                               xh.dtype)
+                buf[:, width:] = 1
+            rows = buf[:(stop - start) * ho * wo]
+            rows[:, :width].reshape(-1, ho, wo, kh, kw, c)[...] = \
+                win[start:stop].transpose(0, 1, 2, 4, 5, 3)
+            yield start, stop, rows
+
+    def _images_per_chunk(self, ho: int, wo: int) -> int:
+        kh, kw = self.kernel_size
+        row_bytes = (kh * kw * self.in_channels + 1) * self.dtype.itemsize
+        return max(1, _CHUNK_BYTES // (ho * wo * row_bytes))
 
     def _weight_rows(self) -> np.ndarray:
         """W as (O, kh·kw·C), matching the im2col rows."""
