@@ -47,8 +47,9 @@ def _add_windows(out: np.ndarray, rows: np.ndarray, stride: tuple[int, int]) -> 
 
 
 #: Bytes of im2col rows (and of input-gradient rows) built at once: a few images' worth,
-#: so that they are still in cache when the product, or col2im, reads them.
-_CHUNK_BYTES = 4 << 20
+#: so that they are still in cache when the product, or col2im, reads them: about one
+#: core's L2 cache.
+_CHUNK_BYTES = 2 << 20
 
 
 class Conv2D(Layer):
