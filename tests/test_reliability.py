@@ -140,6 +140,7 @@ class InterruptingAdam(optim.Adam):
 
 def test_ctrl_c_finishes_the_batch_warns_once_and_returns_history(digits, recwarn):
     x, y = digits
+    handler = signal.getsignal(signal.SIGINT)  # Python's own, or SIG_IGN under nohup
     model = mlp()
     opt = InterruptingAdam(model.parameters(), at_step=70, lr=1e-3)
     reference = mlp()
@@ -165,7 +166,7 @@ def test_ctrl_c_finishes_the_batch_warns_once_and_returns_history(digits, recwar
         ref_opt.step()
     for a, b in zip(reference.parameters(), model.parameters()):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler          # put back as it was
 
 
 # -- files ----------------------------------------------------------------------------
