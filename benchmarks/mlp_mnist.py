@@ -235,8 +235,9 @@ def machine(torch=None) -> str:
             f"{b['num_threads']} threads" for b in threadpool_info() if b["user_api"] == "blas"
             and "numpy" in b["filepath"]]
     settings = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")]
-    line = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-            f"{f' with {simd}' if simd else ''}, numpy {np.__version__} ({'; '.join(blas + settings) or 'BLAS unknown'})")
+    cores = f"{os.cpu_count()} cores" + (f" with {simd}" if simd else "")
+    line = (f"machine: {platform.processor() or platform.machine()}, {cores}, numpy "
+            f"{np.__version__} ({'; '.join(blas + settings) or 'BLAS unknown'})")
     if torch is not None:
         line += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     return line
