@@ -5,18 +5,24 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mlp_mnist.py"
+TABLE_ROW = re.compile(r"^\|\s+([\w ,-]+?) \|(.*)\|$", re.M)
+
+
+def run(script, data_root, tmp_path, *args):
+    """The benchmark ``script``'s stdout after a short run, which must succeed."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / script), "--data-dir", str(data_root), *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def test_benchmark_prints_its_table(tmp_path, data_root):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--data-dir", str(data_root), "--rounds", "1",
-         "--samples", "2560", "--no-scaling"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    training = result.stdout.split("Prediction")[0]
-    rows = {m.group(1): m.group(2).split("|") for m in
-            re.finditer(r"^\|\s+([\w ,-]+?) \|(.*)\|$", training, re.M)}
-    assert {"nnlite", "NumPy, hand-fused", "GEMM floor"} <= rows.keys(), result.stdout
+    stdout = run("mlp_mnist.py", data_root, tmp_path, "--rounds", "1", "--samples", "2560",
+                 "--no-scaling")
+    training = stdout.split("Prediction")[0]
+    rows = {m.group(1): m.group(2).split("|") for m in TABLE_ROW.finditer(training)}
+    assert {"nnlite", "NumPy, hand-fused", "GEMM floor"} <= rows.keys(), stdout
     for name in ("nnlite", "NumPy, hand-fused"):
         seconds, _, _, vs_floor, peak, accuracy = (v.strip() for v in rows[name][:6])
         assert float(seconds) > 0 and vs_floor.endswith("x") and peak.endswith("MiB")
@@ -25,40 +31,28 @@ def test_benchmark_prints_its_table(tmp_path, data_root):
 
 
 def test_graph_benchmark_prints_its_ratios(tmp_path, data_root):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "graph_mlp.py"), "--data-dir", str(data_root),
-         "--rounds", "1", "--samples", "2560"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"Model MLP / Sequential MLP \| +\d\.\d{3}x", result.stdout), result.stdout
+    stdout = run("graph_mlp.py", data_root, tmp_path, "--rounds", "1", "--samples", "2560")
+    assert re.search(r"Model MLP / Sequential MLP \| +\d\.\d{3}x", stdout), stdout
 
 
 def test_gpt_benchmark_prints_its_ratio_and_where_the_time_goes(tmp_path, data_root):
     from conftest import require
 
     require("torch")
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "gpt_shakespeare.py"), "--data-dir",
-         str(data_root), "--rounds", "1", "--steps", "3"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"nnlite / PyTorch, time per step: \d+\.\d\dx", result.stdout)
-    assert "MultiHeadAttention backward" in result.stdout, result.stdout
+    stdout = run("gpt_shakespeare.py", data_root, tmp_path, "--rounds", "1", "--steps", "3")
+    assert re.search(r"nnlite / PyTorch, time per step: \d+\.\d\dx", stdout)
+    assert "MultiHeadAttention backward" in stdout, stdout
 
 
 def test_cnn_benchmark_prints_the_floor_and_where_the_time_goes(tmp_path, data_root):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "cnn_mnist.py"), "--data-dir", str(data_root),
-         "--rounds", "1", "--samples", "384"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {m.group(1): [v.strip() for v in m.group(2).split("|")] for m in
-            re.finditer(r"^\|\s+([\w ,-]+?) \|(.*)\|$", result.stdout, re.M)}
+    stdout = run("cnn_mnist.py", data_root, tmp_path, "--rounds", "1", "--samples", "384")
+    rows = {m.group(1): [v.strip() for v in m.group(2).split("|")]
+            for m in TABLE_ROW.finditer(stdout)}
     assert rows["GEMM floor"][2] == "1.00x" and rows["nnlite"][2].endswith("x")
     conv = rows["3 Conv2D"]                 # forward ms, backward ms, share, its floor ms
     assert float(conv[0]) > 0 and float(conv[1]) > 0 and float(conv[3]) > 0
     assert rows["2 MaxPool2D"][3] == "-"   # no matrix products in pooling
     # the BLAS and the kernels it chose decide the floor, so the machine line names them
     assert re.search(r"^machine: .*numpy \S+ \(\w+ \S+, \S+ kernels, \d+ threads",
-                     result.stdout, re.M), result.stdout
+                     stdout, re.M), stdout
     assert rows["total"][2].endswith("ms")
