@@ -1,17 +1,17 @@
-"""benchmarks/mlp_mnist.py runs and prints its table (a short run: its timings are not checked)."""
+"""The benchmark scripts run and print their tables (short runs: their timings are not checked)."""
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mlp_mnist.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 TABLE_ROW = re.compile(r"^\|\s+([\w ,-]+?) \|(.*)\|$", re.M)
 
 
 def run(script, data_root, tmp_path, *args):
     """The benchmark ``script``'s stdout after a short run, which must succeed."""
     result = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / script), "--data-dir", str(data_root), *args],
+        [sys.executable, str(BENCHMARKS / script), "--data-dir", str(data_root), *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
