@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from .budget import charge, probe
 from .layer import Layer, backward_without_input_grad, get_default_dtype, shared_positions
 from .training import Trainable
 
@@ -61,7 +62,8 @@ def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]
     """Call ``layer`` on symbolic values: a new node, and its symbolic output(s).
 
     The output shapes come from running the layer once, in eval mode, on one sample of
-    zeros, so a call that cannot work fails here, when the model is built.
+    zeros, so a call that cannot work fails here, when the model is built (while ``load``
+    rebuilds a file, within its probe budget: see ``nnlite.budget``).
     """
     multi_in = isinstance(x, (list, tuple))
     inputs = list(x) if multi_in else [x]
@@ -72,11 +74,13 @@ def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]
         for v in inputs:
             if v.dtype is None and v.node.layer is None:
                 v.dtype = np.dtype(np.int64)
+    charge(sum(math.prod(v.shape) for v in inputs),
+           f"a probe of shape {', '.join(str(v.shape) for v in inputs)}")
     probes = [np.zeros((1, *v.shape), v.dtype or get_default_dtype()) for v in inputs]
     modes = [(m, m.training) for m in layer.modules()]
     layer.eval()
     try:
-        out = layer.forward(probes if multi_in else probes[0])
+        out = probe(layer, probes if multi_in else probes[0])
     except ValueError as e:
         shapes = ", ".join(str((None, *v.shape)) for v in inputs)
         raise ValueError(f"{layer!r} cannot be called on inputs of shape {shapes}: {e}") \
@@ -135,10 +139,7 @@ class Model(Trainable):
                 raise ValueError(f"Model: no output depends on inputs[{i}] "
                                  f"(shape {(None, *v.shape)}); leave it out of inputs")
         self.inputs, self.outputs, self._nodes = ins, outs, nodes
-        layers: list[Layer] = []
-        for node in nodes:
-            if all(node.layer is not other for other in layers):
-                layers.append(node.layer)
+        layers = list({id(node.layer): node.layer for node in nodes}.values())
         self.__dict__["layers"] = layers
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
@@ -271,9 +272,10 @@ class Model(Trainable):
         """The graph: its distinct layers, and each node as [layer, its inputs], where a
         value is [node, output] (node -1 being the model's inputs)."""
         where = {id(v): [-1, i] for i, v in enumerate(self.inputs)}
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
         nodes = []
         for k, node in enumerate(self._nodes):
-            nodes.append({"layer": self.layers.index(node.layer),
+            nodes.append({"layer": index[id(node.layer)],
                           "inputs": [where[id(v)] for v in node.inputs],
                           "list": node.multi_in})
             for i, v in enumerate(node.outputs):
@@ -286,11 +288,8 @@ class Model(Trainable):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Model:
         """Rebuild the graph by calling the (already rebuilt) layers on new Inputs (each
-        call probes one sample, so a sample may hold at most 2^24 values here)."""
+        call probes one sample)."""
         inputs = [Input(tuple(spec["shape"]), spec["dtype"]) for spec in config["inputs"]]
-        for v in inputs:
-            if math.prod(v.shape) > 1 << 24:
-                raise ValueError(f"Model: an input of shape {v.shape} is too large to rebuild")
         made: list[list[Symbol]] = []
 
         def value(ref: list[int]) -> Symbol:

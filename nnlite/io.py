@@ -6,34 +6,38 @@ epochs done) and one array per parameter, buffer and optimizer state.
 A layer used at several places is described once and referred to after that
 (``{"same_as": k}``, the k-th layer described); a Parameter held under several
 names (tied weights) is stored once, the other names listed under ``"tied"``.
-Writes are atomic; loading never executes code: only Layer classes defined in
-the running program are built, from their JSON configs.
+A class is named by its bare name when it is one of nnlite's public layers or
+containers (always built from nnlite), else as ``"module:qualified name"``; loading takes
+that class, or, when the program defines it elsewhere, the program's only layer class of
+that name (two are an error naming both). Writes are atomic; loading never executes code:
+only Layer classes defined in the running program are built, from their JSON configs,
+and ``nnlite.archive`` and ``nnlite.budget`` bound what a file can make nnlite inflate,
+allocate and run.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import uuid
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
 
-from . import optim
-from .layers import Linear
-from .layer import LAYER_CLASSES, Layer, allocation_budget, check_number
+from . import layers, optim
+from .archive import HEADER, Archive, atomic_write
+from .budget import charge, probe, probe_budget
+from .layer import LAYER_CLASSES, Layer, allocation_budget, check_number, class_key
+from .validate import checked
 
 FORMAT = "nnlite"
-VERSION = 2  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
-#                (out, in), BatchNorm's batch count; files of version 1 still load
-_HEADER = "__nnlite__"
+VERSION = 3  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
+#                (out, in), BatchNorm's batch count; 3: classes other than nnlite's own as
+#                "module:qualified name"; files of versions 1 and 2 still load
 #: Bytes a file's architecture may declare beyond the arrays it holds (small buffers that
 #: files of an older version did not store).
 _SLACK = 1 << 16
-#: The most values one sample of a recorded input shape may have (the load-time probe).
-_MAX_PROBE = 1 << 24
+#: nnlite's public containers, by the name files give them.
+_CONTAINERS = {"Sequential": "nnlite.sequential:Sequential", "Model": "nnlite.graph:Model"}
 
 
 def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | None = None,
@@ -68,7 +72,7 @@ def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | 
     shapes = model.__dict__.get("input_shapes")
     if shapes:
         header["input_shapes"] = [list(s) for s in shapes]
-    arrays[_HEADER] = np.array(json.dumps(header))
+    arrays[HEADER] = np.array(json.dumps(header))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -84,16 +88,15 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Layer, optim.Optimizer, in
     return model, opt, epoch
 
 
-def describe(layer: Layer, described: list[Layer] | None = None) -> dict[str, Any]:
+def describe(layer: Layer, described: dict[int, int] | None = None) -> dict[str, Any]:
     """The JSON description of a layer: its class and config, where a layer inside the
     config is described in turn, and one described before is referred to by number."""
-    described = [] if described is None else described
-    for k, seen in enumerate(described):
-        if seen is layer:
-            return {"same_as": k}
+    described = {} if described is None else described  # id -> number, in order
+    if id(layer) in described:
+        return {"same_as": described[id(layer)]}
     config = {name: _encode(value, described) for name, value in layer.get_config().items()}
-    described.append(layer)  # numbered after the layers inside it, as build makes them
-    return {"class": type(layer).__name__, "config": config}
+    described[id(layer)] = len(described)  # numbered after the layers inside it, as build
+    return {"class": _class_name(type(layer)), "config": config}  # makes them
 
 
 def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
@@ -122,21 +125,42 @@ def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
     return layer
 
 
+def _public(name: str) -> type | None:
+    """nnlite's public layer or container called ``name``."""
+    if name in layers.__all__:
+        return getattr(layers, name)
+    return LAYER_CLASSES.get(_CONTAINERS.get(name, ""))
+
+
+def _class_name(cls: type) -> str:
+    """How a file names ``cls``: nnlite's public classes bare, others module:qualname."""
+    return cls.__name__ if _public(cls.__name__) is cls else class_key(cls)
+
+
 def _buildable(name: Any) -> type:
-    """The Layer class called ``name``: one of nnlite's public layers and containers, or
-    one the running program defined; never a private helper."""
-    import nnlite
-
-    cls = LAYER_CLASSES.get(name) if isinstance(name, str) else None
-    if cls is None or name.startswith("_"):
+    """The Layer class a file names: nnlite's public class of a bare name, else the
+    program's class of that ``"module:qualified name"``, else the program's only layer
+    class of that bare name; never a private helper or another of nnlite's classes."""
+    if not isinstance(name, str) or not name:
         raise ValueError(f"unknown layer class {name!r}: define or import it before loading")
-    if cls.__module__.startswith("nnlite.") and \
-            cls not in (getattr(nnlite.layers, name, None), getattr(nnlite, name, None)):
-        raise ValueError(f"{name!r} is not one of nnlite's public layers")
-    return cls
+    bare = name.rpartition(":")[2].rpartition(".")[2]
+    public = _public(bare)
+    if public is not None and name in (bare, class_key(public)):
+        return public
+    cls = LAYER_CLASSES.get(name)
+    if cls is not None and not name.startswith("nnlite.") and not bare.startswith("_"):
+        return cls
+    mine = sorted(key for key, c in LAYER_CLASSES.items()
+                  if c.__name__ == bare and not key.startswith("nnlite."))
+    if len(mine) > 1:
+        raise ValueError(f"the layer class {name!r} could be any of {', '.join(mine)}; "
+                         f"define only one of them before loading")
+    if not mine or bare.startswith("_"):
+        raise ValueError(f"unknown layer class {name!r}: define or import it before loading")
+    return LAYER_CLASSES[mine[0]]
 
 
-def _encode(value: Any, described: list[Layer]) -> Any:
+def _encode(value: Any, described: dict[int, int]) -> Any:
     if isinstance(value, Layer):
         return {"layer": describe(value, described)}
     if isinstance(value, (list, tuple)) and any(isinstance(v, Layer) for v in value):
@@ -154,34 +178,28 @@ def _decode(value: Any, built: list[Layer]) -> Any:
 
 def _tie(model: Layer, tied: dict[str, str]) -> None:
     """Make each name in ``tied`` hold the very Parameter of the name it maps to."""
-    slots = {name: (owner, attr) for name, owner, attr in model._slots("_params")}
     for alias, name in tied.items():
-        if alias not in slots or name not in slots:
-            raise ValueError(f"tied parameters {alias!r} and {name!r} are not both in the "
-                             f"architecture")
-        owner, attr = slots[alias]
-        setattr(owner, attr, getattr(*slots[name]))
+        owner, attr = _slot(model, alias)
+        setattr(owner, attr, getattr(*_slot(model, name)))
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over
-    ``path``: a reader sees the old file or the new one, never a torn one. Each write has
-    its own temporary file, so two saves to one path at once cannot mix."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot save {path}: the folder {folder} does not exist")
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _slot(model: Layer, name: str) -> tuple[Layer, str]:
+    """The layer and attribute holding the parameter called ``name`` ("0.block.1.weight"),
+    found by following the name, not by listing every path."""
+    *path, attr = name.split(".")
+    owner, parts = model, iter(path)
+    for part in parts:
+        child = owner.__dict__.get("_children", {}).get(part)
+        if isinstance(child, (list, tuple)):
+            index = next(parts, "")
+            child = child[int(index)] if index.isdigit() and int(index) < len(child) else None
+        if not isinstance(child, Layer):
+            break
+        owner = child
+    else:
+        if attr in owner.__dict__.get("_params", {}):
+            return owner, attr
+    raise ValueError(f"tied parameter {name!r} is not in the architecture")
 
 
 def _read(path: str | os.PathLike, want_optimizer: bool):
@@ -193,77 +211,15 @@ def _read(path: str | os.PathLike, want_optimizer: bool):
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder, not an nnlite file")
     try:
-        header, arrays = _open(path)
-        version = _check_header(header)
-        return _rebuild(header, arrays, want_optimizer, version)
+        with Archive(path) as archive:
+            header = archive.header()
+            version = _check_header(header)
+            return _rebuild(header, archive, want_optimizer, version)
     except Exception as e:  # whatever a file makes a constructor or NumPy raise
         if isinstance(e, ValueError) and str(e).startswith(path):
             raise
         message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         raise ValueError(f"{path}: {message}") from None
-
-
-def _open(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The JSON header and the arrays of an nnlite archive. Each array's size is checked
-    against the archive's own record before it is read, and the zip CRC of every member
-    (so a flipped byte anywhere is found)."""
-    with open(path, "rb") as f:
-        magic = f.read(8)
-        if magic.startswith(b"\x93NUMPY"):
-            raise ValueError(f"{path} is a single NumPy array (.npy), not an nnlite file; "
-                             f"nnlite files are .npz archives written by nnlite.save")
-        if not magic.startswith(b"PK"):
-            kind = "a text file" if _is_text(magic + f.read(512)) else "not a zip archive"
-            raise ValueError(f"{path} is not an nnlite file: it is {kind}, and nnlite files "
-                             f"are .npz archives written by nnlite.save")
-        f.seek(0)
-        try:
-            with zipfile.ZipFile(f) as archive:
-                arrays = {info.filename[:-4]: _member(archive, info)
-                          for info in archive.infolist()}
-        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-            raise ValueError(f"{path} is truncated or corrupt: {e}") from None
-    if _HEADER not in arrays:
-        raise ValueError(f"{path} is not an nnlite file (it has no {_HEADER} header)")
-    raw = arrays.pop(_HEADER)
-    if raw.dtype.kind != "U" or raw.ndim != 0:
-        raise ValueError(f"{path}: its header is not a JSON text")
-    try:
-        header = json.loads(str(raw))
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{path}: its header is not valid JSON ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an nnlite file")
-    return header, arrays
-
-
-def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """One .npy member, read only after its header's shape agrees with its stored size."""
-    if not info.filename.endswith(".npy"):
-        raise ValueError(f"unexpected member {info.filename!r}")
-    with archive.open(info) as m:
-        version = np.lib.format.read_magic(m)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(m)
-        if dtype.hasobject:
-            raise ValueError(f"{info.filename} holds Python objects, which nnlite never loads")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes != info.file_size - m.tell():
-            raise ValueError(f"{info.filename} declares shape {shape} of {dtype} "
-                             f"({nbytes:,} bytes) but stores {info.file_size - m.tell():,}")
-        data = m.read(nbytes)
-        if m.read(1) or len(data) != nbytes:  # reading to the end checks the CRC
-            raise ValueError(f"{info.filename} is cut short")
-    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return b"\x00" not in head
 
 
 def _check_header(header: dict[str, Any]) -> int:
@@ -283,9 +239,8 @@ def _check_header(header: dict[str, Any]) -> int:
         raise ValueError(f"its epoch count {header['epoch']!r} is not a whole number >= 0")
     shapes = header.get("input_shapes")
     if shapes is not None and not (isinstance(shapes, list) and all(
-            isinstance(s, list) and all(_whole(d) and d > 0 for d in s) and
-            math.prod(s) <= _MAX_PROBE for s in shapes)):
-        raise ValueError(f"its input shapes {shapes!r} are not shapes of samples")
+            isinstance(s, list) and all(_whole(d) and d > 0 for d in s) for s in shapes)):
+        raise ValueError(f"its input shapes {str(shapes)[:80]} are not shapes of samples")
     return version
 
 
@@ -293,89 +248,107 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _rebuild(header: dict[str, Any], arrays: dict[str, np.ndarray], want_optimizer: bool,
-             version: int):
+def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, version: int):
     tied = header.get("tied", {})
-    held = sum(a.nbytes for k, a in arrays.items() if k.startswith(("param/", "buffer/")))
-    held += sum(arrays[f"param/{name}"].nbytes for name in tied.values()
-                if f"param/{name}" in arrays)
-    with allocation_budget(held + _SLACK):
+    sizes = {k: math.prod(shape) * dtype.itemsize
+             for k in archive.names for shape, dtype in [archive.declared(k)]}
+    held = sum(n for k, n in sizes.items() if k.startswith(("param/", "buffer/")))
+    held += sum(sizes.get(f"param/{name}", 0) for name in tied.values())
+    with allocation_budget(held + _SLACK), probe_budget(held // 4):
         model = build(header["architecture"])
-    if not isinstance(model, Layer):
-        raise ValueError("its architecture is not a layer")
-    _tie(model, tied)
-    used: set[str] = set()
-    optional = () if version >= 2 else ("num_batches_tracked",)  # buffers version 1 lacked
-    if version < 2:  # version 1 kept Linear's W as (in, out)
-        for name, owner, attr in model._slots("_params"):
-            if isinstance(owner, Linear) and attr == "weight" and \
-                    f"param/{name}" in arrays:
-                arrays[f"param/{name}"] = arrays[f"param/{name}"].T
-    for name, p in model.named_parameters():
-        p.data = _array(arrays, f"param/{name}", p.data, used, "parameter")
-        p.grad = np.zeros_like(p.data)
-    for name, owner, attr in model._buffer_slots():
-        if f"buffer/{name}" not in arrays and name.endswith(optional):
-            continue
-        setattr(owner, attr, _array(arrays, f"buffer/{name}", getattr(owner, attr), used,
-                                    "buffer"))
-    unused = sorted(k for k in arrays if k.startswith(("param/", "buffer/")) and k not in used)
-    if unused:
-        raise ValueError(f"the model rebuilt from its architecture does not use the arrays "
-                         f"{', '.join(unused)} (is a layer class defined differently now than "
-                         f"when the file was saved?)")
-    if header.get("input_shapes"):
-        _probe(model, header["input_shapes"])
+        if not isinstance(model, Layer):
+            raise ValueError("its architecture is not a layer")
+        _tie(model, tied)
+        wanted = _members(model, header, version)
+        unknown = [k for k in archive.names if k not in wanted and not (
+            k.startswith("optim/") and "optimizer" in header)]
+        if unknown:
+            raise ValueError(f"the model rebuilt from its architecture does not use the "
+                             f"arrays {', '.join(sorted(unknown))} (is a layer class defined "
+                             f"differently now than when the file was saved?)")
+        for key, (owner, attr, kind, transposed) in wanted.items():
+            held = getattr(owner, attr)
+            if kind == "parameter":
+                held.data = _array(archive, key, held.data, kind, transposed)
+                held.grad = np.zeros_like(held.data)
+            else:
+                setattr(owner, attr, _array(archive, key, held, kind, transposed))
+        if header.get("input_shapes"):
+            _probe(model, header["input_shapes"])
     epoch = header.get("epoch")
     if not want_optimizer:
         return model, None, epoch
-    return model, _optimizer(header, arrays, model), int(epoch or 0)
+    if epoch is None:
+        raise ValueError("it has no epoch count: it was written by save(), not by a checkpoint")
+    return model, _optimizer(header, archive, model), epoch
 
 
-def _array(arrays: dict[str, np.ndarray], key: str, current: np.ndarray, used: set[str],
-           kind: str) -> np.ndarray:
-    """A copy of ``arrays[key]``, refused unless it has the shape and dtype the rebuilt
-    layer has, and (if floating) only finite values."""
+def _members(model: Layer, header: dict[str, Any], version: int
+             ) -> dict[str, tuple[Layer, str, str, bool]]:
+    """member name -> (layer, attribute, "parameter" or "buffer", stored transposed) of
+    every array the rebuilt model takes from the file, each parameter and buffer once."""
+    wanted, seen = {}, set()
+    for name, owner, attr in model._slots("_params", visited=set()):
+        if id(getattr(owner, attr)) not in seen:
+            seen.add(id(getattr(owner, attr)))
+            old_linear = version < 2 and isinstance(owner, layers.Linear) and attr == "weight"
+            wanted[f"param/{name}"] = (owner, attr, "parameter", old_linear)
+    for name, owner, attr in model._buffer_slots():
+        if version >= 2 or not name.endswith("num_batches_tracked"):  # version 1 lacked it
+            wanted[f"buffer/{name}"] = (owner, attr, "buffer", False)
+    return wanted
+
+
+def _array(archive: Archive, key: str, current: np.ndarray, kind: str, transposed: bool
+           ) -> np.ndarray:
+    """``archive``'s member ``key``, refused before it is inflated unless it has the shape
+    and dtype the rebuilt layer has, and after unless its values are valid."""
     name = key.split("/", 1)[1]
-    if key not in arrays:
+    if key not in archive.infos:
         raise ValueError(f"{kind} {name!r} is missing")
-    value = arrays[key]
-    if value.shape != current.shape:
-        raise ValueError(f"{kind} {name!r} has shape {value.shape}, the architecture needs "
+    shape, dtype = archive.declared(key)
+    shape = shape[::-1] if transposed else shape  # version 1 kept Linear's W as (in, out)
+    if shape != current.shape:
+        raise ValueError(f"{kind} {name!r} has shape {shape}, the architecture needs "
                          f"{current.shape}")
-    if value.dtype != current.dtype:
-        raise ValueError(f"{kind} {name!r} is {value.dtype}, the architecture says "
+    if dtype != current.dtype:
+        raise ValueError(f"{kind} {name!r} is {dtype}, the architecture says "
                          f"{current.dtype}")
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise ValueError(f"{kind} {name!r} holds NaN or infinite values")
-    used.add(key)
-    return value.copy()
+    value = archive.read(key)
+    return checked(kind, name, value.T if transposed else value, current)
 
 
 def _probe(model: Layer, shapes: list[list[int]]) -> None:
-    """Run the model once on zeros of the input shapes it was used with: an architecture
-    whose layers do not fit together fails here, at load, not later at predict."""
-    from .layer import get_default_dtype
-
-    dtype = next((p.dtype for p in model.parameters()), get_default_dtype())
-    xs = [np.zeros((1, *s), dtype) for s in shapes]
+    """Run the model once on zeros of the input shapes it was used with, within the file's
+    probe budget: an architecture whose layers do not fit together fails here, at load,
+    not later at predict."""
+    dtypes = getattr(model, "input_dtypes", None)
+    if dtypes is None or len(shapes) != len(dtypes):
+        count = "no inputs" if dtypes is None else f"{len(dtypes)} input(s)"
+        raise ValueError(f"it records {len(shapes)} input shapes for a model of {count}")
+    for i, (v, s) in enumerate(zip(getattr(model, "inputs", ()), shapes)):
+        if list(v.shape) != s:
+            raise ValueError(f"it records input {i} of shape {tuple(s)}, but the model's Input "
+                             f"takes {v.shape}")
+    charge(sum(math.prod(s) for s in shapes), f"a probe of shape {', '.join(map(str, shapes))}")
+    xs = [np.zeros((1, *s), d or model.dtype) for s, d in zip(shapes, dtypes)]
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        model.forward(xs if len(xs) > 1 else xs[0])
+        probe(model, xs if len(xs) > 1 else xs[0])
     finally:
         for m, mode in modes:
             m.training = mode
 
 
-def _optimizer(header: dict[str, Any], arrays: dict[str, np.ndarray], model: Layer
-               ) -> optim.Optimizer:
+def _optimizer(header: dict[str, Any], archive: Archive, model: Layer) -> optim.Optimizer:
+    """The checkpoint's optimizer over ``model``'s parameters, with exactly the state its
+    class keeps (``Optimizer.load_state`` checks every entry)."""
     spec = header.get("optimizer")
     if spec is None:
         raise ValueError("it holds a model but no optimizer state: it was written by save(), "
                          "not by a checkpoint")
-    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict) or \
-            not (_whole(spec.get("steps")) and spec["steps"] >= 0):
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise ValueError("its optimizer record is malformed")
     cls = _optimizer_classes().get(spec.get("class"))
     if cls is None:
@@ -387,15 +360,11 @@ def _optimizer(header: dict[str, Any], arrays: dict[str, np.ndarray], model: Lay
         if len(values) != len(opt.param_groups):
             raise ValueError("its optimizer has a learning rate per group, but not as many")
         values = [check_number(cls.__name__, "initial_lr", v, low=0) for v in values]
+        if not all(values):
+            raise ValueError(f"{cls.__name__}: initial_lr must be positive, got {initial_lr}")
         initial_lr = values if isinstance(initial_lr, list) else values[0]
-    state = {}
-    for key, value in arrays.items():
-        if key.startswith("optim/"):
-            if value.dtype != opt.dtype or not np.isfinite(value).all():
-                raise ValueError(f"optimizer state {key[6:]!r} is not finite {opt.dtype} "
-                                 f"values")
-            state[key[len("optim/"):]] = value
-    opt.load_state(state, spec["steps"], initial_lr)
+    state = {k[len("optim/"):]: archive.read(k) for k in archive.names if k.startswith("optim/")}
+    opt.load_state(state, spec.get("steps"), initial_lr)
     return opt
 
 

@@ -24,9 +24,14 @@ _default_dtype = np.dtype(np.float32)
 _budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget",
                                                                           default=None)
 
-#: Every Layer subclass by class name, so ``load`` can rebuild saved models
-#: without importing (or executing) anything named in a file.
+#: Every Layer subclass by ``"module:qualified name"``, so ``load`` can rebuild saved
+#: models without importing (or executing) anything named in a file.
 LAYER_CLASSES: dict[str, type] = {}
+
+
+def class_key(cls: type) -> str:
+    """How the registry (and a file) names a class: ``"module:qualified name"``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def set_seed(seed: int | None) -> None:
@@ -206,7 +211,7 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        LAYER_CLASSES[cls.__name__] = cls
+        LAYER_CLASSES[class_key(cls)] = cls
 
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
@@ -264,7 +269,9 @@ class Layer:
         """(dotted name, Parameter) pairs, own parameters first; each Parameter once unless
         ``remove_duplicate=False`` (then a shared or tied one under every name)."""
         seen: set[int] = set()
-        for name, p in self._named("_params", prefix):
+        visited: set[int] | None = set() if remove_duplicate else None
+        for name, owner, attr in self._slots("_params", prefix, visited):
+            p = getattr(owner, attr)
             if id(p) not in seen or not remove_duplicate:
                 seen.add(id(p))
                 yield name, p
@@ -278,22 +285,22 @@ class Layer:
 
     def _buffer_slots(self, prefix: str = "") -> Iterator[tuple[str, Layer, str]]:
         """(dotted name, owning layer, attribute) of every buffer, each layer once."""
-        seen: set[tuple[int, str]] = set()
-        for name, owner, attr in self._slots("_buffers", prefix):
-            if (id(owner), attr) not in seen:
-                seen.add((id(owner), attr))
-                yield name, owner, attr
+        return self._slots("_buffers", prefix, visited=set())
 
-    def _slots(self, kind: str, prefix: str = "") -> Iterator[tuple[str, Layer, str]]:
-        """(dotted name, owning layer, attribute) of every parameter or buffer, by path."""
+    def _slots(self, kind: str, prefix: str = "", visited: set[int] | None = None
+               ) -> Iterator[tuple[str, Layer, str]]:
+        """(dotted name, owning layer, attribute) of every parameter or buffer, by path;
+        with a ``visited`` set, each layer only on the first path to it, so the walk is
+        linear in the layers however often they are shared (a Sequential of two copies
+        of a Sequential of two copies ... has exponentially many paths)."""
+        if visited is not None:
+            if id(self) in visited:
+                return
+            visited.add(id(self))
         for attr in self.__dict__.get(kind, {}):
             yield prefix + attr, self, attr
         for cname, child in self.named_children():
-            yield from child._slots(kind, f"{prefix}{cname}.")
-
-    def _named(self, kind: str, prefix: str) -> Iterator[tuple[str, Any]]:
-        for name, owner, attr in self._slots(kind, prefix):
-            yield name, getattr(owner, attr)
+            yield from child._slots(kind, f"{prefix}{cname}.", visited)
 
     def modules(self) -> Iterator[Layer]:
         """This layer and every layer inside it, depth first, each once."""

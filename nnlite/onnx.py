@@ -15,7 +15,7 @@ import numpy as np
 
 from . import layers as L
 from .graph import Model
-from .io import atomic_write
+from .archive import atomic_write
 from .layer import Layer
 from .sequential import Sequential
 

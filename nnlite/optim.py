@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .callbacks import Callback
-from .layer import Parameter
+from .layer import Parameter, check_flag, check_number
 
 
 #: Adam updates the flat arrays in blocks of this many values (1 MiB of float32 each), so
@@ -164,12 +164,19 @@ class Optimizer:
                              f"model.astype(...) first")
         self.dtype = dtypes.pop()
 
+    #: The state arrays each group keeps once a step is taken (torch.optim's names), and
+    #: those of them that are never negative.
+    state_names: tuple[str, ...] = ()
+    nonnegative: tuple[str, ...] = ()
+
     def _check_hyper(self, group: dict[str, Any]) -> None:
         """Raise ValueError for a group's hyper-parameter out of range (subclasses add theirs)."""
         _positive(self, "lr", group["lr"])
-        if not isinstance(group["weight_decay"], (int, float)) or group["weight_decay"] < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got "
-                             f"{group['weight_decay']!r}")
+        check_number(type(self).__name__, "weight_decay", group["weight_decay"], low=0)
+
+    def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        """The state arrays a group with these hyper-parameters keeps after a step."""
+        return self.state_names
 
     @property
     def lr(self) -> float:
@@ -237,20 +244,36 @@ class Optimizer:
 
     def load_state(self, arrays: dict[str, np.ndarray], steps: int,
                    initial_lr: float | list[float] | None = None) -> None:
-        for key, value in arrays.items():
-            index, _, name = key.rpartition("/")  # "i/name" when there are several groups
-            if len(self._groups) == 1:
-                known = index == ""
-            else:
-                known = index.isdigit() and int(index) < len(self._groups)
-            if not known:
-                raise ValueError(f"{type(self).__name__}: state {key!r} belongs to no group")
-            group = self._groups[int(index) if index else 0]
-            if value.shape != group.store.data.shape:
-                raise ValueError(f"{type(self).__name__}: state {key!r} has {value.size} "
-                                 f"values, its parameters have {group.store.data.size}")
-            group.buffer(name)[...] = value
-        self.steps = int(steps)
+        """Take the state a checkpoint holds: after ``steps`` > 0 steps exactly the arrays
+        ``group_state_names`` lists per group ("i/name" when there are several), each
+        flat, of the optimizer's dtype, finite (and >= 0 where ``nonnegative``); after
+        none, no arrays. Anything else is a ValueError naming the entry, before any
+        change."""
+        name = type(self).__name__
+        steps = check_number(name, "steps", steps, integer=True, low=0, high=2 ** 53)
+        expected = {}
+        for i, group in enumerate(self._groups):
+            prefix = f"{i}/" if len(self._groups) > 1 else ""
+            for state in (self.group_state_names(group.hyper) if steps else ()):
+                expected[prefix + state] = group, state
+        for key in sorted(set(arrays) - set(expected)):
+            raise ValueError(f"{name}: state {key!r} is not one {name} keeps" +
+                             (" before its first step (steps is 0)" if not steps else ""))
+        for key in sorted(set(expected) - set(arrays)):
+            raise ValueError(f"{name}: state {key!r} is missing ({steps} steps taken)")
+        for key, (group, state) in expected.items():
+            value, size = arrays[key], group.store.data.size
+            if value.shape != (size,) or value.dtype != self.dtype:
+                raise ValueError(f"{name}: state {key!r} is {value.dtype} of shape "
+                                 f"{value.shape}; its parameters need {self.dtype} of shape "
+                                 f"({size},)")
+            if not np.isfinite(value).all() or (state in self.nonnegative and
+                                                (value < 0).any()):
+                kind = "finite values >= 0" if state in self.nonnegative else "finite values"
+                raise ValueError(f"{name}: state {key!r} must hold {kind}")
+        for key, (group, state) in expected.items():
+            group.buffer(state)[...] = arrays[key]
+        self.steps = steps
         if initial_lr is not None:
             values = initial_lr if isinstance(initial_lr, list) else [initial_lr] * len(
                 self.param_groups)
@@ -275,10 +298,12 @@ class SGD(Optimizer):
 
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
-        if not isinstance(group["momentum"], (int, float)) or group["momentum"] < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {group['momentum']!r}")
-        if group["nesterov"] and group["momentum"] <= 0:
+        check_number("SGD", "momentum", group["momentum"], low=0)
+        if check_flag("SGD", "nesterov", group["nesterov"]) and group["momentum"] <= 0:
             raise ValueError("SGD: nesterov momentum needs momentum > 0")
+
+    def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if hyper["momentum"] else ()
 
     def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
@@ -301,12 +326,12 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  with t the step count,
     θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).  Weight decay is L2 (g ← g + λθ).
-
-    The state holds m/(1−β₁) and v/(1−β₂), which update in fewer passes over memory
-    (m' ← β₁m' + g); the constants are folded into the step, so the result is the same.
+    The state holds torch's m (``exp_avg``) and v (``exp_avg_sq``).
     """
 
     decoupled = False
+    state_names = ("exp_avg", "exp_avg_sq")
+    nonnegative = ("exp_avg_sq",)
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -316,11 +341,11 @@ class Adam(Optimizer):
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
         betas = group["betas"]
-        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and
-                all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
             raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got "
                              f"{betas!r}")
-        group["betas"] = (float(betas[0]), float(betas[1]))
+        group["betas"] = tuple(check_number(type(self).__name__, "betas", b, low=0, high=1,
+                                            open_high=True) for b in betas)
         _positive(self, "eps", group["eps"])
 
     def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
@@ -332,14 +357,16 @@ class Adam(Optimizer):
         else:
             g = self._decayed(group, p, g)
         m, v, tmp = group.buffer("exp_avg"), group.buffer("exp_avg_sq"), group.scratch
-        # lr/(1-b1ᵗ)·m_torch/(√v_torch/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
-        step = lr * (1 - b1) / (1 - b1 ** t) * math.sqrt((1 - b2 ** t) / (1 - b2))
-        eps_hat = h["eps"] * math.sqrt((1 - b2 ** t) / (1 - b2))
+        # lr/(1-b1ᵗ)·m/(√v/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
+        step = lr / (1 - b1 ** t) * math.sqrt(1 - b2 ** t)
+        eps_hat = h["eps"] * math.sqrt(1 - b2 ** t)
         for i in range(0, p.size, BLOCK):
             pb, gb, mb, vb, tb = (a[i:i + BLOCK] for a in (p, g, m, v, tmp))
-            mb *= b1                       # m = m_torch / (1 - b1)
-            mb += gb
-            np.multiply(gb, gb, out=tb)    # v = v_torch / (1 - b2)
+            mb *= b1                       # m ← β₁m + (1−β₁)g
+            np.multiply(gb, 1 - b1, out=tb)
+            mb += tb
+            np.multiply(gb, gb, out=tb)    # v ← β₂v + (1−β₂)g²
+            tb *= 1 - b2
             vb *= b2
             vb += tb
             np.sqrt(vb, out=tb)
@@ -370,11 +397,16 @@ class RMSprop(Optimizer):
         super().__init__(params, lr, weight_decay, max_grad_norm, alpha=alpha, eps=eps,
                          momentum=momentum)
 
+    nonnegative = ("square_avg",)
+
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
-        if not isinstance(group["alpha"], (int, float)) or not 0 <= group["alpha"] < 1:
-            raise ValueError(f"RMSprop: alpha must lie in [0, 1), got {group['alpha']!r}")
+        check_number("RMSprop", "alpha", group["alpha"], low=0, high=1, open_high=True)
+        check_number("RMSprop", "momentum", group["momentum"], low=0)
         _positive(self, "eps", group["eps"])
+
+    def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        return ("square_avg",) + (("momentum_buffer",) if hyper["momentum"] else ())
 
     def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .layer import Layer, backward_without_input_grad, shared_positions
+from .layer import Layer, backward_without_input_grad
 from .training import Trainable
 
 
@@ -22,18 +22,27 @@ class Sequential(Trainable):
     add up); each position keeps its own forward state.
     """
 
+    #: The probe at load runs (and charges) a Sequential's layers one by one.
+    chain = True
+
     def __init__(self, *layers: Layer):
         super().__init__()
         self.__dict__["layers"] = []  # registered one by one, as "0", "1", ...
+        self._shared: set[int] = set()  # positions whose layers are used elsewhere too
+        self._first_at: dict[int, int] = {}  # id of each layer inside -> its first position
         for layer in layers:
             self.append(layer)
 
     def append(self, layer: Layer) -> Sequential:
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes Layers, got {type(layer).__name__}")
-        setattr(self, str(len(self.layers)), layer)
+        i = len(self.layers)
+        setattr(self, str(i), layer)
         self.layers.append(layer)
-        self._shared = shared_positions(self.layers)
+        for m in layer.modules():  # a layer met before: both positions keep call states
+            first = self._first_at.setdefault(id(m), i)
+            if first != i:
+                self._shared.update((first, i))
         return self
 
     @property

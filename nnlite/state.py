@@ -8,12 +8,23 @@ does.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from .archive import atomic_write
 from .layer import Layer
+from .validate import checked
+
+#: safetensors' dtypes as NumPy reads them (little-endian); BF16 is widened to float32.
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
+           "I32": "<i4", "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
+           "U8": "u1", "BOOL": "?"}
+#: The largest safetensors header read (the safetensors library's own limit).
+_MAX_HEADER = 100_000_000
 
 
 class IncompatibleKeys(NamedTuple):
@@ -45,7 +56,11 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True,
     """Copy ``state`` (PyTorch's names) into the model's parameters and buffers,
     converted to their dtypes. Raises ValueError naming every missing key, unexpected key
     and shape mismatch (with ``strict=False``, only shape mismatches; missing entries are
-    left as they were). Nothing is changed unless everything fits."""
+    left as they were). Values are checked after the conversion (finite; variances >= 0;
+    counts whole numbers >= 0). Nothing is changed unless everything fits."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{source} must be a mapping of names to arrays (such as "
+                         f"model.state_dict()), got {type(state).__name__}")
     slots = _slots(model)
     missing = [name for name in slots if name not in state]
     unexpected = [name for name in state if name not in slots]
@@ -60,14 +75,11 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True,
             problems.append(f"{name!r} has shape {value.shape}, the model needs "
                             f"{current.shape}")
             continue
-        if value.dtype.kind not in ("f" if is_param else "fiu"):
-            problems.append(f"{name!r} holds {value.dtype} values, not "
-                            f"{'floating-point numbers' if is_param else 'numbers'}")
-            continue
-        if is_param and not np.isfinite(value).all():
-            problems.append(f"{name!r} holds NaN or infinite values")
-            continue
-        updates.append((current, value))
+        try:
+            updates.append((current, checked("parameter" if is_param else "buffer", name,
+                                             value, current)))
+        except ValueError as e:
+            problems.append(str(e))
     if strict:
         problems += [f"missing key {name!r}" for name in missing]
         problems += [f"unexpected key {name!r}" for name in unexpected]
@@ -82,24 +94,79 @@ def save_weights(model: Layer, path: str | os.PathLike) -> None:
     """Write ``state_dict(model)`` to ``path`` as a safetensors file, atomically."""
     from safetensors.numpy import save
 
-    from .io import atomic_write
-
     data = save(state_dict(model), metadata={"format": "pt"})
     atomic_write(path, lambda f: f.write(data))
 
 
 def load_weights(model: Layer, path: str | os.PathLike, strict: bool = True) -> IncompatibleKeys:
     """Read a safetensors file (written by ``save_weights`` or by
-    ``safetensors.torch.save_file(torch_model.state_dict(), path)``) into the model."""
-    from safetensors.numpy import load
+    ``safetensors.torch.save_file(torch_model.state_dict(), path)``, in any float dtype:
+    bfloat16 and float16 widen exactly) into the model."""
+    return load_state_dict(model, read_safetensors(path), strict, source=os.fspath(path))
 
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{name: array}`` of a safetensors file, every entry checked against the format: a
+    key once, a known dtype, a shape whose size is its byte range, ranges that tile the
+    data. bfloat16 becomes float32 (its 16 bits are a float32's top half)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a safetensors file")
     with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(b"PK"):
+            raise ValueError(f"{path} is a zip archive (an nnlite .npz file?), not a "
+                             f"safetensors file; load it with nnlite.load")
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        size = os.fstat(f.fileno()).st_size
+        if not 0 < n <= min(size - 8, _MAX_HEADER):
+            raise ValueError(f"{path} is not a readable safetensors file: it does not start "
+                             f"with the length of a JSON header inside the file")
+        try:
+            header = json.loads(f.read(n), object_pairs_hook=_once)
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
         data = f.read()
-    try:
-        state = load(data)
-    except Exception as e:  # the Rust reader's error, or NumPy refusing a dtype
-        raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
-    return load_state_dict(model, state, strict, source=path)
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a readable safetensors file: its header is not a map")
+    header.pop("__metadata__", None)
+    for name, spec in header.items():
+        ok = isinstance(spec, dict) and spec.get("dtype") in _DTYPES and \
+            isinstance(spec.get("shape"), list) and \
+            all(isinstance(d, int) and d >= 0 for d in spec["shape"]) and \
+            isinstance(spec.get("data_offsets"), list) and len(spec["data_offsets"]) == 2 \
+            and all(isinstance(o, int) for o in spec["data_offsets"])
+        if not ok:
+            raise ValueError(f"{path}: entry {name!r} is not a tensor as safetensors describes "
+                             f"one (dtype one of {', '.join(_DTYPES)}, shape, data_offsets)")
+    tensors, end = {}, 0
+    for name, spec in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]):
+        tensors[name], end = _tensor(path, name, spec, data, end)
+    if end != len(data):
+        raise ValueError(f"{path}: its tensors cover {end:,} of its {len(data):,} data bytes")
+    return tensors
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key appears twice (the last would silently win)."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"the key {next(k for k in keys if keys.count(k) > 1)!r} appears "
+                         f"twice")
+    return dict(pairs)
+
+
+def _tensor(path: str, name: str, spec: Any, data: bytes, start: int
+            ) -> tuple[np.ndarray, int]:
+    """Entry ``name`` of a safetensors header, whose bytes must begin at ``start``."""
+    dtype, shape, (begin, end) = np.dtype(_DTYPES[spec["dtype"]]), spec["shape"], \
+        spec["data_offsets"]
+    if begin != start or end != begin + math.prod(shape) * dtype.itemsize or end > len(data):
+        raise ValueError(f"{path}: entry {name!r} of shape {tuple(shape)} {spec['dtype']} "
+                         f"does not fit its bytes {spec['data_offsets']}")
+    array = np.frombuffer(data, dtype, math.prod(shape), begin).reshape(shape)
+    if spec["dtype"] == "BF16":
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    return array, end

@@ -1,0 +1,91 @@
+"""What a loaded file may cost: arrays held to the file's size, probes held to a budget.
+
+``load`` builds a file's architecture inside ``allocation_budget`` (``nnlite.layer``), so
+its layers may allocate no more than the arrays the file holds. It then probes the model
+once, on one sample of zeros of each recorded input shape, to find layers that no longer
+fit together. The probe runs inside ``probe_budget``: every layer call is charged, before
+it runs, an upper bound on the values it allocates and the steps it takes (``cost``), and a
+call that would overdraw the budget is refused. The budget is the values of the file's
+arrays, and at least ``PROBE_FLOOR``, so a model's own probe always fits.
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import layers as L
+from .layer import Layer
+
+#: The probe budget of a small model, in values (16 MiB of float32).
+PROBE_FLOOR = 1 << 22
+#: What one layer call costs beyond its arrays (its Python work), in values.
+CALL = 1 << 8
+#: What one time step of a recurrent layer costs beyond its arrays, in values.
+STEP = 1 << 9
+
+_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("probe", default=None)
+
+
+@contextmanager
+def probe_budget(values: int) -> Iterator[None]:
+    """While active, ``probe`` refuses calls whose cost would exceed ``values`` in all."""
+    token = _left.set([max(int(values), PROBE_FLOOR)])
+    try:
+        yield
+    finally:
+        _left.reset(token)
+
+
+def probe(layer: Layer, x: Any) -> Any:
+    """``layer.forward(x)``, with each call charged first while a budget is active; a
+    Sequential's layers are run (and charged) one by one."""
+    if getattr(layer, "chain", False):
+        for i, inner in enumerate(layer.layers):
+            try:
+                x = probe(inner, x)
+            except ValueError as e:
+                raise ValueError(f"layer {i} ({type(inner).__name__}): {e}") from None
+        return x
+    if _left.get() is not None:
+        shapes = [np.shape(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
+        charge(cost(layer, shapes), f"probing {type(layer).__name__} on inputs of shape "
+                                    f"{', '.join(map(str, shapes))}")
+    return layer.forward(x)
+
+
+def charge(values: int, what: str) -> None:
+    """Take ``values`` from the active budget (if any), or raise a ValueError saying
+    ``what`` would have cost them."""
+    left = _left.get()
+    if left is not None:
+        if values > left[0]:
+            raise ValueError(f"{what} is too large to rebuild: about {values:,} values of "
+                             f"work, more than the file's budget of {left[0]:,}")
+        left[0] -= values
+
+
+def cost(layer: Layer, shapes: list[tuple[int, ...]]) -> int:
+    """An upper bound, in values, on what one forward call of a built-in layer allocates
+    (and, for recurrent layers, the steps it takes); for other layers, a few times its
+    inputs."""
+    size = sum(math.prod(s) for s in shapes)
+    shape = shapes[0]
+    if isinstance(layer, L.Linear):
+        return CALL + size + 2 * size // max(shape[-1], 1) * layer.out_features
+    if isinstance(layer, L.Conv2D) and len(shape) == 4:
+        (n, c, h, w), (ph, pw), (kh, kw) = shape, layer.padding, layer.kernel_size
+        padded = n * (h + 2 * ph) * (w + 2 * pw)  # the padded input, its rows, the output
+        return CALL + size + padded * (c * (kh * kw + 2) + layer.out_channels)
+    if isinstance(layer, L.MultiHeadAttention) and len(shape) == 3:
+        n, t, e = shape
+        return CALL + 8 * size + 3 * n * layer.num_heads * t * t
+    if isinstance(layer, L.LSTM | L.GRU) and len(shape) == 3:
+        n, t, _ = shape
+        return CALL + size + t * (STEP + 8 * n * layer.hidden_size)
+    if isinstance(layer, L.Embedding):
+        return CALL + size * (1 + layer.embedding_dim)
+    return CALL + 4 * size
