@@ -70,7 +70,7 @@ class Archive:
         self.infos = {name[:-4]: info for name, info in zip(names, infos)}
         if HEADER not in self.infos:
             raise ValueError(f"{path} is not an nnlite file (it has no {HEADER} header)")
-        self._declared: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._declared: dict[str, tuple[tuple[int, ...], np.dtype, bool]] = {}
 
     def __enter__(self) -> Archive:
         return self
@@ -105,26 +105,26 @@ class Archive:
         if name not in self._declared:
             info = self.infos[name]
             with self._errors(), self.zip.open(info) as m:
-                shape, dtype, start = _npy_header(m, info.filename)
+                shape, dtype, fortran, start = _npy_header(m, info.filename)
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes != info.file_size - start:
                 raise ValueError(f"{self.path}: {info.filename} declares shape {shape} of "
                                  f"{dtype} ({nbytes:,} bytes) but stores "
                                  f"{info.file_size - start:,}")
-            self._declared[name] = shape, dtype
-        return self._declared[name]
+            self._declared[name] = shape, dtype, fortran
+        return self._declared[name][:2]
 
     def read(self, name: str) -> np.ndarray:
         """Member ``name``'s array, inflated to its declared size and no further."""
         shape, dtype = self.declared(name)
-        info = self.infos[name]
+        fortran, info = self._declared[name][2], self.infos[name]
         with self._errors(), self.zip.open(info) as m:
             _npy_header(m, info.filename)
             nbytes = math.prod(shape) * dtype.itemsize
             data = m.read(nbytes)
             if m.read(1) or len(data) != nbytes:  # reading to the end checks the CRC
                 raise ValueError(f"{self.path}: {info.filename} is cut short")
-        return np.frombuffer(data, dtype).reshape(shape)
+        return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -136,7 +136,7 @@ class Archive:
 
 
 def _npy_header(m: Any, filename: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, bytes the header took) of the .npy stream ``m``; C order only, no
+    """(shape, dtype, Fortran order?, bytes the header took) of the .npy stream ``m``; no
     Python objects."""
     version = np.lib.format.read_magic(m)
     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -144,9 +144,7 @@ def _npy_header(m: Any, filename: str) -> tuple[tuple[int, ...], np.dtype, int]:
     shape, fortran, dtype = read(m)
     if dtype.hasobject:
         raise ValueError(f"{filename} holds Python objects, which nnlite never loads")
-    if fortran and len(shape) > 1:
-        raise ValueError(f"{filename} is in Fortran order, which nnlite never writes")
-    return shape, dtype, m.tell()
+    return shape, dtype, fortran, m.tell()
 
 
 def _is_text(head: bytes) -> bool:

@@ -111,7 +111,9 @@ class CrossEntropy(Loss):
         return float(np.mean(pred.argmax(axis=-1) == labels))
 
     def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
-        self._labels(pred_shape, target)
+        if self._labels(pred_shape, target) is None and not (np.asarray(target) >= 0).all():
+            raise ValueError("CrossEntropy: probability targets must be >= 0 (a negative one "
+                             "makes the loss meaningless)")
 
     def _labels(self, pred_shape: tuple[int, ...], target: np.ndarray) -> np.ndarray | None:
         """Integer labels (validated), or None for probability targets of pred's shape."""

@@ -210,7 +210,13 @@ def _layer_norm(layer: L.LayerNorm, g: OnnxGraph, x: str) -> str:
 def _gelu(layer: L.GELU, g: OnnxGraph, x: str) -> str:
     """½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))), in opset-17 operators."""
     if layer.approximate == "none":
-        inner = g.op("Erf", g.op("Mul", x, g.constant(1 / np.sqrt(2))))
+        inner = g.op("Mul", x, g.constant(1 / np.sqrt(2)))
+        if g.dtype == np.float64:  # onnxruntime has no float64 Erf: erf in float32 between
+            tensor = g.onnx.TensorProto   # casts (within 1e-7 of nnlite's float64 GELU)
+            inner = g.op("Cast", g.op("Erf", g.op("Cast", inner, to=tensor.FLOAT)),
+                         to=tensor.DOUBLE)
+        else:
+            inner = g.op("Erf", inner)
     else:
         cube = g.op("Mul", g.op("Mul", x, x), x)
         inner = g.op("Tanh", g.op("Mul", g.op("Add", x, g.op("Mul", cube, g.constant(0.044715))),

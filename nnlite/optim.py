@@ -130,6 +130,7 @@ class Optimizer:
         else:
             specs = [{"params": specs}]
         self.defaults = {"lr": lr, "weight_decay": weight_decay, **hyper}
+        self._check_hyper(dict(self.defaults))
         self.param_groups: list[dict[str, Any]] = []
         seen: set[int] = set()
         for i, spec in enumerate(specs):

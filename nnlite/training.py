@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -24,7 +24,8 @@ from tqdm import tqdm
 from . import io
 from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
-from .layer import Layer, default_rng, get_default_dtype
+from .layer import Layer, check_flag, check_number, default_rng, get_default_dtype
+from .layers import BatchNorm
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer
 
@@ -99,36 +100,48 @@ class Trainable(Layer):
         return outs if self.n_outputs > 1 else outs[0]
 
     def evaluate(self, x: Any, y: Any, loss: Loss | Sequence[Loss] | None = None,
-                 metrics: Sequence[str] = ("accuracy",), batch_size: int = 1024,
+                 metrics: Sequence[str] | None = None, batch_size: int = 1024,
                  loss_weights: Sequence[float] | None = None) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode.
 
-        Accuracy is reported for classification losses (and when no loss is given, as
-        the argmax of the outputs against integer labels); a regression loss has none.
-        With several outputs, ``loss`` is the weighted sum and each output has its own
+        The loss is ``loss``, else the one ``fit`` last trained the model with. Accuracy
+        (``metrics=None``) is reported for classification outputs only: a CrossEntropy or
+        BinaryCrossEntropy loss, or, with no loss known, integer targets; asking for
+        ``metrics=("accuracy",)`` on a regression output is a ValueError. With several
+        outputs, ``loss`` is the weighted sum and each output has its own
         ``output_i_loss`` (and ``output_i_accuracy``).
         """
         xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
         _check_lengths(xs, ys, "evaluate")
-        for metric in metrics:
+        for metric in metrics or ():
             if metric != "accuracy":
                 raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
-        losses = self._losses(loss) if loss is not None else [None] * self.n_outputs
+        known = loss if loss is not None else self.__dict__.get("_trained_with")
+        losses = self._losses(known) if known is not None else [None] * self.n_outputs
+        accuracy = [_accuracy_of(fn, t) for fn, t in zip(losses, ys)]
+        for name, fn, t, acc in zip(self.output_names(), losses, ys, accuracy):
+            where = f"output {name[:-1]}" if name else "the output"
+            if metrics and acc is None:
+                raise ValueError(f"evaluate: accuracy is for classification; {where} is a "
+                                 f"regression ({type(fn).__name__} loss, {t.dtype} targets)")
+            if fn is None and acc is None:
+                raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
+                                 f"fit the model first (its targets are {t.dtype}, not labels)")
         weights = self._loss_weights(loss_weights)
         preds = self.predict(_bare(xs), batch_size)
         preds = preds if self.n_outputs > 1 else [preds]
         results: dict[str, float] = {}
-        if loss is not None:
+        if known is not None:
+            for fn, p, t in zip(losses, preds, ys):
+                fn.check_target(p.shape, t)
             values = [fn.forward(p, t) for fn, p, t in zip(losses, preds, ys)]
             results["loss"] = float(sum(w * v for w, v in zip(weights, values)))
             if self.n_outputs > 1:
                 results.update({f"{name}loss": v for name, v in zip(self.output_names(), values)})
-        if metrics:
-            for name, fn, p, t in zip(self.output_names(), losses, preds, ys):
-                if fn is None:
-                    results[f"{name}accuracy"] = CrossEntropy().accuracy(p, t)
-                elif fn.classification:
-                    results[f"{name}accuracy"] = fn.accuracy(p, t)
+        if metrics is None or metrics:
+            for name, acc, p, t in zip(self.output_names(), accuracy, preds, ys):
+                if acc is not None:
+                    results[f"{name}accuracy"] = acc.accuracy(p, t)
         return results
 
     # -- training -----------------------------------------------------------------
@@ -136,7 +149,8 @@ class Trainable(Layer):
             epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
             callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
-            initial_epoch: int = 0, loss_weights: Sequence[float] | None = None) -> History:
+            initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
+            drop_last: bool = False) -> History:
         """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
         the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
         validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
@@ -149,12 +163,15 @@ class Trainable(Layer):
         Each epoch's shuffling and dropout draws depend only on ``seed`` and the
         epoch number. A non-finite loss stops training with FloatingPointError and
         leaves model and optimizer as they were at the start of the last epoch
-        whose weights were finite. Ctrl-C stops after the current batch.
+        whose weights were finite. Ctrl-C stops after the current batch. ``drop_last``
+        leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
         """
         xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
         losses, weights = self._losses(loss), self._loss_weights(loss_weights)
         self._check_fit_args(optimizer, epochs, batch_size, initial_epoch)
         self._check_data(xs, ys, losses, "fit")
+        self._check_last_batch(len(xs[0]), batch_size, check_flag("fit", "drop_last",
+                                                                  drop_last))
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -165,6 +182,7 @@ class Trainable(Layer):
         if seed is None:
             seed = int(default_rng().integers(2 ** 63))
         history = History()
+        self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         cbs = CallbackList([*callbacks, history], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
         interrupted = _InterruptFlag()
@@ -182,14 +200,13 @@ class Trainable(Layer):
                     started = time.perf_counter()
                     logs = self._train_epoch(xs, ys, losses, weights, optimizer, batch_size,
                                              shuffle, rng, epoch, epochs, verbose, cbs,
-                                             snapshot, interrupted)
+                                             snapshot, interrupted, drop_last)
                     if interrupted.raised:  # a partial epoch is not reported as done
                         break
                     if val is not None:
                         scores = self.evaluate(  # in batches of batch_size, as Keras
                             _bare(val[0]), _bare(val[1]), losses, loss_weights=weights,
-                            metrics=("accuracy",) if any(f.classification for f in losses)
-                            else (), batch_size=batch_size)
+                            batch_size=batch_size)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
                     if verbose:
                         seconds = time.perf_counter() - started
@@ -215,18 +232,21 @@ class Trainable(Layer):
         return history
 
     def _train_epoch(self, xs, ys, losses, weights, optimizer, batch_size, shuffle, rng,
-                     epoch, epochs, verbose, cbs, snapshot, interrupted) -> dict[str, float]:
+                     epoch, epochs, verbose, cbs, snapshot, interrupted, drop_last
+                     ) -> dict[str, float]:
         k = len(losses)
         totals, correct = np.zeros(k), np.zeros(k)
         weighted, seen = 0.0, 0
         classify = [f.classification for f in losses]
-        n_batches = math.ceil(len(xs[0]) / batch_size)
+        n_batches = (len(xs[0]) // batch_size if drop_last else
+                     math.ceil(len(xs[0]) / batch_size))
         single_out = k == 1
         with tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                   disable=not (verbose and _interactive()), leave=False,
                   dynamic_ncols=True) as bar:
             for b, (xb, yb) in enumerate(batches(_bare(xs), _bare(ys), batch_size,
-                                                 shuffle=shuffle, rng=rng)):
+                                                 shuffle=shuffle, rng=rng,
+                                                 drop_last=drop_last)):
                 out = self.forward(xb)
                 outs, targets = ([out], [yb]) if single_out else (out, yb)
                 values = [f.forward(o, t) for f, o, t in zip(losses, outs, targets)]
@@ -270,11 +290,28 @@ class Trainable(Layer):
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"fit: optimizer must be an nnlite optimizer such as "
                              f"nnlite.optim.Adam(model.parameters()), got {optimizer!r}")
-        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"fit: epochs must be a whole number >= 0, got {epochs!r}")
-        if not 0 <= initial_epoch <= epochs:
-            raise ValueError(f"fit: initial_epoch must lie in [0, epochs={epochs}], got "
-                             f"{initial_epoch}")
+        mine = {id(p) for p in self.parameters()}
+        foreign = [p for p in optimizer.params if id(p) not in mine]
+        if foreign:
+            some = "none of this model's parameters" if len(foreign) == len(optimizer.params) \
+                else f"{len(foreign)} parameter(s) this model does not have, such as {foreign[0]!r}"
+            raise ValueError(f"fit: the optimizer holds {some}, so training would not change "
+                             f"the model (was the model rebuilt after the optimizer?); build "
+                             f"the optimizer from this model's parameters()")
+        check_number("fit", "epochs", epochs, integer=True, low=0)
+        check_number("fit", "initial_epoch", initial_epoch, integer=True, low=0, high=epochs)
+
+    def _check_last_batch(self, n: int, batch_size: int, drop_last: bool) -> None:
+        """BatchNorm in training needs two values per channel; a last batch of one sample
+        gives one to a BatchNorm of (N, C) features (seen in the one-row probe)."""
+        if drop_last or n % batch_size != 1:
+            return
+        for m in self.modules():
+            if isinstance(m, BatchNorm) and len(m.__dict__.get("_centred", ())) == 1:
+                raise ValueError(f"fit: the last batch of each epoch would hold 1 sample "
+                                 f"({n} samples, batch_size={batch_size}), and {m!r} cannot "
+                                 f"normalise one sample's features in training; pass "
+                                 f"drop_last=True or another batch_size")
 
     def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
                     what: str) -> None:
@@ -321,10 +358,10 @@ class Trainable(Layer):
         xs = _as_list(x, len(dtypes), what, "x", "inputs")
         out = []
         for i, (v, dtype) in enumerate(zip(xs, dtypes)):
+            v = _as_array(v, None if dtype else self.dtype, f"{what}: {_name('x', i, len(xs))}")
             if dtype is None:
-                out.append(np.asarray(v, dtype=self.dtype))
+                out.append(v)
                 continue
-            v = np.asarray(v)
             if v.dtype.kind not in "iu":
                 raise ValueError(f"{what}: {_name('x', i, len(xs))} must hold integer ids "
                                  f"({dtype}), got {v.dtype}")
@@ -333,7 +370,8 @@ class Trainable(Layer):
         return out
 
     def _as_targets(self, y: Any, what: str) -> list[np.ndarray]:
-        return [np.asarray(t) for t in _as_list(y, self.n_outputs, what, "y", "outputs")]
+        ys = _as_list(y, self.n_outputs, what, "y", "outputs")
+        return [_as_array(t, None, f"{what}: {_name('y', i, len(ys))}") for i, t in enumerate(ys)]
 
     def _losses(self, loss: Any) -> list[Loss]:
         k = self.n_outputs
@@ -490,8 +528,29 @@ def _check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> Non
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or \
+            batch_size <= 0:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+
+
+def _as_array(value: Any, dtype: Any, name: str) -> np.ndarray:
+    """``value`` as an array (cast to ``dtype`` unless None), or a ValueError naming it: an
+    iterator or generator is not an array."""
+    if isinstance(value, Iterator):
+        raise ValueError(f"{name} is a {type(value).__name__}; nnlite's fit, evaluate and "
+                         f"predict take arrays (np.asarray(list(...)) makes one)")
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} is not an array of numbers: {e}") from None
+
+
+def _accuracy_of(fn: Loss | None, target: np.ndarray) -> Loss | None:
+    """The loss whose ``accuracy`` scores an output: its own loss if a classification
+    one; with no loss known, CrossEntropy's argmax for integer targets; else None."""
+    if fn is not None:
+        return fn if fn.classification else None
+    return CrossEntropy() if target.dtype.kind in "iu" else None
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:

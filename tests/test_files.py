@@ -550,3 +550,150 @@ def test_a_graph_file_declaring_an_enormous_input_is_refused(tmp_path):
         shape=[100000, 100000]))
     with pytest.raises(ValueError, match=r"g.npz.*too large to rebuild"):
         nnlite.load(tmp_path / "g.npz")
+
+
+# -- which class a file builds --------------------------------------------------------------
+def test_a_programs_own_class_named_linear_never_replaces_nnlites(tmp_path, rng):
+    path = tmp_path / "m.npz"
+    model = nnlite.Sequential(Linear(3, 2))
+    model.save(path)
+
+    class Linear_(nnlite.Layer):  # a user's layer that calls itself Linear
+        def __init__(self, in_features, out_features, bias=True, init="he", dtype=None):
+            super().__init__()
+            self.in_features, self.out_features = in_features, out_features
+            self.bias, self.init, self.dtype = bias, init, dtype
+
+        def forward(self, x):
+            return x[:, :2] * 0
+
+    Linear_.__name__ = Linear_.__qualname__ = "Linear"
+    nnlite.layer.LAYER_CLASSES[nnlite.layer.class_key(Linear_)] = Linear_
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    loaded = nnlite.load(path)
+    assert type(loaded[0]) is Linear
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    own = tmp_path / "own.npz"
+    nnlite.save(nnlite.Sequential(Linear_(3, 2)), own)
+    assert type(nnlite.load(own)[0]) is Linear_  # saved as module:qualname
+
+
+def test_two_program_classes_of_one_name_are_an_error_naming_both(tmp_path):
+    def make(module):
+        cls = type("Scale", (nnlite.Layer,), {"__module__": module,
+                                               "forward": lambda self, x: x})
+        return cls
+
+    first, second = make("lab_one"), make("lab_two")
+    path = tmp_path / "m.npz"
+    nnlite.save(nnlite.Sequential(first()), path)
+    assert type(nnlite.load(path)[0]) is first   # the file names lab_one:Scale
+    rewrite(path, lambda h: h["architecture"]["config"]["layers"][0]["layer"].update(
+        {"class": "Scale"}))                     # as a version-2 file named it
+    with pytest.raises(ValueError, match=r"m.npz.*'Scale' could be any of lab_one:Scale, "
+                                         r"lab_two:Scale"):
+        nnlite.load(path)
+    for key in ("lab_one:Scale", "lab_two:Scale"):
+        del nnlite.layer.LAYER_CLASSES[key]
+
+
+def test_a_version_2_file_still_loads(tmp_path, rng):
+    path = tmp_path / "m.npz"
+    model = nnlite.Sequential(Linear(3, 4), ReLU(), Linear(4, 2))
+    model.save(path)
+    rewrite(path, lambda h: h.update(version=2))
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(nnlite.load(path).predict(x), model.predict(x))
+
+
+# -- weights files and state dicts ------------------------------------------------------------
+def _bn_model():
+    return nnlite.Sequential(Linear(4, 3), BatchNorm(3))
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("1.running_var", np.array([np.nan, 1, 1]), "NaN or infinite"),
+    ("1.running_var", np.array([np.inf, 1, 1]), "NaN or infinite"),
+    ("1.running_var", np.array([-1.0, 1, 1]), "negative variance"),
+    ("1.running_mean", np.array([np.nan, 1, 1]), "NaN or infinite"),
+    ("1.num_batches_tracked", np.array(np.nan), r"whole numbers >= 0"),
+    ("1.num_batches_tracked", np.array(1e30), r"whole numbers >= 0"),
+    ("1.num_batches_tracked", np.array(-3), r"whole numbers >= 0"),
+    ("0.weight", np.full((3, 4), 1e300), r"NaN or infinite values \(as float32\)"),
+    ("0.weight", np.full((3, 4), 1e4000, np.longdouble), r"NaN or infinite values"),
+])
+def test_buffers_and_parameters_are_checked_after_conversion(tmp_path, name, value, message):
+    model = _bn_model()
+    before = model.state_dict()
+    state = dict(before, **{name: value})
+    with pytest.raises(ValueError, match=f"'{name}'.*{message}"):
+        model.load_state_dict(state)
+    for k, v in model.state_dict().items():  # nothing changed
+        np.testing.assert_array_equal(v, before[k])
+    from safetensors.numpy import save_file
+    save_file({k: np.asarray(v) for k, v in state.items()
+               if np.asarray(v).dtype != np.longdouble}, tmp_path / "w.safetensors")
+    if np.asarray(value).dtype != np.longdouble:
+        with pytest.raises(ValueError, match=f"w.safetensors.*'{name}'.*{message}"):
+            model.load_weights(tmp_path / "w.safetensors")
+
+
+def test_a_negative_running_variance_in_an_nnlite_file_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    _bn_model().save(path)
+    rewrite(path, change_arrays=lambda a: a.update(
+        {"buffer/1.running_var": -a["buffer/1.running_var"]}))
+    with pytest.raises(ValueError, match=r"m.npz: buffer '1.running_var' holds a negative"):
+        nnlite.load(path)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_bf16_and_fp16_safetensors_from_pytorch_load_exactly(tmp_path, dtype):
+    torch = require("torch")
+    from safetensors.torch import save_file
+    twin = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    state = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v
+             for k, v in twin.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    model = _bn_model()
+    model.load_weights(tmp_path / "w.safetensors")
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, state[k].to(torch.float32).numpy()
+                                      if state[k].is_floating_point() else state[k].numpy())
+
+
+def test_a_duplicate_key_in_a_safetensors_header_is_refused(tmp_path):
+    model = _bn_model()
+    model.save_weights(tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = data[8:8 + n].decode()
+    entry = header[header.index('"0.bias"'):header.index("}", header.index('"0.bias"')) + 1]
+    twice = header.replace(entry, entry + "," + entry, 1).encode()
+    (tmp_path / "d.safetensors").write_bytes(len(twice).to_bytes(8, "little") + twice +
+                                             data[8 + n:])
+    with pytest.raises(ValueError, match=r"d.safetensors.*'0.bias' appears twice"):
+        model.load_weights(tmp_path / "d.safetensors")
+
+
+def test_weights_paths_and_objects_of_the_wrong_kind_say_what_they_are(tmp_path):
+    model = _bn_model()
+    with pytest.raises(ValueError, match=r"is a folder, not a safetensors file"):
+        model.load_weights(tmp_path)
+    with pytest.raises(ValueError, match=r"must be a mapping of names to arrays .* got list"):
+        model.load_state_dict([("0.weight", np.zeros((3, 4)))])
+    model.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match=r"model.npz is a zip archive .*load it with "
+                                         r"nnlite.load"):
+        model.load_weights(tmp_path / "model.npz")
+
+
+def test_a_float64_model_with_exact_gelu_runs_in_onnxruntime(tmp_path, rng):
+    ort = require("onnxruntime")
+    require("onnx")
+    model = nnlite.Sequential(Linear(4, 8, dtype=np.float64), layers.GELU(),
+                              Linear(8, 2, dtype=np.float64))
+    nnlite.export_onnx(model, tmp_path / "g.onnx", input_shape=(4,))
+    x = rng.standard_normal((5, 4))
+    got = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, model.predict(x), atol=1e-6)

@@ -328,3 +328,82 @@ def test_resuming_in_a_new_process_is_bit_identical(tmp_path):
     resumed = nnlite.load(tmp_path / "resumed.npz")
     for a, b in zip(straight.parameters(), resumed.parameters()):
         np.testing.assert_array_equal(a.data, b.data)
+
+
+# -- training that cannot quietly do nothing ----------------------------------------------------
+def test_fit_with_an_optimizer_over_another_models_parameters_is_refused(digits):
+    x, y = digits
+    old = mlp()
+    opt = optim.Adam(old.parameters())
+    model = mlp()                                 # rebuilt, the old optimizer kept
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"fit: the optimizer holds none of this model's "
+                                         r"parameters.*model rebuilt"):
+        model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, verbose=False)
+    mixed = optim.Adam(model.parameters()[:2] + old.parameters()[:1])
+    with pytest.raises(ValueError, match=r"holds 1 parameter\(s\) this model does not have"):
+        model.fit(x, y, loss=losses.CrossEntropy(), optimizer=mixed, verbose=False)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+
+
+def test_evaluate_reports_accuracy_for_classification_outputs_only(digits, rng):
+    x, y = digits
+    reg = nnlite.Sequential(layers.Linear(64, 1))
+    target = x[:, :1] * 2
+    reg.fit(x, target, loss=losses.MSE(), optimizer=optim.Adam(reg.parameters()),
+            verbose=False)
+    scores = reg.evaluate(x, target)
+    assert set(scores) == {"loss"}               # the MSE fit trained with, no accuracy
+    with pytest.raises(ValueError, match=r"evaluate: accuracy is for classification; the "
+                                         r"output is a regression \(MSE loss"):
+        reg.evaluate(x, target, metrics=("accuracy",))
+    with pytest.raises(ValueError, match=r"nothing to report for the output: give loss="):
+        nnlite.Sequential(layers.Linear(64, 1)).evaluate(x, target)
+    i = nnlite.Input((64,))
+    h = layers.ReLU()(layers.Linear(64, 16)(i))
+    two = nnlite.Model(i, [layers.Linear(16, 10)(h), layers.Linear(16, 1)(h)])
+    two.fit(x, [y, target], loss=[losses.CrossEntropy(), losses.MSE()],
+            optimizer=optim.Adam(two.parameters()), verbose=False,
+            validation_data=(x[:50], [y[:50], target[:50]]))
+    scores = two.evaluate(x, [y, target])
+    assert set(scores) == {"loss", "output_0_loss", "output_1_loss", "output_0_accuracy"}
+    clf = mlp()
+    assert set(clf.evaluate(x, y)) == {"accuracy"}  # integer labels, no loss known
+
+
+def test_batchnorm_and_a_last_batch_of_one_is_caught_before_the_first_step(digits):
+    x, y = digits
+    model = nnlite.Sequential(layers.Linear(64, 8), layers.BatchNorm(8), layers.Linear(8, 10))
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"fit: the last batch of each epoch would hold 1 "
+                                         r"sample \(33 samples, batch_size=32\).*drop_last"):
+        model.fit(x[:33], y[:33], loss=losses.CrossEntropy(), batch_size=32,
+                  optimizer=optim.Adam(model.parameters()), verbose=False)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+    history = model.fit(x[:33], y[:33], loss=losses.CrossEntropy(), batch_size=32,
+                        drop_last=True, optimizer=optim.Adam(model.parameters()),
+                        verbose=False)
+    assert len(history.history["loss"]) == 1
+    conv = nnlite.Sequential(layers.Conv2D(1, 2, 3), layers.BatchNorm(2), layers.Flatten(),
+                             layers.Linear(72, 10))   # (N, C, H, W): one image is enough
+    conv.fit(x[:33].reshape(-1, 1, 8, 8), y[:33], loss=losses.CrossEntropy(), batch_size=32,
+             optimizer=optim.Adam(conv.parameters()), verbose=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"initial_epoch": 1.5}, r"initial_epoch must be a whole number"),
+    ({"batch_size": True}, r"batch_size must be a positive whole number, got True"),
+    ({"epochs": True}, r"epochs must be a whole number .* got True"),
+    ({"x": (row for row in range(3))}, r"fit: x is a generator; .* take arrays"),
+    ({"y": np.full((1797, 10), -0.1)}, r"probability targets must be >= 0"),
+    ({"drop_last": "yes"}, r"drop_last must be True or False"),
+])
+def test_fit_arguments_of_the_wrong_kind_are_value_errors(digits, kwargs, message):
+    x, y = digits
+    model = mlp()
+    args = {"x": x, "y": y, "loss": losses.CrossEntropy(), "epochs": 2,
+            "optimizer": optim.Adam(model.parameters()), "verbose": False, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        model.fit(args.pop("x"), args.pop("y"), **args)
