@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import io
 from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
-from .layer import Layer, check_flag, check_number, default_rng, get_default_dtype
+from .layer import Layer, check_flag, default_rng, get_default_dtype
 from .layers import BatchNorm
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer
@@ -298,8 +298,11 @@ class Trainable(Layer):
             raise ValueError(f"fit: the optimizer holds {some}, so training would not change "
                              f"the model (was the model rebuilt after the optimizer?); build "
                              f"the optimizer from this model's parameters()")
-        check_number("fit", "epochs", epochs, integer=True, low=0)
-        check_number("fit", "initial_epoch", initial_epoch, integer=True, low=0, high=epochs)
+        if not _whole(epochs) or epochs < 0:
+            raise ValueError(f"fit: epochs must be a whole number >= 0, got {epochs!r}")
+        if not _whole(initial_epoch) or not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"fit: initial_epoch must be a whole number in [0, "
+                             f"epochs={epochs}], got {initial_epoch!r}")
 
     def _check_last_batch(self, n: int, batch_size: int, drop_last: bool) -> None:
         """BatchNorm in training needs two values per channel; a last batch of one sample
@@ -527,9 +530,12 @@ def _check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> Non
                                  f"they must match")
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or \
-            batch_size <= 0:
+    if not _whole(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
 
 

@@ -48,31 +48,16 @@ def _write_zip(path, members):
         for name, content in members.items():
             if isinstance(content, bytes):
                 z.writestr(name, content)
-    if not any(isinstance(c, tuple) for c in members.values()):
-        return path
-    # Pre-deflated members are appended by hand: zipfile cannot take compressed bytes.
-    with open(path, "rb") as f:
-        plain = zipfile.ZipFile(f)
-        stored = {i.filename: plain.read(i) for i in plain.infolist()}
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for name, content in stored.items():
-            z.writestr(name, content)
-        for name, content in members.items():
-            if isinstance(content, tuple):
-                body, crc, size = content
-                info = zipfile.ZipInfo(name)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.header_offset = z.fp.tell()
-                info.CRC, info.compress_size, info.file_size = crc, len(body), size
-                info.flag_bits = 0
-                z.fp.write(info.FileHeader(zip64=False))
-                z.fp.write(body)
-                z.start_dir = z.fp.tell()
-                z.filelist.append(info)
-                z.NameToInfo[name] = info
-    with open(path, "wb") as f:
-        f.write(out.getvalue())
+                continue
+            body, crc, size = content  # zipfile takes no compressed bytes: a record by hand
+            info = zipfile.ZipInfo(name)
+            info.compress_type, info.header_offset = zipfile.ZIP_DEFLATED, z.fp.tell()
+            info.CRC, info.compress_size, info.file_size = crc, len(body), size
+            z.fp.write(info.FileHeader(zip64=False))
+            z.fp.write(body)
+            z.start_dir = z.fp.tell()
+            z.filelist.append(info)
+            z.NameToInfo[name] = info
     return path
 
 
