@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .curves import plot_history
+
 
 def in_notebook() -> bool:
     """Whether this process is a Jupyter kernel (where output is drawn in a notebook)."""
@@ -54,7 +56,6 @@ class History(Callback):
 
     def plot(self, metrics: list[str] | None = None, *, ax: Any = None) -> Any:
         """The training curves: ``nnlite.plot.plot_history(self, metrics, ax=ax)``."""
-        from .plot import plot_history
         return plot_history(self, metrics, ax=ax)
 
     def __repr__(self) -> str:

@@ -38,6 +38,10 @@ class Symbol:
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype | None, node: Node):
         self.shape, self.dtype, self.node = tuple(shape), dtype, node
 
+    def call_layer(self, layer: Layer, x: Symbol | Sequence[Symbol]) -> Any:
+        """What ``layer(x)`` means on symbolic values: a new node (``connect``)."""
+        return connect(layer, x)
+
     def __repr__(self) -> str:
         source = "Input" if self.node.layer is None else type(self.node.layer).__name__
         return f"<Symbol shape={(None, *self.shape)} from {source}>"

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import state as state_dicts
+
 _generator = np.random.default_rng()
 _default_dtype = np.dtype(np.float32)
 #: Bytes that layers may still allocate for parameters and buffers (None: no limit);
@@ -242,12 +244,11 @@ class Layer:
 
     def __call__(self, x: Any) -> Any:
         """``forward(x)`` on arrays; on symbolic values (``nnlite.Input``), a new node of a
-        graph, whose output is symbolic too (see ``nnlite.Model``)."""
-        from .graph import Symbol, connect
-
-        if isinstance(x, Symbol) or (isinstance(x, (list, tuple)) and
-                                     any(isinstance(v, Symbol) for v in x)):
-            return connect(self, x)
+        graph, whose output is symbolic too: a symbolic value knows how a layer is called
+        on it (``call_layer``, see ``nnlite.graph``), so the contract knows no graphs."""
+        for v in x if isinstance(x, (list, tuple)) else (x,):
+            if hasattr(v, "call_layer"):
+                return v.call_layer(self, x)
         return self.forward(x)
 
     # -- structure ----------------------------------------------------------------
@@ -339,14 +340,12 @@ class Layer:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer as ``{name: array}``, with the names and layouts
         PyTorch gives the same architecture (see ``nnlite.state``)."""
-        from .state import state_dict
-        return state_dict(self)
+        return state_dicts.state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:
         """Copy a state dict (PyTorch's names and layouts) in; returns
         ``(missing_keys, unexpected_keys)`` as torch does."""
-        from .state import load_state_dict
-        return load_state_dict(self, state, strict)
+        return state_dicts.load_state_dict(self, state, strict)
 
     def astype(self, dtype: Any) -> Layer:
         """Convert every parameter and floating buffer to ``dtype``, in place."""

@@ -1,4 +1,4 @@
-"""Pictures: training curves, Jacobians, images with their labels, first-layer weights.
+"""Pictures: training curves (from ``nnlite.curves``), Jacobians, images with their labels, first-layer weights.
 
 Every function draws on the Axes it is given (or on a new figure) and returns the
 matplotlib Figure, to show, save or compose. matplotlib is the optional extra ``plot``,
@@ -15,73 +15,11 @@ import numpy as np
 
 from .callbacks import Callback, History, in_notebook
 from .check import jacobian
+from .curves import panels, plot_history, pyplot
 from .layer import Layer
-from .sequential import Sequential
 
 #: Wrong predictions are drawn in this colour.
 WRONG = "tab:red"
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError('nnlite.plot needs matplotlib: pip install "nnlite[plot]"') from error
-    return plt
-
-
-def _axes(ax: Any, n: int, ncols: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
-    """``n`` Axes to draw on: those given (one Axes, or a sequence or array of them), or
-    a new figure's grid of ``ncols`` columns, ``size`` inches per panel."""
-    if ax is None:
-        rows = max(1, -(-n // ncols))
-        cols = max(1, min(n, ncols))
-        fig, grid = _pyplot().subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows),
-                                       squeeze=False, layout="constrained")
-        axes = list(grid.flat)
-        for extra in axes[n:]:
-            extra.set_axis_off()
-        return fig, axes[:n]
-    axes = list(np.ravel(np.array(ax, dtype=object)))
-    if len(axes) < n:
-        raise ValueError(f"{n} panels to draw, but ax holds only {len(axes)} Axes")
-    return axes[0].figure, axes[:n]
-
-
-def plot_history(history: History | Mapping[str, Sequence[float]],
-                 metrics: Sequence[str] | None = None, *, xlabel: str = "epoch",
-                 ax: Any = None) -> Any:
-    """One panel per metric: its training and validation curves against the epoch
-    (counting from 1), with the epoch of the lowest ``val_loss`` marked on each panel.
-    Any mapping of per-step lists draws the same way (``xlabel="step"``, say).
-
-    ``history`` is what ``fit`` returns (or its ``.history`` dict); ``metrics`` defaults
-    to every logged metric without its ``val_`` prefix, ``loss`` first.
-    """
-    logs = dict(history.history if isinstance(history, History) else history)
-    if metrics is None:
-        metrics = list(dict.fromkeys(k.removeprefix("val_") for k in logs))
-    metrics = list(metrics)
-    missing = [m for m in metrics if m not in logs and f"val_{m}" not in logs]
-    if missing or not metrics:
-        raise ValueError(f"plot_history: no {missing or 'metrics'} in the history; it "
-                         f"logged {sorted(logs)}")
-    first = (history.epoch[0] + 1) if isinstance(history, History) and history.epoch else 1
-    val_loss = logs.get("val_loss")
-    best = first + int(np.argmin(val_loss)) if val_loss else None
-    fig, axes = _axes(ax, len(metrics), 3, (4.0, 3.0))
-    for panel, metric in zip(axes, metrics):
-        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
-            if key in logs:
-                epochs = np.arange(first, first + len(logs[key]))
-                panel.plot(epochs, logs[key], marker=".", label=label)
-        if best is not None:
-            panel.axvline(best, color="0.5", linestyle="--", linewidth=1,
-                          label=f"lowest val_loss ({xlabel} {best})")
-        panel.set_xlabel(xlabel)
-        panel.set_title(metric)
-        panel.legend(fontsize="small")
-    return fig
 
 
 def _heatmap(panel: Any, matrix: np.ndarray, title: str) -> Any:
@@ -115,7 +53,7 @@ def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any =
     closely the product of the drawn factors equals J. Layers run in eval mode (no dropout).
     """
     x = _one_sample(x)
-    if chain and not isinstance(layer, Sequential):
+    if chain and not getattr(layer, "chain", False):
         raise ValueError(f"plot_jacobian(chain=True) draws a Sequential's layers; "
                          f"{type(layer).__name__} is not one")
     factors = list(layer.layers) if chain else []
@@ -130,7 +68,7 @@ def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any =
     finally:
         for m, mode in zip(layer.modules(), was_training):
             m.training = mode
-    fig, axes = _axes(ax, 1 + len(parts), 4, (3.2, 3.0))
+    fig, axes = panels(ax, 1 + len(parts), 4, (3.2, 3.0))
     if parts:
         product = parts[0]
         for j in parts[1:]:
@@ -179,7 +117,7 @@ def plot_images(images: np.ndarray, labels: Sequence[Any] | None = None,
     def name(k: Any) -> str:
         return str(class_names[int(k)]) if class_names is not None else str(k)
 
-    fig, axes = _axes(ax, n, ncols, (1.2, 1.45))
+    fig, axes = panels(ax, n, ncols, (1.2, 1.45))
     for i, panel in enumerate(axes):
         panel.imshow(images[i], cmap="gray_r" if images.ndim == 3 else None)
         panel.set_xticks([])
@@ -221,7 +159,7 @@ def plot_weights(linear: Layer, image_shape: Sequence[int], *, ncols: int = 8,
                          f"{int(np.prod(image_shape))} values, but each unit has "
                          f"{weight.shape[1]} inputs")
     units = weight[:max_units]
-    fig, axes = _axes(ax, len(units), ncols, (1.2, 1.3))
+    fig, axes = panels(ax, len(units), ncols, (1.2, 1.3))
     for k, (panel, row) in enumerate(zip(axes, units)):
         limit = float(np.abs(row).max()) or 1.0
         panel.imshow(row.reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -241,7 +179,7 @@ def save_figures(folder: str | os.PathLike, figures: Mapping[str, Any], dpi: int
     for name, fig in figures.items():
         paths.append(folder / f"{name}.png")
         fig.savefig(paths[-1], dpi=dpi)
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return paths
 
 
@@ -254,7 +192,7 @@ class LivePlot(Callback):
 
     def __init__(self, metrics: Sequence[str] | None = None):
         super().__init__()
-        _pyplot()
+        pyplot()
         self.metrics = metrics
         self.history = History()
         self.figure: Any = None
@@ -270,5 +208,5 @@ class LivePlot(Callback):
         self.figure = plot_history(self.history, self.metrics)
         clear_output(wait=True)
         display(self.figure)
-        _pyplot().close(self.figure)  # shown once, not again by the inline backend
+        pyplot().close(self.figure)  # shown once, not again by the inline backend
 

@@ -16,9 +16,11 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from .archive import atomic_write
-from .layer import Layer
 from .validate import checked
 
+#: A ``nnlite.Layer``: this module sits below the layer contract (whose ``state_dict``
+#: methods call it), so it walks layers without importing them.
+Layer = Any
 #: safetensors' dtypes as NumPy reads them (little-endian); BF16 is widened to float32.
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
            "I32": "<i4", "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",

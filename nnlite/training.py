@@ -28,6 +28,7 @@ from .layer import Layer, check_flag, default_rng, get_default_dtype
 from .layers import BatchNorm
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer
+from .state import load_weights, save_weights
 
 
 def _interactive() -> bool:
@@ -429,12 +430,10 @@ class Trainable(Layer):
 
     def save_weights(self, path: str | os.PathLike) -> None:
         """Write the state dict to ``path`` as a safetensors file (what PyTorch reads)."""
-        from .state import save_weights
         save_weights(self, path)
 
     def load_weights(self, path: str | os.PathLike, strict: bool = True) -> Any:
         """Read a safetensors file of PyTorch's names and layouts into this model."""
-        from .state import load_weights
         return load_weights(self, path, strict)
 
 
