@@ -1,7 +1,8 @@
 """What a loaded file may cost: arrays held to the file's size, probes held to a budget.
 
-``load`` builds a file's architecture inside ``allocation_budget`` (``nnlite.layer``), so
-its layers may allocate no more than the arrays the file holds. It then probes the model
+``load`` builds a file's architecture inside ``allocation_budget``: the built-in layers make
+their parameters and buffers with ``new_array``, so they may allocate no more than the
+arrays the file holds. It then probes the model
 once, on one sample of zeros of each recorded input shape, to find layers that no longer
 fit together. The probe runs inside ``probe_budget``: every layer call is charged, before
 it runs, an upper bound on the values it allocates and the steps it takes (``cost``), and a
@@ -17,8 +18,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import layers as L
-from .layer import Layer
 
 #: The probe budget of a small model, in values (16 MiB of float32).
 PROBE_FLOOR = 1 << 22
@@ -27,7 +26,35 @@ CALL = 1 << 8
 #: What one time step of a recurrent layer costs beyond its arrays, in values.
 STEP = 1 << 9
 
+#: Bytes that layers may still allocate for parameters and buffers (None: no limit);
+#: ``load`` sets it to what the file holds, so a file cannot declare a huge layer.
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget",
+                                                                          default=None)
 _left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("probe", default=None)
+
+
+@contextmanager
+def allocation_budget(nbytes: int) -> Iterator[None]:
+    """While active, ``new_array`` refuses to allocate more than ``nbytes`` in all."""
+    token = _budget.set([int(nbytes)])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def new_array(shape: tuple[int, ...], dtype: Any, fill: float = 0.0) -> np.ndarray:
+    """An array for a parameter or buffer, filled with ``fill``; the built-in layers make
+    theirs with it, so that a loaded file's architecture is held to the arrays it has."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    budget = _budget.get()
+    if budget is not None:
+        if nbytes > budget[0]:
+            raise ValueError(f"it declares an array of shape {tuple(shape)} ({nbytes:,} bytes), "
+                             f"more than the file holds")
+        budget[0] -= nbytes
+    return np.full(shape, fill, dtype)
 
 
 @contextmanager
@@ -40,7 +67,7 @@ def probe_budget(values: int) -> Iterator[None]:
         _left.reset(token)
 
 
-def probe(layer: Layer, x: Any) -> Any:
+def probe(layer: Any, x: Any) -> Any:
     """``layer.forward(x)``, with each call charged first while a budget is active; a
     Sequential's layers are run (and charged) one by one."""
     if getattr(layer, "chain", False):
@@ -68,24 +95,25 @@ def charge(values: int, what: str) -> None:
         left[0] -= values
 
 
-def cost(layer: Layer, shapes: list[tuple[int, ...]]) -> int:
+def cost(layer: Any, shapes: list[tuple[int, ...]]) -> int:
     """An upper bound, in values, on what one forward call of a built-in layer allocates
     (and, for recurrent layers, the steps it takes); for other layers, a few times its
-    inputs."""
+    inputs. nnlite's layers are told by name (this module sits below them)."""
     size = sum(math.prod(s) for s in shapes)
     shape = shapes[0]
-    if isinstance(layer, L.Linear):
+    kind = type(layer).__name__ if type(layer).__module__.startswith("nnlite.layers.") else ""
+    if kind == "Linear":
         return CALL + size + 2 * size // max(shape[-1], 1) * layer.out_features
-    if isinstance(layer, L.Conv2D) and len(shape) == 4:
+    if kind == "Conv2D" and len(shape) == 4:
         (n, c, h, w), (ph, pw), (kh, kw) = shape, layer.padding, layer.kernel_size
         padded = n * (h + 2 * ph) * (w + 2 * pw)  # the padded input, its rows, the output
         return CALL + size + padded * (c * (kh * kw + 2) + layer.out_channels)
-    if isinstance(layer, L.MultiHeadAttention) and len(shape) == 3:
+    if kind == "MultiHeadAttention" and len(shape) == 3:
         n, t, e = shape
         return CALL + 8 * size + 3 * n * layer.num_heads * t * t
-    if isinstance(layer, L.LSTM | L.GRU) and len(shape) == 3:
+    if kind in ("LSTM", "GRU") and len(shape) == 3:
         n, t, _ = shape
         return CALL + size + t * (STEP + 8 * n * layer.hidden_size)
-    if isinstance(layer, L.Embedding):
+    if kind == "Embedding":
         return CALL + size * (1 + layer.embedding_dim)
     return CALL + 4 * size

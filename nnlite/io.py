@@ -26,7 +26,9 @@ import numpy as np
 from . import layers, optim
 from .archive import HEADER, Archive, atomic_write
 from .budget import charge, probe, probe_budget
-from .layer import LAYER_CLASSES, Layer, allocation_budget, check_number, class_key
+from .budget import allocation_budget
+from .layer import LAYER_CLASSES, Layer, class_key
+from .validate import check_number
 from .validate import checked
 
 FORMAT = "nnlite"

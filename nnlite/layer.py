@@ -9,10 +9,8 @@ gradients, one per input, from ``backward``.
 """
 from __future__ import annotations
 
-import contextvars
 import inspect
 import math
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,10 +19,6 @@ from . import state as state_dicts
 
 _generator = np.random.default_rng()
 _default_dtype = np.dtype(np.float32)
-#: Bytes that layers may still allocate for parameters and buffers (None: no limit);
-#: ``load`` sets it to what the file holds, so a file cannot declare a huge layer.
-_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget",
-                                                                          default=None)
 
 #: Every Layer subclass by ``"module:qualified name"``, so ``load`` can rebuild saved
 #: models without importing (or executing) anything named in a file.
@@ -73,56 +67,6 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     if resolved is None or not np.issubdtype(resolved, np.floating):
         raise ValueError(f"parameters need a floating dtype such as 'float32', got {dtype!r}")
     return resolved
-
-
-@contextmanager
-def allocation_budget(nbytes: int) -> Iterator[None]:
-    """While active, ``new_array`` refuses to allocate more than ``nbytes`` in all."""
-    token = _budget.set([int(nbytes)])
-    try:
-        yield
-    finally:
-        _budget.reset(token)
-
-
-def new_array(shape: tuple[int, ...], dtype: Any, fill: float = 0.0) -> np.ndarray:
-    """An array for a parameter or buffer, filled with ``fill``; the built-in layers make
-    theirs with it, so that a loaded file's architecture is held to the arrays it has."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    budget = _budget.get()
-    if budget is not None:
-        if nbytes > budget[0]:
-            raise ValueError(f"it declares an array of shape {tuple(shape)} ({nbytes:,} bytes), "
-                             f"more than the file holds")
-        budget[0] -= nbytes
-    return np.full(shape, fill, dtype)
-
-
-def check_number(owner: str, name: str, value: Any, *, integer: bool = False,
-                 low: float | None = None, high: float | None = None,
-                 open_high: bool = False) -> Any:
-    """``value`` if it is a (whole, with ``integer``) number within [low, high] (or
-    [low, high)), else a ValueError naming the layer and the argument."""
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_)) and \
-        (isinstance(value, (int, np.integer)) or math.isfinite(value)) and \
-        (low is None or value >= low) and \
-        (high is None or (value < high if open_high else value <= high))
-    if not ok:
-        kind = "a whole number" if integer else "a number"
-        bounds = "" if low is None and high is None else " in " + (
-            f"[{low}, " if low is not None else "(-inf, ") + (
-            f"{high}{')' if open_high else ']'}" if high is not None else "inf)")
-        raise ValueError(f"{owner}: {name} must be {kind}{bounds}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def check_flag(owner: str, name: str, value: Any) -> bool:
-    """``value`` if it is a bool, else a ValueError naming the layer and the argument."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 class Parameter:

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .callbacks import Callback
-from .layer import Parameter, check_flag, check_number
+from .layer import Parameter
+from .validate import check_flag, check_number
 
 
 #: Adam updates the flat arrays in blocks of this many values (1 MiB of float32 each), so

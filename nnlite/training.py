@@ -24,7 +24,8 @@ from tqdm import tqdm
 from . import io
 from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
-from .layer import Layer, check_flag, default_rng, get_default_dtype
+from .layer import Layer, default_rng, get_default_dtype
+from .validate import check_flag
 from .layers import BatchNorm
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer

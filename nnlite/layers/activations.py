@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layer import Layer, check_number
+from ..layer import Layer
+from ..validate import check_number
 
 
 class ReLU(Layer):

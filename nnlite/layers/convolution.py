@@ -11,8 +11,9 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..layer import (Layer, Parameter, check_flag, check_number, default_rng, new_array,
-                     resolve_dtype)
+from ..budget import new_array
+from ..layer import Layer, Parameter, default_rng, resolve_dtype
+from ..validate import check_flag, check_number
 
 
 def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1

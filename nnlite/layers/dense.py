@@ -5,8 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from ..layer import (Layer, Parameter, check_flag, check_number, default_rng, new_array,
-                     resolve_dtype)
+from ..budget import new_array
+from ..layer import Layer, Parameter, default_rng, resolve_dtype
+from ..validate import check_flag, check_number
 
 
 class Linear(Layer):

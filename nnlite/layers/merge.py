@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..layer import Layer, check_number
+from ..layer import Layer
+from ..validate import check_number
 
 
 class _Merge(Layer):

@@ -5,7 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from ..layer import Layer, Parameter, check_flag, check_number, new_array, resolve_dtype
+from ..budget import new_array
+from ..layer import Layer, Parameter, resolve_dtype
+from ..validate import check_flag, check_number
 
 
 class BatchNorm(Layer):

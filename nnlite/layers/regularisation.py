@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..layer import Layer, check_number, default_rng
+from ..layer import Layer, default_rng
+from ..validate import check_number
 
 
 class Dropout(Layer):
