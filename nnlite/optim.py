@@ -1,21 +1,22 @@
-"""Optimizers, learning-rate schedules and gradient clipping.
+"""Optimizers and gradient clipping (learning-rate schedules are in ``nnlite.schedules``,
+re-exported here).
 
-Update rules are those documented for ``torch.optim``. An optimizer keeps all
-its parameters in one contiguous array (``Parameter.data`` and ``.grad``
-become views into it), so a step is a few whole-array operations however
-many layers there are. Parameters stay the truth: if a user assigns a new
-array to ``param.data`` or ``param.grad``, or another optimizer takes the
-parameters over, the next step copies the new values in first.
+Update rules are those documented for ``torch.optim``: each optimizer's ``_update`` is its
+formula on one array of parameters and its gradient, and each step runs it once per
+parameter group on the group's flat store (``nnlite.flat``), so a step is a few
+whole-array operations however many layers there are.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
-from .callbacks import Callback
+from .flat import Group
 from .layer import Parameter
+from .schedules import (CosineAnnealingLR, LambdaLR, LRScheduler, StepLR,  # noqa: F401
+                        WarmupCosineLR)
 from .validate import check_flag, check_number
 
 
@@ -23,93 +24,6 @@ from .validate import check_flag, check_number
 #: that a model larger than the cache streams each array from memory once per step, not
 #: once per pass. A smaller model is one block.
 BLOCK = 1 << 18
-
-
-class _FlatStore:
-    """One contiguous data array and one grad array with a view per parameter."""
-
-    def __init__(self, params: list[Parameter]):
-        dtypes = {p.data.dtype for p in params}
-        if len(dtypes) > 1:
-            raise ValueError(f"optimizer: parameters have different dtypes "
-                             f"({', '.join(sorted(map(str, dtypes)))}); convert the model with "
-                             f"model.astype(...) first")
-        self.params = params
-        self.dtype = dtypes.pop()
-        self.shapes = [p.data.shape for p in params]
-        total = sum(p.data.size for p in params)
-        self.data = np.empty(total, self.dtype)
-        self.grad = np.empty(total, self.dtype)
-        self.data_views, self.grad_views = [], []
-        offset = 0
-        for p, shape in zip(params, self.shapes):
-            n = p.data.size
-            self.data_views.append(self.data[offset:offset + n].reshape(shape))
-            self.grad_views.append(self.grad[offset:offset + n].reshape(shape))
-            offset += n
-        for i in range(len(params)):
-            self._adopt(i, data=True, grad=True)
-
-    def _adopt(self, i: int, data: bool, grad: bool) -> None:
-        p, shape = self.params[i], self.shapes[i]
-        for wanted, name, view in ((data, "data", self.data_views[i]),
-                                   (grad, "grad", self.grad_views[i])):
-            if not wanted:
-                continue
-            value = getattr(p, name)
-            if np.shape(value) != shape:
-                raise ValueError(f"optimizer: parameter {i} changed shape from {shape} to "
-                                 f"{np.shape(value)}; build a new optimizer for the new model")
-            if np.asarray(value).dtype != self.dtype:
-                raise ValueError(f"optimizer: parameter {i} changed dtype from {self.dtype} to "
-                                 f"{np.asarray(value).dtype} (model.astype?); build a new "
-                                 f"optimizer for the converted model")
-            view[...] = value
-            setattr(p, name, view)
-
-    def sync(self) -> None:
-        """Copy in any array a user (or another optimizer) put on a parameter."""
-        for i, p in enumerate(self.params):
-            stale_data = p.data is not self.data_views[i]
-            stale_grad = p._grad is not self.grad_views[i]
-            if stale_data or stale_grad:
-                self._adopt(i, stale_data, stale_grad)
-
-    def zero_grad(self) -> None:
-        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
-        for p in self.params:
-            p.zero_grad()
-
-    def grads(self) -> np.ndarray:
-        """The flat gradient array, with any pending zeros written."""
-        for p in self.params:
-            if p._zero_pending:  # a parameter backward did not reach
-                p.write_pending_zeros()
-        return self.grad
-
-
-class _Group:
-    """One parameter group: its hyper-parameters (the dict in ``param_groups``), one flat
-    store of its parameters, its state arrays and a scratch array of the same size."""
-
-    def __init__(self, hyper: dict[str, Any]):
-        self.hyper = hyper
-        self.store = _FlatStore(hyper["params"])
-        self.state: dict[str, np.ndarray] = {}
-        self.scratch = np.empty_like(self.store.data)
-
-    def buffer(self, name: str) -> np.ndarray:
-        if name not in self.state:
-            self.state[name] = np.zeros_like(self.store.data)
-        return self.state[name]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Views into the flat store do not survive pickling or deepcopy: rebuild them.
-        return {"hyper": self.hyper, "state": self.state}
-
-    def __setstate__(self, saved: dict[str, Any]) -> None:
-        self.__init__(saved["hyper"])
-        self.state = saved["state"]
 
 
 class Optimizer:
@@ -158,7 +72,7 @@ class Optimizer:
         self.max_grad_norm = max_grad_norm
         self.params = [p for g in self.param_groups for p in g["params"]]
         self.steps = 0
-        self._groups = [_Group(g) for g in self.param_groups]
+        self._groups = [Group(g) for g in self.param_groups]
         dtypes = {g.store.dtype for g in self._groups}
         if len(dtypes) > 1:
             raise ValueError(f"optimizer: parameter groups have different dtypes "
@@ -219,10 +133,10 @@ class Optimizer:
         for group, grad in zip(self._groups, grads):
             self._update(group, group.store.data, grad)
 
-    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _decayed(self, group: _Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _decayed(self, group: Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
         """g + weight_decay · p (L2 coupled into the gradient), without touching .grad."""
         decay = group.hyper["weight_decay"]
         if not decay:
@@ -307,7 +221,7 @@ class SGD(Optimizer):
     def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if hyper["momentum"] else ()
 
-    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
         g = self._decayed(group, p, g)
         if h["momentum"]:
@@ -350,7 +264,7 @@ class Adam(Optimizer):
                                             open_high=True) for b in betas)
         _positive(self, "eps", group["eps"])
 
-    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
         (b1, b2), lr, t = h["betas"], h["lr"], self.steps
         if self.decoupled:
@@ -410,7 +324,7 @@ class RMSprop(Optimizer):
     def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
         return ("square_avg",) + (("momentum_buffer",) if hyper["momentum"] else ())
 
-    def _update(self, group: _Group, p: np.ndarray, g: np.ndarray) -> None:
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
         g = self._decayed(group, p, g)
         v, tmp = group.buffer("square_avg"), group.scratch
@@ -440,115 +354,6 @@ def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:
         for p in params:
             p.grad *= max_norm / (norm + 1e-6)
     return norm
-
-
-class LRScheduler(Callback):
-    """Sets each group's learning rate from the count of epochs (or, with ``per_batch``,
-    of batches) done: ``lr = lr_at(count, the group's initial lr)``; ``step()`` counts one.
-
-    It is also a Callback: pass it to ``fit(callbacks=[...])`` and it steps itself, after
-    every epoch, or after every batch for a per-batch schedule.
-    """
-
-    per_batch = False
-
-    def __init__(self, optimizer: Optimizer):
-        super().__init__()
-        self.optimizer = optimizer
-        self.last_epoch = 0
-
-    def lr_at(self, count: int, base_lr: float) -> float:
-        raise NotImplementedError
-
-    @property
-    def base_lr(self) -> float:
-        return self.optimizer.initial_lr
-
-    def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.last_epoch, group["initial_lr"])
-
-    def step(self) -> None:
-        self.last_epoch += 1
-        self._apply()
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.per_batch:  # every optimizer step is a batch done, across epochs and resumes
-            self.last_epoch = self.optimizer.steps
-        else:
-            self.last_epoch = self.model.initial_epoch if self.model is not None else 0
-        self._apply()
-
-    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.per_batch:
-            self.step()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not self.per_batch:
-            self.step()
-
-
-class StepLR(LRScheduler):
-    """lr = base_lr · γ^⌊epoch / step_size⌋."""
-
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        super().__init__(optimizer)
-        self.step_size, self.gamma = int(step_size), float(gamma)
-
-    def lr_at(self, count: int, base_lr: float) -> float:
-        return base_lr * self.gamma ** (count // self.step_size)
-
-
-class CosineAnnealingLR(LRScheduler):
-    """lr = η_min + ½(base_lr − η_min)(1 + cos(π · epoch / T_max))."""
-
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
-        super().__init__(optimizer)
-        self.T_max, self.eta_min = int(T_max), float(eta_min)
-
-    def lr_at(self, count: int, base_lr: float) -> float:
-        return self.eta_min + 0.5 * (base_lr - self.eta_min) * (
-            1 + math.cos(math.pi * count / self.T_max))
-
-
-class LambdaLR(LRScheduler):
-    """lr = base_lr · lr_lambda(batches done), as ``torch.optim.lr_scheduler.LambdaLR``;
-    as a ``fit`` callback it steps after every batch, counting across epochs."""
-
-    per_batch = True
-
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float]):
-        super().__init__(optimizer)
-        self.lr_lambda = lr_lambda
-
-    def lr_at(self, count: int, base_lr: float) -> float:
-        return base_lr * self.lr_lambda(count)
-
-
-class WarmupCosineLR(LRScheduler):
-    """Per batch, as nanoGPT: linear warmup, lr = base_lr·(t + 1)/(warmup_steps + 1) for
-    t < warmup_steps; then cosine decay to ``min_lr`` at ``total_steps``,
-    lr = min_lr + ½(base_lr − min_lr)(1 + cos(π·(t − warmup)/(total − warmup)));
-    ``min_lr`` after that. t counts the batches done."""
-
-    per_batch = True
-
-    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int,
-                 min_lr: float = 0.0):
-        super().__init__(optimizer)
-        if not 0 <= warmup_steps < total_steps:
-            raise ValueError(f"WarmupCosineLR: need 0 <= warmup_steps < total_steps, got "
-                             f"{warmup_steps} and {total_steps}")
-        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
-        self.min_lr = float(min_lr)
-
-    def lr_at(self, count: int, base_lr: float) -> float:
-        if count < self.warmup_steps:
-            return base_lr * (count + 1) / (self.warmup_steps + 1)
-        if count > self.total_steps:
-            return self.min_lr
-        ratio = (count - self.warmup_steps) / (self.total_steps - self.warmup_steps)
-        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * ratio))
 
 
 def _positive(owner: object, name: str, value: float) -> None:

@@ -1,0 +1,103 @@
+"""The flat store: one contiguous array of a parameter group's values, one of its gradients.
+
+An optimizer's update reads per parameter (``Optimizer.update``); running it on each group's
+flat arrays instead runs the same formula once, in a few whole-array operations, however
+many layers there are. ``Parameter.data`` and ``.grad`` become views into the store.
+Parameters stay the truth: if a user assigns a new array to ``param.data`` or
+``param.grad``, or another optimizer takes the parameters over, ``sync`` copies the new
+values in before the next step.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .layer import Parameter
+
+
+class FlatStore:
+    """One contiguous data array and one grad array with a view per parameter."""
+
+    def __init__(self, params: list[Parameter]):
+        dtypes = {p.data.dtype for p in params}
+        if len(dtypes) > 1:
+            raise ValueError(f"optimizer: parameters have different dtypes "
+                             f"({', '.join(sorted(map(str, dtypes)))}); convert the model with "
+                             f"model.astype(...) first")
+        self.params = params
+        self.dtype = dtypes.pop()
+        self.shapes = [p.data.shape for p in params]
+        total = sum(p.data.size for p in params)
+        self.data = np.empty(total, self.dtype)
+        self.grad = np.empty(total, self.dtype)
+        self.data_views, self.grad_views = [], []
+        offset = 0
+        for p, shape in zip(params, self.shapes):
+            n = p.data.size
+            self.data_views.append(self.data[offset:offset + n].reshape(shape))
+            self.grad_views.append(self.grad[offset:offset + n].reshape(shape))
+            offset += n
+        for i in range(len(params)):
+            self._adopt(i, data=True, grad=True)
+
+    def _adopt(self, i: int, data: bool, grad: bool) -> None:
+        p, shape = self.params[i], self.shapes[i]
+        for wanted, name, view in ((data, "data", self.data_views[i]),
+                                   (grad, "grad", self.grad_views[i])):
+            if not wanted:
+                continue
+            value = getattr(p, name)
+            if np.shape(value) != shape:
+                raise ValueError(f"optimizer: parameter {i} changed shape from {shape} to "
+                                 f"{np.shape(value)}; build a new optimizer for the new model")
+            if np.asarray(value).dtype != self.dtype:
+                raise ValueError(f"optimizer: parameter {i} changed dtype from {self.dtype} to "
+                                 f"{np.asarray(value).dtype} (model.astype?); build a new "
+                                 f"optimizer for the converted model")
+            view[...] = value
+            setattr(p, name, view)
+
+    def sync(self) -> None:
+        """Copy in any array a user (or another optimizer) put on a parameter."""
+        for i, p in enumerate(self.params):
+            stale_data = p.data is not self.data_views[i]
+            stale_grad = p._grad is not self.grad_views[i]
+            if stale_data or stale_grad:
+                self._adopt(i, stale_data, stale_grad)
+
+    def zero_grad(self) -> None:
+        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
+        for p in self.params:
+            p.zero_grad()
+
+    def grads(self) -> np.ndarray:
+        """The flat gradient array, with any pending zeros written."""
+        for p in self.params:
+            if p._zero_pending:  # a parameter backward did not reach
+                p.write_pending_zeros()
+        return self.grad
+
+
+class Group:
+    """One parameter group: its hyper-parameters (the dict in ``param_groups``), one flat
+    store of its parameters, its state arrays and a scratch array of the same size."""
+
+    def __init__(self, hyper: dict[str, Any]):
+        self.hyper = hyper
+        self.store = FlatStore(hyper["params"])
+        self.state: dict[str, np.ndarray] = {}
+        self.scratch = np.empty_like(self.store.data)
+
+    def buffer(self, name: str) -> np.ndarray:
+        if name not in self.state:
+            self.state[name] = np.zeros_like(self.store.data)
+        return self.state[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Views into the flat store do not survive pickling or deepcopy: rebuild them.
+        return {"hyper": self.hyper, "state": self.state}
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__init__(saved["hyper"])
+        self.state = saved["state"]
