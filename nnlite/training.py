@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from typing import Any, Iterable, Iterator, Sequence
@@ -25,11 +23,13 @@ from . import io
 from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
-from .validate import check_flag
 from .layers import BatchNorm
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer
+from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
+from .validate import (as_array, as_list, check_batch_size, check_finite, check_flag,
+                       check_lengths, data_name, whole)
 
 
 def _interactive() -> bool:
@@ -83,7 +83,7 @@ class Trainable(Layer):
         """The model's outputs for ``x``, computed in eval mode, ``batch_size`` rows at a time
         (one array, or a list of one array per output)."""
         xs = self._as_inputs(x, "predict")
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         was_training = self.training
         self.eval()
         try:
@@ -114,7 +114,7 @@ class Trainable(Layer):
         ``output_i_loss`` (and ``output_i_accuracy``).
         """
         xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
-        _check_lengths(xs, ys, "evaluate")
+        check_lengths(xs, ys, "evaluate")
         for metric in metrics or ():
             if metric != "accuracy":
                 raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
@@ -187,12 +187,12 @@ class Trainable(Layer):
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         cbs = CallbackList([*callbacks, history], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
-        interrupted = _InterruptFlag()
+        interrupted = InterruptFlag()
         self.train()
         cbs.on_train_begin()
         try:
             self.input_grad = False  # nobody uses dL/dx of the data
-            snapshot = _Snapshot(self, optimizer)
+            snapshot = Snapshot(self, optimizer)
             with interrupted:
                 for epoch in range(initial_epoch, epochs):
                     rng = np.random.default_rng([seed, epoch])
@@ -288,21 +288,22 @@ class Trainable(Layer):
         return logs
 
     def _check_fit_args(self, optimizer, epochs, batch_size, initial_epoch) -> None:
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"fit: optimizer must be an nnlite optimizer such as "
                              f"nnlite.optim.Adam(model.parameters()), got {optimizer!r}")
         mine = {id(p) for p in self.parameters()}
         foreign = [p for p in optimizer.params if id(p) not in mine]
         if foreign:
-            some = "none of this model's parameters" if len(foreign) == len(optimizer.params) \
-                else f"{len(foreign)} parameter(s) this model does not have, such as {foreign[0]!r}"
+            some = (f"{len(foreign)} parameter(s) this model does not have, such as "
+                    f"{foreign[0]!r}") if len(foreign) < len(optimizer.params) else \
+                "none of this model's parameters"
             raise ValueError(f"fit: the optimizer holds {some}, so training would not change "
                              f"the model (was the model rebuilt after the optimizer?); build "
                              f"the optimizer from this model's parameters()")
-        if not _whole(epochs) or epochs < 0:
+        if not whole(epochs) or epochs < 0:
             raise ValueError(f"fit: epochs must be a whole number >= 0, got {epochs!r}")
-        if not _whole(initial_epoch) or not 0 <= initial_epoch <= epochs:
+        if not whole(initial_epoch) or not 0 <= initial_epoch <= epochs:
             raise ValueError(f"fit: initial_epoch must be a whole number in [0, "
                              f"epochs={epochs}], got {initial_epoch!r}")
 
@@ -322,13 +323,13 @@ class Trainable(Layer):
                     what: str) -> None:
         """Lengths, finiteness and shapes of data for ``fit`` (or its validation data),
         checked before any training: a one-row probe through the model."""
-        _check_lengths(xs, ys, what)
+        check_lengths(xs, ys, what)
         for i, v in enumerate(xs):
             if np.issubdtype(v.dtype, np.floating):
-                _check_finite(v, f"{what}: {_name('x', i, len(xs))}")
+                check_finite(v, f"{what}: {data_name('x', i, len(xs))}")
         for i, t in enumerate(ys):
             if np.issubdtype(t.dtype, np.floating):
-                _check_finite(t, f"{what}: {_name('y', i, len(ys))}")
+                check_finite(t, f"{what}: {data_name('y', i, len(ys))}")
         probes = [v[:1] for v in xs]
         try:
             outs = self._forward_list(probes, eval_mode=True)
@@ -360,23 +361,21 @@ class Trainable(Layer):
         """The inputs as a list of arrays, cast once: floating ones to the model's dtype (a
         float array of that dtype is not copied), integer ones (token ids) kept."""
         dtypes = self.input_dtypes
-        xs = _as_list(x, len(dtypes), what, "x", "inputs")
+        xs = as_list(x, len(dtypes), what, "x", "inputs")
         out = []
         for i, (v, dtype) in enumerate(zip(xs, dtypes)):
-            v = _as_array(v, None if dtype else self.dtype, f"{what}: {_name('x', i, len(xs))}")
-            if dtype is None:
-                out.append(v)
-                continue
-            if v.dtype.kind not in "iu":
-                raise ValueError(f"{what}: {_name('x', i, len(xs))} must hold integer ids "
-                                 f"({dtype}), got {v.dtype}")
+            where = f"{what}: {data_name('x', i, len(xs))}"
+            v = as_array(v, None if dtype else self.dtype, where)
+            if dtype is not None and v.dtype.kind not in "iu":
+                raise ValueError(f"{where} must hold integer ids ({dtype}), got {v.dtype}")
             out.append(v)
         self.__dict__["input_shapes"] = [v.shape[1:] for v in out]  # saved: a load-time probe
         return out
 
     def _as_targets(self, y: Any, what: str) -> list[np.ndarray]:
-        ys = _as_list(y, self.n_outputs, what, "y", "outputs")
-        return [_as_array(t, None, f"{what}: {_name('y', i, len(ys))}") for i, t in enumerate(ys)]
+        ys = as_list(y, self.n_outputs, what, "y", "outputs")
+        return [as_array(t, None, f"{what}: {data_name('y', i, len(ys))}")
+                for i, t in enumerate(ys)]
 
     def _losses(self, loss: Any) -> list[Loss]:
         k = self.n_outputs
@@ -438,117 +437,9 @@ class Trainable(Layer):
         return load_weights(self, path, strict)
 
 
-class _Snapshot:
-    """Copies of the model's weights and buffers and the optimizer's state, to roll back to."""
-
-    def __init__(self, model: Trainable, optimizer: Optimizer):
-        self.model, self.optimizer, self.epoch = model, optimizer, model.initial_epoch
-        self.take()
-
-    def take(self) -> bool:
-        """Record the current state if every weight is finite; return whether it was."""
-        params = [p.data.copy() for p in self.model.parameters()]
-        if not all(np.isfinite(p).all() for p in params):
-            return False
-        self.params = params
-        self.buffers = [b.copy() for _, b in self.model.named_buffers()]
-        self.state = {k: v.copy() for k, v in self.optimizer.state.items()}
-        self.steps = self.optimizer.steps
-        self.lrs = [g["lr"] for g in self.optimizer.param_groups]
-        return True
-
-    def restore(self) -> None:
-        for p, saved in zip(self.model.parameters(), self.params):
-            p.data[...] = saved
-        for (_, owner, attr), saved in zip(self.model._buffer_slots(), self.buffers):
-            getattr(owner, attr)[...] = saved
-        for k, v in self.state.items():
-            self.optimizer.state[k][...] = v
-        self.optimizer.steps = self.steps
-        for group, lr in zip(self.optimizer.param_groups, self.lrs):
-            group["lr"] = lr
-
-
-class _InterruptFlag:
-    """While active, Ctrl-C sets ``raised`` instead of raising, so the current batch
-    finishes; a second Ctrl-C raises KeyboardInterrupt as usual."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.raised:
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def __enter__(self) -> _InterruptFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def _bare(values: list[Any]) -> Any:
     """One array bare, several as the list: how containers take inputs and outputs."""
     return values if len(values) > 1 else values[0]
-
-
-def _name(kind: str, i: int, count: int) -> str:
-    """How errors name data: ``x``, or ``x[1]`` (input 1) when there are several."""
-    return kind if count == 1 else f"{kind}[{i}]"
-
-
-def _as_list(value: Any, count: int, what: str, kind: str, plural: str) -> list[Any]:
-    if count == 1:
-        return [value]
-    if not isinstance(value, (list, tuple)) or len(value) != count:
-        got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else \
-            type(value).__name__
-        raise ValueError(f"{what}: the model has {count} {plural}, so {kind} must be a list "
-                         f"of {count} arrays; got {got}")
-    return list(value)
-
-
-def _check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> None:
-    for kind, arrays in (("x", xs), ("y", ys)):
-        for i, v in enumerate(arrays):
-            if v.ndim == 0:
-                raise ValueError(f"{what}: {_name(kind, i, len(arrays))} is a single "
-                                 f"value, not an array of samples")
-    n = len(xs[0])
-    if n == 0:
-        raise ValueError(f"{what}: x is empty; there is nothing to train or evaluate on")
-    for kind, arrays in (("x", xs), ("y", ys)):
-        for i, v in enumerate(arrays):
-            if len(v) != n:
-                raise ValueError(f"{what}: {_name('x', 0, len(xs))} has {n} samples but "
-                                 f"{_name(kind, i, len(arrays))} has {len(v)} samples; "
-                                 f"they must match")
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if not _whole(batch_size) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
-
-
-def _as_array(value: Any, dtype: Any, name: str) -> np.ndarray:
-    """``value`` as an array (cast to ``dtype`` unless None), or a ValueError naming it: an
-    iterator or generator is not an array."""
-    if isinstance(value, Iterator):
-        raise ValueError(f"{name} is a {type(value).__name__}; nnlite's fit, evaluate and "
-                         f"predict take arrays (np.asarray(list(...)) makes one)")
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} is not an array of numbers: {e}") from None
 
 
 def _accuracy_of(fn: Loss | None, target: np.ndarray) -> Loss | None:
@@ -557,21 +448,3 @@ def _accuracy_of(fn: Loss | None, target: np.ndarray) -> Loss | None:
     if fn is not None:
         return fn if fn.classification else None
     return CrossEntropy() if target.dtype.kind in "iu" else None
-
-
-def _check_finite(x: np.ndarray, name: str) -> None:
-    """Raise ValueError naming the first row of ``x`` holding NaN or inf.
-
-    Reads about a million values at a time, and makes no temporary of that size
-    unless a chunk's sum is not finite (NaN and inf survive a sum).
-    """
-    row_size = max(1, x[0].size) if len(x) else 1
-    chunk = max(1, (1 << 20) // row_size)
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk]
-        if np.isfinite(np.sum(part)):
-            continue
-        finite = np.isfinite(part).reshape(len(part), -1).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise ValueError(f"{name} has NaN or infinite values, first in row {row}")
