@@ -365,7 +365,8 @@ class Layer:
         """An attribute set by forward, with a clear error if forward has not run."""
         value = self.__dict__.get(name)
         if value is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
+            raise RuntimeError(f"{self!r}: backward called before forward (it needs a forward "
+                               f"first: one backward per forward)")
         return value
 
 

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layer import Layer
 from .layers.activations import sigmoid
 
 
 class Loss:
-    """Base class: subclasses define ``forward`` and ``backward``."""
+    """Base class: subclasses define ``forward`` and ``backward``, and ``check_target``,
+    which ``fit`` and ``evaluate`` call once, at the door, so ``forward`` need not check."""
 
     #: Whether ``accuracy`` means something for this loss.
     classification = False
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
-        return self.forward(pred, target)
+        """The loss, after ``check_target`` (the door, as Keras's ``__call__``)."""
+        self.check_target(np.shape(pred), target)
+        return self.forward(pred, np.asarray(target))
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         raise NotImplementedError
@@ -36,12 +40,7 @@ class Loss:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def _cached(self, name: str):
-        value = self.__dict__.get(name)
-        if value is None:
-            raise RuntimeError(f"{self!r}: backward needs a forward first (one backward "
-                               f"per forward)")
-        return value
+    _cached = Layer._cached  # an attribute forward set, or a clear error
 
 
 class MSE(Loss):
@@ -68,17 +67,17 @@ class CrossEntropy(Loss):
     classification = True
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
-        labels = self._labels(pred.shape, target)
-        self._shape = pred.shape
+        labels = target.shape != pred.shape  # class labels, else probabilities (checked in
+        self._shape = pred.shape             # check_target, at the door)
         z = pred.reshape(-1, pred.shape[-1])
         n = z.shape[0]
         # Classes along rows, (C, M): each position's max and sum then run down contiguous
         # rows, several times faster than along a short last axis.
         s = z.T.copy()
         s -= s.max(axis=0)
-        if labels is not None:
+        if labels:
             # Where each position's true class sits in the flattened (C, M) array.
-            self._picks = np.arange(n) + np.multiply(labels.reshape(-1), n, dtype=np.intp)
+            self._picks = np.arange(n) + n * target.reshape(-1).astype(np.intp)
             self._t = None
             picked = s.ravel()[self._picks].sum()
         else:
@@ -90,7 +89,7 @@ class CrossEntropy(Loss):
         s /= total
         self._p = s
         log_total = np.log(total)
-        weighted = log_total.sum() if labels is not None else log_total @ self._t.sum(axis=0)
+        weighted = log_total.sum() if labels else log_total @ self._t.sum(axis=0)
         return float(weighted - picked) / n
 
     def backward(self) -> np.ndarray:
@@ -105,12 +104,12 @@ class CrossEntropy(Loss):
         return p.T.reshape(self._shape)
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
-        labels = self._labels(pred.shape, target)
-        if labels is None:
-            labels = np.asarray(target).argmax(axis=-1)
+        labels = target if target.shape != pred.shape else target.argmax(axis=-1)
         return float(np.mean(pred.argmax(axis=-1) == labels))
 
     def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
+        """Labels: integers (or whole floats) in [0, classes) of the logits' leading
+        shape; probabilities: pred's shape, >= 0."""
         if self._labels(pred_shape, target) is None and not (np.asarray(target) >= 0).all():
             raise ValueError("CrossEntropy: probability targets must be >= 0 (a negative one "
                              "makes the loss meaningless)")
@@ -154,7 +153,7 @@ class BinaryCrossEntropy(Loss):
     classification = True
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
-        t = self._target(pred, target)
+        t = _same_shape(self, pred, target)  # in [0, 1]: checked at the door
         loss = np.maximum(pred, 0) - pred * t + np.log1p(np.exp(-np.abs(pred)))
         self._pred, self._t = pred, t
         return float(loss.mean())
@@ -166,8 +165,7 @@ class BinaryCrossEntropy(Loss):
         return grad
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
-        t = self._target(pred, target)
-        return float(np.mean((pred > 0) == (t > 0.5)))
+        return float(np.mean((pred > 0) == (_same_shape(self, pred, target) > 0.5)))
 
     def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
         self._target(np.empty(pred_shape), target)

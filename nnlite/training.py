@@ -23,13 +23,12 @@ from . import io
 from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
-from .layers import BatchNorm
 from .losses import CrossEntropy, Loss
 from .optim import Optimizer
 from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
-from .validate import (as_array, as_list, check_batch_size, check_finite, check_flag,
-                       check_lengths, data_name, whole)
+from .validate import (as_array, as_list, check_batch_size, check_finite, check_fit_args,
+                       check_flag, check_last_batch, check_lengths, data_name)
 
 
 def _interactive() -> bool:
@@ -170,9 +169,9 @@ class Trainable(Layer):
         """
         xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
         losses, weights = self._losses(loss), self._loss_weights(loss_weights)
-        self._check_fit_args(optimizer, epochs, batch_size, initial_epoch)
+        check_fit_args(self, optimizer, epochs, batch_size, initial_epoch)
         self._check_data(xs, ys, losses, "fit")
-        self._check_last_batch(len(xs[0]), batch_size, check_flag("fit", "drop_last",
+        check_last_batch(self, len(xs[0]), batch_size, check_flag("fit", "drop_last",
                                                                   drop_last))
         val = None
         if validation_data is not None:
@@ -286,38 +285,6 @@ class Trainable(Layer):
             if classify[i]:
                 logs[f"{name}accuracy"] = float(correct[i] / seen)
         return logs
-
-    def _check_fit_args(self, optimizer, epochs, batch_size, initial_epoch) -> None:
-        check_batch_size(batch_size)
-        if not isinstance(optimizer, Optimizer):
-            raise ValueError(f"fit: optimizer must be an nnlite optimizer such as "
-                             f"nnlite.optim.Adam(model.parameters()), got {optimizer!r}")
-        mine = {id(p) for p in self.parameters()}
-        foreign = [p for p in optimizer.params if id(p) not in mine]
-        if foreign:
-            some = (f"{len(foreign)} parameter(s) this model does not have, such as "
-                    f"{foreign[0]!r}") if len(foreign) < len(optimizer.params) else \
-                "none of this model's parameters"
-            raise ValueError(f"fit: the optimizer holds {some}, so training would not change "
-                             f"the model (was the model rebuilt after the optimizer?); build "
-                             f"the optimizer from this model's parameters()")
-        if not whole(epochs) or epochs < 0:
-            raise ValueError(f"fit: epochs must be a whole number >= 0, got {epochs!r}")
-        if not whole(initial_epoch) or not 0 <= initial_epoch <= epochs:
-            raise ValueError(f"fit: initial_epoch must be a whole number in [0, "
-                             f"epochs={epochs}], got {initial_epoch!r}")
-
-    def _check_last_batch(self, n: int, batch_size: int, drop_last: bool) -> None:
-        """BatchNorm in training needs two values per channel; a last batch of one sample
-        gives one to a BatchNorm of (N, C) features (seen in the one-row probe)."""
-        if drop_last or n % batch_size != 1:
-            return
-        for m in self.modules():
-            if isinstance(m, BatchNorm) and len(m.__dict__.get("_centred", ())) == 1:
-                raise ValueError(f"fit: the last batch of each epoch would hold 1 sample "
-                                 f"({n} samples, batch_size={batch_size}), and {m!r} cannot "
-                                 f"normalise one sample's features in training; pass "
-                                 f"drop_last=True or another batch_size")
 
     def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
                     what: str) -> None:

@@ -136,3 +136,41 @@ def check_finite(x: np.ndarray, name: str) -> None:
         if not finite.all():
             row = start + int(np.argmin(finite))
             raise ValueError(f"{name} has NaN or infinite values, first in row {row}")
+
+
+def check_fit_args(model: Any, optimizer: Any, epochs: Any, batch_size: Any,
+                   initial_epoch: Any) -> None:
+    """fit's settings: a batch size, an optimizer (an object with ``step`` and ``params``)
+    over this model's parameters only, whole epoch counts."""
+    check_batch_size(batch_size)
+    if not hasattr(optimizer, "step") or not hasattr(optimizer, "params"):
+        raise ValueError(f"fit: optimizer must be an nnlite optimizer such as "
+                         f"nnlite.optim.Adam(model.parameters()), got {optimizer!r}")
+    mine = {id(p) for p in model.parameters()}
+    foreign = [p for p in optimizer.params if id(p) not in mine]
+    if foreign:
+        some = (f"{len(foreign)} parameter(s) this model does not have, such as "
+                f"{foreign[0]!r}") if len(foreign) < len(optimizer.params) else \
+            "none of this model's parameters"
+        raise ValueError(f"fit: the optimizer holds {some}, so training would not change "
+                         f"the model (was the model rebuilt after the optimizer?); build "
+                         f"the optimizer from this model's parameters()")
+    if not whole(epochs) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a whole number >= 0, got {epochs!r}")
+    if not whole(initial_epoch) or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"fit: initial_epoch must be a whole number in [0, "
+                         f"epochs={epochs}], got {initial_epoch!r}")
+
+
+def check_last_batch(model: Any, n: int, batch_size: int, drop_last: bool) -> None:
+    """BatchNorm in training needs two values per channel; a last batch of one sample
+    gives one to a BatchNorm of (N, C) features: its eval-mode forward in the one-row probe
+    just kept one row per channel (``_centred``)."""
+    if drop_last or n % batch_size != 1:
+        return
+    for m in model.modules():
+        if type(m).__name__ == "BatchNorm" and len(m.__dict__.get("_centred", ())) == 1:
+            raise ValueError(f"fit: the last batch of each epoch would hold 1 sample "
+                             f"({n} samples, batch_size={batch_size}), and {m!r} cannot "
+                             f"normalise one sample's features in training; pass "
+                             f"drop_last=True or another batch_size")

@@ -74,8 +74,8 @@ def test_cross_entropy_is_stable_for_huge_logits():
     (np.zeros((5, 3)), r"target of shape \(5, 3\)"),
 ])
 def test_cross_entropy_rejects_bad_labels(logits, labels, message):
-    with pytest.raises(ValueError, match=message):
-        losses.CrossEntropy().forward(logits, labels)
+    with pytest.raises(ValueError, match=message):  # checked at the door: calling the loss
+        losses.CrossEntropy()(logits, labels)
 
 
 def test_cross_entropy_accepts_whole_float_labels(logits):
@@ -89,7 +89,7 @@ def test_mse_value_and_gradient(rng):
     assert loss.forward(pred, target) == pytest.approx(np.mean((pred - target) ** 2))
     np.testing.assert_allclose(loss.backward(), numerical_grad(loss, pred, target), atol=1e-8)
     with pytest.raises(ValueError, match=r"MSE: target of shape \(4, 2\)"):
-        loss.forward(pred, target[:, :2])
+        loss(pred, target[:, :2])
 
 
 def test_binary_cross_entropy_value_gradient_and_stability(rng):
@@ -103,7 +103,7 @@ def test_binary_cross_entropy_value_gradient_and_stability(rng):
     big = np.array([[800.0], [-800.0]])
     assert loss.forward(big, np.array([0.0, 1.0])) == pytest.approx(800.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        loss.forward(z, t + 2)
+        loss(z, t + 2)
 
 
 def test_accuracy():

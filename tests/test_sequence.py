@@ -112,7 +112,7 @@ def test_cross_entropy_over_positions_and_its_label_shape_check(rng):
     assert loss.backward().shape == (2, 3, 5)
     with pytest.raises(ValueError, match=r"target of shape \(2, 4\) does not fit logits of "
                                          r"shape \(2, 3, 5\).*leading shape \(2, 3\)"):
-        loss.forward(logits, labels[:, :1].repeat(4, axis=1))
+        loss(logits, labels[:, :1].repeat(4, axis=1))  # checked at the door
 
 
 # -- against PyTorch -------------------------------------------------------------------------
