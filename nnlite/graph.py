@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .budget import charge, probe
-from .layer import Layer, backward_without_input_grad, get_default_dtype, shared_positions
+from .layer import Layer, get_default_dtype, shared_positions
 from .training import Trainable
 
 
@@ -217,8 +217,9 @@ class Model(Trainable):
     def backward(self, grad: np.ndarray | Sequence[np.ndarray]
                  ) -> np.ndarray | list[np.ndarray] | None:
         """dL/d(each input), summing the VJPs of every path; with ``input_grad`` False,
-        only the parameter gradients (returns None), and nodes with no parameter
-        upstream or inside are not visited."""
+        only the parameter gradients (returns None): nodes with no parameter upstream or
+        inside are not visited, and those with parameters but none upstream do not pass a
+        gradient on (``_pass_input_grad`` told their layers they may skip it)."""
         states = self._cached("_states")
         grads: list[Any] = [None] * self._n_values
         owned = [False] * self._n_values  # grads[s] is an array of ours, safe to add into
@@ -243,10 +244,9 @@ class Model(Trainable):
                 continue
             if step.shared:
                 step.layer.restore_call_state(states[k])
-            if not needed:
-                backward_without_input_grad(step.layer, g)
-                continue
             result = step.layer.backward(g)
+            if not needed:
+                continue
             results = result if step.multi_in else [result]
             if not isinstance(results, (list, tuple)) or len(results) != len(step.ins):
                 raise ValueError(f"layer {step.name} ({type(step.layer).__name__}): backward "
@@ -260,6 +260,15 @@ class Model(Trainable):
             return None
         dx = [grads[s] for s in self._in_slots]
         return dx if self._multi_in else dx[0]
+
+    def _pass_input_grad(self, needed: bool) -> None:
+        """A layer whose every node has no parameter upstream may skip its dL/dx."""
+        upstream: dict[int, bool] = {}
+        for step in self._steps:
+            upstream[id(step.layer)] = upstream.get(id(step.layer), False) or any(step.flows)
+        for step in self._steps:
+            if step.layer.skips_input_grad and not upstream[id(step.layer)]:
+                step.layer.input_grad = needed
 
     @staticmethod
     def _arguments(value: Any, multi: bool, count: int, what: str, plural: str) -> list[Any]:

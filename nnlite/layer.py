@@ -142,10 +142,10 @@ class Layer:
     """
 
     training: bool = True
-    #: When False, ``backward`` may skip dL/dx and return None. Containers set it, for
-    #: one call at a time, on a layer whose input gradient nobody uses (the first
-    #: layers of a model in ``fit``), and only where ``skips_input_grad`` says the
-    #: layer honours it.
+    #: When False, ``backward`` may skip dL/dx and return None. ``fit`` sets it on the
+    #: model (nobody uses dL/dx of the data), and a container passes it on to the layers
+    #: whose input gradient nobody uses (the first one with parameters, unless it is also
+    #: used elsewhere), where ``skips_input_grad`` says the layer honours it.
     input_grad: bool = True
     #: Whether ``backward`` looks at ``input_grad`` (Linear, Conv2D and the containers).
     skips_input_grad: bool = False
@@ -160,19 +160,25 @@ class Layer:
         LAYER_CLASSES[class_key(cls)] = cls
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, (Parameter, Layer, list, tuple)) or name in self.__dict__.get(
+                "_registered", ()):  # forward's plain arrays skip the registry
+            self._register(name, value)
+        object.__setattr__(self, name, value)
+
+    def _register(self, name: str, value: Any) -> None:
         d = self.__dict__
         if "_params" not in d:
             d["_params"], d["_children"], d["_buffers"] = {}, {}, {}
+            d["_registered"] = set()
         params, children = d["_params"], d["_children"]
-        if name in params or name in children:
-            params.pop(name, None)
-            children.pop(name, None)
+        params.pop(name, None)
+        children.pop(name, None)
         if isinstance(value, Parameter):
             params[name] = value
         elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and
                                           _layer_list(value)):
             children[name] = value  # a list or tuple stays live: later appends register
-        object.__setattr__(self, name, value)
+        d["_registered"].add(name)
 
     def register_buffer(self, name: str, array: np.ndarray) -> None:
         """Keep a non-trainable array (running statistics) that saves with the model."""
@@ -387,16 +393,3 @@ def shared_positions(layers: list[Layer]) -> set[int]:
         for m in layer.modules():
             owners.setdefault(id(m), set()).add(i)
     return {i for used_at in owners.values() if len(used_at) > 1 for i in used_at}
-
-
-def backward_without_input_grad(layer: Layer, grad: Any) -> None:
-    """``layer.backward(grad)`` for its parameter gradients only: nobody needs dL/dx, so a
-    layer that honours ``input_grad`` is told, for this call, that it may skip it."""
-    if not layer.skips_input_grad or not layer.input_grad:
-        layer.backward(grad)
-        return
-    layer.input_grad = False
-    try:
-        layer.backward(grad)
-    finally:
-        layer.input_grad = True

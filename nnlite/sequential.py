@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .layer import Layer, backward_without_input_grad
+from .layer import Layer
 from .training import Trainable
 
 
@@ -30,6 +30,7 @@ class Sequential(Trainable):
         self.__dict__["layers"] = []  # registered one by one, as "0", "1", ...
         self._shared: set[int] = set()  # positions whose layers are used elsewhere too
         self._first_at: dict[int, int] = {}  # id of each layer inside -> its first position
+        self._stop = 0  # backward runs the layers from the last down to this one
         for layer in layers:
             self.append(layer)
 
@@ -81,28 +82,24 @@ class Sequential(Trainable):
         return x
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
-        """dL/dx; with ``input_grad`` False, only the parameter gradients (returns None):
-        the layers before the first one with parameters are not visited at all."""
+        """dL/dx = g · J_L ⋯ J₁: each layer's backward, last to first; with ``input_grad``
+        False, down to the first layer with parameters only, and None."""
         states = self._cached("_states")
-        last = 0 if self.input_grad else self._first_trainable()
-        for i in range(len(self.layers) - 1, last - 1, -1):
-            layer = self.layers[i]
+        for i in range(len(self.layers) - 1, self._stop - 1, -1):
             if i in states:
-                layer.restore_call_state(states[i])
-            if i == last and not self.input_grad:
-                backward_without_input_grad(layer, grad)
-                return None
-            grad = layer.backward(grad)
+                self.layers[i].restore_call_state(states[i])
+            grad = self.layers[i].backward(grad)
         return grad if self.input_grad else None
 
-    def _first_trainable(self) -> int:
-        """The position of the first layer with parameters (len(layers) if none has)."""
-        key = len(self.layers)
-        if self.__dict__.get("_first_key") != key:
-            self._first = next((i for i, layer in enumerate(self.layers)
-                                if layer.parameters()), key)
-            self._first_key = key
-        return self._first
+    def _pass_input_grad(self, needed: bool) -> None:
+        """Without dL/dx, backward stops at the first layer with parameters, which may skip
+        its own dL/dx too, unless it also runs at another position."""
+        first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
+                     len(self.layers))
+        self._stop = 0 if needed else first
+        if first < len(self.layers) and first not in self._shared and \
+                self.layers[first].skips_input_grad:
+            self.layers[first].input_grad = needed
 
     def _summary_rows(self, input_shape):
         """Output shapes need the input's shape without the batch axis; it is inferred from

@@ -51,6 +51,21 @@ class Trainable(Layer):
     """
 
     skips_input_grad = True
+
+    @property
+    def input_grad(self) -> bool:
+        return self.__dict__.get("_input_grad", True)
+
+    @input_grad.setter
+    def input_grad(self, needed: bool) -> None:
+        """Set once per ``fit`` (not per batch): the container passes it on to its layers
+        (``_pass_input_grad``), so its ``backward`` needs no case for it."""
+        self.__dict__["_input_grad"] = needed
+        self._pass_input_grad(needed)
+
+    def _pass_input_grad(self, needed: bool) -> None:
+        raise NotImplementedError
+
     #: Set by ``fit``; a callback stops training by setting it to True.
     stop_training = False
     initial_epoch = 0
