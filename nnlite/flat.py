@@ -58,24 +58,20 @@ class FlatStore:
             view[...] = value
             setattr(p, name, view)
 
-    def sync(self) -> None:
-        """Copy in any array a user (or another optimizer) put on a parameter."""
-        for i, p in enumerate(self.params):
-            stale_data = p.data is not self.data_views[i]
-            stale_grad = p._grad is not self.grad_views[i]
-            if stale_data or stale_grad:
-                self._adopt(i, stale_data, stale_grad)
-
     def zero_grad(self) -> None:
         """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
         for p in self.params:
             p.zero_grad()
 
-    def grads(self) -> np.ndarray:
-        """The flat gradient array, with any pending zeros written."""
-        for p in self.params:
-            if p._zero_pending:  # a parameter backward did not reach
-                p.write_pending_zeros()
+    def gradient(self) -> np.ndarray:
+        """The flat gradient, after copying in any array a user (or another optimizer) put
+        on a parameter, and writing the zeros of any gradient backward did not reach."""
+        for i, p in enumerate(self.params):
+            stale_data, stale_grad = p.data is not self.data_views[i], \
+                p._grad is not self.grad_views[i]
+            if stale_data or stale_grad:
+                self._adopt(i, stale_data, stale_grad)
+            p.write_pending_zeros()
         return self.grad
 
 

@@ -120,10 +120,7 @@ class Optimizer:
             group.store.zero_grad()
 
     def step(self) -> None:
-        grads = []
-        for group in self._groups:
-            group.store.sync()
-            grads.append(group.store.grads())
+        grads = [group.store.gradient() for group in self._groups]
         if self.max_grad_norm is not None:
             norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
             if norm > self.max_grad_norm:
@@ -267,10 +264,9 @@ class Adam(Optimizer):
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
         (b1, b2), lr, t = h["betas"], h["lr"], self.steps
-        if self.decoupled:
-            if h["weight_decay"]:
-                p *= 1 - lr * h["weight_decay"]
-        else:
+        if h["weight_decay"] and self.decoupled:
+            p *= 1 - lr * h["weight_decay"]
+        elif h["weight_decay"]:
             g = self._decayed(group, p, g)
         m, v, tmp = group.buffer("exp_avg"), group.buffer("exp_avg_sq"), group.scratch
         # lr/(1-b1ᵗ)·m/(√v/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with

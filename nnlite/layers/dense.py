@@ -57,17 +57,12 @@ class Linear(Layer):
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         x = self._cached("_x")
-        if grad.shape != x.shape[:-1] + (self.out_features,):
-            raise ValueError(f"{self!r}.backward expects a gradient of shape "
-                             f"{x.shape[:-1] + (self.out_features,)}, got {grad.shape}")
         x2, g2 = (x, grad) if x.ndim == 2 else (x.reshape(-1, self.in_features),
                                                 grad.reshape(-1, self.out_features))
         self.weight.add_matmul(g2.T, x2)
         if self.bias is not None:  # the column sums of g, as 1ᵀg
             self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
-        if not self.input_grad:
-            return None
-        return grad @ self.weight.data
+        return grad @ self.weight.data if self.input_grad else None
 
     def get_config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features,
