@@ -81,17 +81,13 @@ def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]
     charge(sum(math.prod(v.shape) for v in inputs),
            f"a probe of shape {', '.join(str(v.shape) for v in inputs)}")
     probes = [np.zeros((1, *v.shape), v.dtype or get_default_dtype()) for v in inputs]
-    modes = [(m, m.training) for m in layer.modules()]
-    layer.eval()
     try:
-        out = probe(layer, probes if multi_in else probes[0])
+        with layer.evaluating():
+            out = probe(layer, probes if multi_in else probes[0])
     except ValueError as e:
         shapes = ", ".join(str((None, *v.shape)) for v in inputs)
         raise ValueError(f"{layer!r} cannot be called on inputs of shape {shapes}: {e}") \
             from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
     node = Node(layer, inputs, multi_in)
     node.multi_out = isinstance(out, (list, tuple))
     for o in (out if node.multi_out else [out]):

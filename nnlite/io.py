@@ -334,13 +334,8 @@ def _probe(model: Layer, shapes: list[list[int]]) -> None:
                              f"takes {v.shape}")
     charge(sum(math.prod(s) for s in shapes), f"a probe of shape {', '.join(map(str, shapes))}")
     xs = [np.zeros((1, *s), d or model.dtype) for s, d in zip(shapes, dtypes)]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with model.evaluating():
         probe(model, xs if len(xs) > 1 else xs[0])
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _optimizer(header: dict[str, Any], archive: Archive, model: Layer) -> optim.Optimizer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -282,6 +283,17 @@ class Layer:
 
     def eval(self) -> Layer:
         return self.train(False)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[Layer]:
+        """Eval mode inside the block; afterwards every layer's own mode, as it was."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     def zero_grad(self) -> None:
         for p in self.parameters():

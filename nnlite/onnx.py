@@ -121,13 +121,8 @@ def _input_shapes(model: Layer, given: Any) -> list[tuple[int, ...]]:
 
 
 def _eval_forward(model: Layer, xs: list[np.ndarray]) -> list[np.ndarray]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with model.evaluating():
         out = model.forward(xs if len(xs) > 1 else xs[0])
-    finally:
-        for m, mode in modes:
-            m.training = mode
     return out if isinstance(out, list) else [out]
 
 

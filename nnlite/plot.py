@@ -57,17 +57,12 @@ def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any =
         raise ValueError(f"plot_jacobian(chain=True) draws a Sequential's layers; "
                          f"{type(layer).__name__} is not one")
     factors = list(layer.layers) if chain else []
-    was_training = [m.training for m in layer.modules()]
-    layer.eval()
-    try:
+    with layer.evaluating():
         whole = jacobian(layer, x)
         parts, value = [], x
         for f in factors:
             parts.append(jacobian(f, value))
             value = f.forward(value)
-    finally:
-        for m, mode in zip(layer.modules(), was_training):
-            m.training = mode
     fig, axes = panels(ax, 1 + len(parts), 4, (3.2, 3.0))
     if parts:
         product = parts[0]

@@ -110,13 +110,9 @@ class Sequential(Trainable):
         shapes = ["?"] * len(self.layers)
         if input_shape is not None:
             x = np.zeros((1, *input_shape), self.dtype)
-            was_training = self.training
-            self.eval()
-            try:
+            with self.evaluating():
                 for i, layer in enumerate(self.layers):
                     x = layer.forward(x)
                     shapes[i] = str((None, *x.shape[1:]))
-            finally:
-                self.train(was_training)
         return [(f"{i} {type(layer).__name__}", shape, sum(p.size for p in layer.parameters()),
                  "") for i, (layer, shape) in enumerate(zip(self.layers, shapes))]

@@ -8,13 +8,12 @@ lists, one entry per input or output, in order.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import sys
 import time
 import warnings
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +23,7 @@ from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
 from .losses import CrossEntropy, Loss
+from .objective import Objective, loss_weights_of, per_output
 from .optim import Optimizer
 from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
@@ -98,19 +98,15 @@ class Trainable(Layer):
         (one array, or a list of one array per output)."""
         xs = self._as_inputs(x, "predict")
         check_batch_size(batch_size)
-        was_training = self.training
-        self.eval()
-        try:
-            outs: list[np.ndarray] | None = None
-            n = len(xs[0])
+        outs: list[np.ndarray] | None = None
+        n = len(xs[0])
+        with self.evaluating():
             for start in range(0, n, batch_size):
                 ys = self._forward_list([v[start:start + batch_size] for v in xs])
                 if outs is None:
                     outs = [np.empty((n,) + y.shape[1:], y.dtype) for y in ys]
                 for out, y in zip(outs, ys):
                     out[start:start + len(y)] = y
-        finally:
-            self.train(was_training)
         if outs is None:
             outs = [np.empty((0,), self.dtype) for _ in range(self.n_outputs)]
         return outs if self.n_outputs > 1 else outs[0]
@@ -133,7 +129,8 @@ class Trainable(Layer):
             if metric != "accuracy":
                 raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
         known = loss if loss is not None else self.__dict__.get("_trained_with")
-        losses = self._losses(known) if known is not None else [None] * self.n_outputs
+        losses = per_output(known, self.n_outputs) if known is not None else \
+            [None] * self.n_outputs
         accuracy = [_accuracy_of(fn, t) for fn, t in zip(losses, ys)]
         for name, fn, t, acc in zip(self.output_names(), losses, ys, accuracy):
             where = f"output {name[:-1]}" if name else "the output"
@@ -143,7 +140,7 @@ class Trainable(Layer):
             if fn is None and acc is None:
                 raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
                                  f"fit the model first (its targets are {t.dtype}, not labels)")
-        weights = self._loss_weights(loss_weights)
+        weights = loss_weights_of(loss_weights, self.n_outputs)
         preds = self.predict(_bare(xs), batch_size)
         preds = preds if self.n_outputs > 1 else [preds]
         results: dict[str, float] = {}
@@ -183,7 +180,8 @@ class Trainable(Layer):
         leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
         """
         xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
-        losses, weights = self._losses(loss), self._loss_weights(loss_weights)
+        losses = per_output(loss, self.n_outputs)
+        weights = loss_weights_of(loss_weights, self.n_outputs)
         check_fit_args(self, optimizer, epochs, batch_size, initial_epoch)
         self._check_data(xs, ys, losses, "fit")
         check_last_batch(self, len(xs[0]), batch_size, check_flag("fit", "drop_last",
@@ -195,12 +193,12 @@ class Trainable(Layer):
             val = (self._as_inputs(validation_data[0], "validation_data"),
                    self._as_targets(validation_data[1], "validation_data"))
             self._check_data(*val, losses, "validation_data")
-        if seed is None:
-            seed = int(default_rng().integers(2 ** 63))
         history = History()
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
+        objective = Objective(losses, weights, self.output_names())
         cbs = CallbackList([*callbacks, history], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
+        seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
         interrupted = InterruptFlag()
         self.train()
         cbs.on_train_begin()
@@ -214,9 +212,21 @@ class Trainable(Layer):
                         m.rng = rng
                     cbs.on_epoch_begin(epoch)
                     started = time.perf_counter()
-                    logs = self._train_epoch(xs, ys, losses, weights, optimizer, batch_size,
-                                             shuffle, rng, epoch, epochs, verbose, cbs,
-                                             snapshot, interrupted, drop_last)
+                    data = batches(_bare(xs), _bare(ys), batch_size, shuffle=shuffle, rng=rng,
+                                   drop_last=drop_last)
+                    total = len(xs[0]) // batch_size if drop_last else \
+                        math.ceil(len(xs[0]) / batch_size)
+                    with _progress(total, epoch, epochs, verbose) as bar:
+                        try:
+                            logs = self._train_epoch(data, objective, optimizer, cbs, bar,
+                                                     interrupted)
+                        except _Diverged as d:
+                            snapshot.restore()
+                            raise FloatingPointError(
+                                f"loss is {d.value} in epoch {epoch + 1}, batch {d.batch + 1}: "
+                                f"training diverged (try a lower learning rate); model and "
+                                f"optimizer are restored to the start of epoch "
+                                f"{snapshot.epoch + 1}") from None
                     if interrupted.raised:  # a partial epoch is not reported as done
                         break
                     if val is not None:
@@ -247,59 +257,28 @@ class Trainable(Layer):
         cbs.on_train_end()
         return history
 
-    def _train_epoch(self, xs, ys, losses, weights, optimizer, batch_size, shuffle, rng,
-                     epoch, epochs, verbose, cbs, snapshot, interrupted, drop_last
-                     ) -> dict[str, float]:
-        k = len(losses)
-        totals, correct = np.zeros(k), np.zeros(k)
-        weighted, seen = 0.0, 0
-        classify = [f.classification for f in losses]
-        n_batches = (len(xs[0]) // batch_size if drop_last else
-                     math.ceil(len(xs[0]) / batch_size))
-        single_out = k == 1
-        with tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
-                  disable=not (verbose and _interactive()), leave=False,
-                  dynamic_ncols=True) as bar:
-            for b, (xb, yb) in enumerate(batches(_bare(xs), _bare(ys), batch_size,
-                                                 shuffle=shuffle, rng=rng,
-                                                 drop_last=drop_last)):
-                out = self.forward(xb)
-                outs, targets = ([out], [yb]) if single_out else (out, yb)
-                values = [f.forward(o, t) for f, o, t in zip(losses, outs, targets)]
-                value = values[0] if single_out else sum(w * v for w, v in zip(weights, values))
-                if not math.isfinite(value):
-                    snapshot.restore()
-                    raise FloatingPointError(
-                        f"loss is {value} in epoch {epoch + 1}, batch {b + 1}: training "
-                        f"diverged (try a lower learning rate); model and optimizer are "
-                        f"restored to the start of epoch {snapshot.epoch + 1}")
-                n = len(targets[0])
-                for i in range(k):
-                    totals[i] += values[i] * n
-                    if classify[i]:
-                        correct[i] += losses[i].accuracy(outs[i], targets[i]) * n
-                optimizer.zero_grad()
-                grads = [f.backward() if w == 1 else f.backward() * w
-                         for f, w in zip(losses, weights)]
-                self.backward(grads[0] if single_out else grads)
-                optimizer.step()
-                weighted += value * n
-                seen += n
-                bar.update()
-                if not bar.disable:
-                    bar.set_postfix(loss=f"{weighted / seen:.4f}", refresh=False)
-                for hook in cbs.batch_end_hooks:
-                    hook(b, {"loss": value})
-                if interrupted.raised:
-                    break
-        seen = max(seen, 1)
-        logs = {"loss": weighted / seen}
-        for i, name in enumerate(self.output_names()):
-            if k > 1:
-                logs[f"{name}loss"] = float(totals[i] / seen)
-            if classify[i]:
-                logs[f"{name}accuracy"] = float(correct[i] / seen)
-        return logs
+    def _train_epoch(self, data: Iterable[tuple[Any, Any]], objective: Objective,
+                     optimizer: Optimizer, cbs: CallbackList, bar: tqdm,
+                     interrupted: InterruptFlag) -> dict[str, float]:
+        """One pass over ``data``; the epoch's means of ``objective``'s metrics."""
+        objective.reset()
+        for b, (x, y) in enumerate(data):
+            out = self.forward(x)                   # forward
+            value = objective.forward(out, y)       # the loss
+            if not math.isfinite(value):
+                raise _Diverged(value, b)
+            optimizer.zero_grad()
+            self.backward(objective.backward())     # backward: dL/dout, through every layer
+            optimizer.step()                        # step
+            objective.count(value)
+            bar.update()
+            if not bar.disable:
+                bar.set_postfix(loss=f"{objective.logs()['loss']:.4f}", refresh=False)
+            for hook in cbs.batch_end_hooks:
+                hook(b, {"loss": value})
+            if interrupted.raised:
+                break
+        return objective.logs()
 
     def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
                     what: str) -> None:
@@ -314,7 +293,8 @@ class Trainable(Layer):
                 check_finite(t, f"{what}: {data_name('y', i, len(ys))}")
         probes = [v[:1] for v in xs]
         try:
-            outs = self._forward_list(probes, eval_mode=True)
+            with self.evaluating():
+                outs = self._forward_list(probes)
         except ValueError as e:
             message = str(e)  # say the data's shapes, not the probe's
             for probe, v in zip(probes, xs):
@@ -327,15 +307,8 @@ class Trainable(Layer):
                 where = f"output {i}: " if len(ys) > 1 else ""
                 raise ValueError(f"{what}: {where}{e}") from None
 
-    def _forward_list(self, xs: list[np.ndarray], eval_mode: bool = False) -> list[np.ndarray]:
-        if eval_mode:
-            was_training = self.training
-            self.eval()
-        try:
-            out = self.forward(_bare(xs))
-        finally:
-            if eval_mode:
-                self.train(was_training)
+    def _forward_list(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        out = self.forward(_bare(xs))
         return out if self.n_outputs > 1 else [out]
 
     # -- data in -------------------------------------------------------------------
@@ -358,27 +331,6 @@ class Trainable(Layer):
         ys = as_list(y, self.n_outputs, what, "y", "outputs")
         return [as_array(t, None, f"{what}: {data_name('y', i, len(ys))}")
                 for i, t in enumerate(ys)]
-
-    def _losses(self, loss: Any) -> list[Loss]:
-        k = self.n_outputs
-        if isinstance(loss, Loss):  # one loss for every output: a copy each (losses cache)
-            return [loss] if k == 1 else [copy.deepcopy(loss) for _ in range(k)]
-        if not isinstance(loss, (list, tuple)) or not all(isinstance(f, Loss) for f in loss):
-            raise ValueError(f"loss must be an nnlite loss such as "
-                             f"nnlite.losses.CrossEntropy() (or a list, one per output), got "
-                             f"{loss!r}")
-        if len(loss) != k:
-            raise ValueError(f"the model has {k} output(s) but {len(loss)} losses were given")
-        return list(loss)
-
-    def _loss_weights(self, weights: Sequence[float] | None) -> list[float]:
-        if weights is None:
-            return [1.0] * self.n_outputs
-        weights = [float(w) for w in weights]
-        if len(weights) != self.n_outputs:
-            raise ValueError(f"loss_weights has {len(weights)} entries; the model has "
-                             f"{self.n_outputs} output(s)")
-        return weights
 
     # -- description and files ----------------------------------------------------------
     def summary(self, input_shape: tuple[int, ...] | None = None) -> str:
@@ -417,6 +369,20 @@ class Trainable(Layer):
     def load_weights(self, path: str | os.PathLike, strict: bool = True) -> Any:
         """Read a safetensors file of PyTorch's names and layouts into this model."""
         return load_weights(self, path, strict)
+
+
+class _Diverged(Exception):
+    """The loss of batch ``batch`` was not finite (``fit`` rolls back and says so)."""
+
+    def __init__(self, value: float, batch: int):
+        super().__init__(value, batch)
+        self.value, self.batch = value, batch
+
+
+def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> tqdm:
+    """The epoch's progress bar, drawn only in a terminal or a notebook."""
+    return tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+                disable=not (verbose and _interactive()), leave=False, dynamic_ncols=True)
 
 
 def _bare(values: list[Any]) -> Any:
