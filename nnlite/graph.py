@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .budget import charge, probe
-from .layer import Layer, get_default_dtype, shared_positions
+from .layer import Layer, get_default_dtype
 from .training import Trainable
 
 
@@ -388,3 +388,13 @@ def _accumulate(grads: list[Any], owned: list[bool], slot: int, g: Any, source: 
     else:
         grads[slot] = current + g
         owned[slot] = True
+
+
+def shared_positions(layers: list[Layer]) -> set[int]:
+    """The positions in ``layers`` whose layer (or a layer inside it) is also used at another
+    position: a container must keep each call's state for these (see ``call_state``)."""
+    owners: dict[int, set[int]] = {}
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            owners.setdefault(id(m), set()).add(i)
+    return {i for used_at in owners.values() if len(used_at) > 1 for i in used_at}

@@ -27,7 +27,7 @@ from . import layers, optim
 from .archive import HEADER, Archive, atomic_write
 from .budget import charge, probe, probe_budget
 from .budget import allocation_budget
-from .layer import LAYER_CLASSES, Layer, class_key
+from .layer import Layer
 from .validate import check_number
 from .validate import checked
 
@@ -127,11 +127,27 @@ def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
     return layer
 
 
+def class_key(cls: type) -> str:
+    """How a file names a class that is not one of nnlite's: ``"module:qualified name"``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _layer_classes() -> dict[str, type]:
+    """Every Layer class the running program has defined, by ``class_key`` (of one key,
+    the one defined last, as when a notebook cell runs again)."""
+    found, todo = {}, list(Layer.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        found[class_key(cls)] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
 def _public(name: str) -> type | None:
     """nnlite's public layer or container called ``name``."""
     if name in layers.__all__:
         return getattr(layers, name)
-    return LAYER_CLASSES.get(_CONTAINERS.get(name, ""))
+    return _layer_classes().get(_CONTAINERS.get(name, ""))
 
 
 def _class_name(cls: type) -> str:
@@ -149,17 +165,18 @@ def _buildable(name: Any) -> type:
     public = _public(bare)
     if public is not None and name in (bare, class_key(public)):
         return public
-    cls = LAYER_CLASSES.get(name)
+    classes = _layer_classes()
+    cls = classes.get(name)
     if cls is not None and not name.startswith("nnlite.") and not bare.startswith("_"):
         return cls
-    mine = sorted(key for key, c in LAYER_CLASSES.items()
+    mine = sorted(key for key, c in classes.items()
                   if c.__name__ == bare and not key.startswith("nnlite."))
     if len(mine) > 1:
         raise ValueError(f"the layer class {name!r} could be any of {', '.join(mine)}; "
                          f"define only one of them before loading")
     if not mine or bare.startswith("_"):
         raise ValueError(f"unknown layer class {name!r}: define or import it before loading")
-    return LAYER_CLASSES[mine[0]]
+    return classes[mine[0]]
 
 
 def _encode(value: Any, described: dict[int, int]) -> Any:

@@ -21,16 +21,6 @@ from . import state as state_dicts
 _generator = np.random.default_rng()
 _default_dtype = np.dtype(np.float32)
 
-#: Every Layer subclass by ``"module:qualified name"``, so ``load`` can rebuild saved
-#: models without importing (or executing) anything named in a file.
-LAYER_CLASSES: dict[str, type] = {}
-
-
-def class_key(cls: type) -> str:
-    """How the registry (and a file) names a class: ``"module:qualified name"``."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def set_seed(seed: int | None) -> None:
     """Seed nnlite's own generator (initialisation, and dropout outside ``fit``)."""
     global _generator
@@ -155,10 +145,6 @@ class Layer:
     integer_input: bool = False
     #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
     rng: np.random.Generator | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        LAYER_CLASSES[class_key(cls)] = cls
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, (Parameter, Layer, list, tuple)) or name in self.__dict__.get(
@@ -395,13 +381,3 @@ def _layer_list(value: Any) -> bool:
         raise TypeError("a list attribute of a layer holds layers and other values; keep the "
                         "layers in a list of their own, so that they register")
     return kinds != {False}
-
-
-def shared_positions(layers: list[Layer]) -> set[int]:
-    """The positions in ``layers`` whose layer (or a layer inside it) is also used at another
-    position: a container must keep each call's state for these (see ``call_state``)."""
-    owners: dict[int, set[int]] = {}
-    for i, layer in enumerate(layers):
-        for m in layer.modules():
-            owners.setdefault(id(m), set()).add(i)
-    return {i for used_at in owners.values() if len(used_at) > 1 for i in used_at}
