@@ -67,6 +67,24 @@ def probe_budget(values: int) -> Iterator[None]:
         _left.reset(token)
 
 
+def probe_model(model: Any, shapes: list[list[int]]) -> None:
+    """Run the model once on zeros of the input shapes it was used with, within the file's
+    probe budget: an architecture whose layers do not fit together fails here, at load,
+    not later at predict."""
+    dtypes = getattr(model, "input_dtypes", None)
+    if dtypes is None or len(shapes) != len(dtypes):
+        count = "no inputs" if dtypes is None else f"{len(dtypes)} input(s)"
+        raise ValueError(f"it records {len(shapes)} input shapes for a model of {count}")
+    for i, (v, s) in enumerate(zip(getattr(model, "inputs", ()), shapes)):
+        if list(v.shape) != s:
+            raise ValueError(f"it records input {i} of shape {tuple(s)}, but the model's Input "
+                             f"takes {v.shape}")
+    charge(sum(math.prod(s) for s in shapes), f"a probe of shape {', '.join(map(str, shapes))}")
+    xs = [np.zeros((1, *s), d or model.dtype) for s, d in zip(shapes, dtypes)]
+    with model.evaluating():
+        probe(model, xs if len(xs) > 1 else xs[0])
+
+
 def probe(layer: Any, x: Any) -> Any:
     """``layer.forward(x)``, with each call charged first while a budget is active; a
     Sequential's layers are run (and charged) one by one."""

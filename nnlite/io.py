@@ -25,7 +25,7 @@ import numpy as np
 
 from . import layers, optim
 from .archive import HEADER, Archive, atomic_write
-from .budget import charge, probe, probe_budget
+from .budget import probe_budget, probe_model
 from .budget import allocation_budget
 from .layer import Layer
 from .validate import check_number
@@ -132,15 +132,20 @@ def class_key(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _layer_classes() -> dict[str, type]:
-    """Every Layer class the running program has defined, by ``class_key`` (of one key,
-    the one defined last, as when a notebook cell runs again)."""
-    found, todo = {}, list(Layer.__subclasses__())
+def _subclasses(base: type) -> list[type]:
+    """Every class the running program has derived from ``base``, in order of definition
+    within each family."""
+    found, todo = [], list(base.__subclasses__())
     while todo:
-        cls = todo.pop(0)
-        found[class_key(cls)] = cls
-        todo.extend(cls.__subclasses__())
+        found.append(todo.pop(0))
+        todo.extend(found[-1].__subclasses__())
     return found
+
+
+def _layer_classes() -> dict[str, type]:
+    """Every Layer class by ``class_key`` (of one key, the one defined last, as when a
+    notebook cell runs again)."""
+    return {class_key(cls): cls for cls in _subclasses(Layer)}
 
 
 def _public(name: str) -> type | None:
@@ -293,7 +298,7 @@ def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, ver
             else:
                 setattr(owner, attr, _array(archive, key, held, kind, transposed))
         if header.get("input_shapes"):
-            _probe(model, header["input_shapes"])
+            probe_model(model, header["input_shapes"])
     epoch = header.get("epoch")
     if not want_optimizer:
         return model, None, epoch
@@ -335,24 +340,6 @@ def _array(archive: Archive, key: str, current: np.ndarray, kind: str, transpose
                          f"{current.dtype}")
     value = archive.read(key)
     return checked(kind, name, value.T if transposed else value, current)
-
-
-def _probe(model: Layer, shapes: list[list[int]]) -> None:
-    """Run the model once on zeros of the input shapes it was used with, within the file's
-    probe budget: an architecture whose layers do not fit together fails here, at load,
-    not later at predict."""
-    dtypes = getattr(model, "input_dtypes", None)
-    if dtypes is None or len(shapes) != len(dtypes):
-        count = "no inputs" if dtypes is None else f"{len(dtypes)} input(s)"
-        raise ValueError(f"it records {len(shapes)} input shapes for a model of {count}")
-    for i, (v, s) in enumerate(zip(getattr(model, "inputs", ()), shapes)):
-        if list(v.shape) != s:
-            raise ValueError(f"it records input {i} of shape {tuple(s)}, but the model's Input "
-                             f"takes {v.shape}")
-    charge(sum(math.prod(s) for s in shapes), f"a probe of shape {', '.join(map(str, shapes))}")
-    xs = [np.zeros((1, *s), d or model.dtype) for s, d in zip(shapes, dtypes)]
-    with model.evaluating():
-        probe(model, xs if len(xs) > 1 else xs[0])
 
 
 def _optimizer(header: dict[str, Any], archive: Archive, model: Layer) -> optim.Optimizer:
@@ -397,10 +384,5 @@ def _groups(groups: Any, model: Layer) -> list[Any]:
 
 def _optimizer_classes() -> dict[str, type]:
     """The public optimizer classes, nnlite's and the running program's, by name."""
-    found, todo = {}, [optim.Optimizer]
-    while todo:
-        cls = todo.pop()
-        if not cls.__name__.startswith("_"):
-            found[cls.__name__] = cls
-        todo.extend(cls.__subclasses__())
-    return found
+    return {cls.__name__: cls for cls in _subclasses(optim.Optimizer)
+            if not cls.__name__.startswith("_")}
