@@ -58,11 +58,6 @@ class FlatStore:
             view[...] = value
             setattr(p, name, view)
 
-    def zero_grad(self) -> None:
-        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
-        for p in self.params:
-            p.zero_grad()
-
     def gradient(self) -> np.ndarray:
         """The flat gradient, after copying in any array a user (or another optimizer) put
         on a parameter, and writing the zeros of any gradient backward did not reach."""

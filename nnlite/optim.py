@@ -116,8 +116,9 @@ class Optimizer:
         return {f"{i}/{k}": v for i, g in enumerate(self._groups) for k, v in g.state.items()}
 
     def zero_grad(self) -> None:
-        for group in self._groups:
-            group.store.zero_grad()
+        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
+        for p in self.params:
+            p.zero_grad()
 
     def step(self) -> None:
         grads = [group.store.gradient() for group in self._groups]

@@ -83,13 +83,14 @@ class Sequential(Trainable):
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         """dL/dx = g · J_L ⋯ J₁: each layer's backward, last to first; with ``input_grad``
-        False, down to the first layer with parameters only, and None."""
+        False, down to the first layer with parameters only (whose dL/dx, skipped, is
+        None)."""
         states = self._cached("_states")
         for i in range(len(self.layers) - 1, self._stop - 1, -1):
             if i in states:
                 self.layers[i].restore_call_state(states[i])
             grad = self.layers[i].backward(grad)
-        return grad if self.input_grad else None
+        return grad
 
     def _pass_input_grad(self, needed: bool) -> None:
         """Without dL/dx, backward stops at the first layer with parameters, which may skip
