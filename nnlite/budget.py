@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -86,8 +87,9 @@ def probe_model(model: Any, shapes: list[list[int]]) -> None:
 
 
 def probe(layer: Any, x: Any) -> Any:
-    """``layer.forward(x)``, with each call charged first while a budget is active; a
-    Sequential's layers are run (and charged) one by one."""
+    """``layer.forward(x)`` at the door: ``check_input`` first, and the call charged first
+    while a budget is active; a Sequential's layers are run (checked and charged) one by
+    one, an error naming the layer's position."""
     if getattr(layer, "chain", False):
         for i, inner in enumerate(layer.layers):
             try:
@@ -99,7 +101,21 @@ def probe(layer: Any, x: Any) -> Any:
         shapes = [np.shape(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
         charge(cost(layer, shapes), f"probing {type(layer).__name__} on inputs of shape "
                                     f"{', '.join(map(str, shapes))}")
+    layer.check_input(x)
     return layer.forward(x)
+
+
+def probe_rows(layer: Any, x: Any) -> Any:
+    """``probe`` on the first row of ``x`` (an array, or a list of one per input), in eval
+    mode: the checks at the door, as cheap as one sample. An error's shapes are the
+    probe's, batch axis 1: it says ``x``'s batch size instead."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    rows = [v[:1] for v in xs]
+    try:
+        with layer.evaluating():
+            return probe(layer, rows if isinstance(x, (list, tuple)) else rows[0])
+    except ValueError as e:
+        raise ValueError(re.sub(r"\(1,", f"({len(xs[0])},", str(e))) from None
 
 
 def charge(values: int, what: str) -> None:

@@ -177,17 +177,18 @@ class Model(Trainable):
     def n_outputs(self) -> int:
         return len(self.outputs)
 
-    def _check_data(self, xs, ys, losses, what) -> None:
-        for i, (v, x) in enumerate(zip(self.inputs, xs)):
-            if x.shape[1:] != v.shape:
+    def check_input(self, x: Any) -> None:
+        """One array per Input (a list when there are several), each of its shape."""
+        xs = self._arguments(x, self._multi_in, len(self.inputs), "forward", "inputs")
+        for i, (v, a) in enumerate(zip(self.inputs, xs)):
+            if np.shape(a)[1:] != v.shape:
                 where = f"input {i}" if len(xs) > 1 else "x"
-                raise ValueError(f"{what}: {where} has shape {x.shape}, but the model's "
-                                 f"Input takes {(None, *v.shape)}")
-        super()._check_data(xs, ys, losses, what)
+                raise ValueError(f"{where} has shape {np.shape(a)}, but the model's Input "
+                                 f"takes {(None, *v.shape)}")
 
     # -- the layer contract ------------------------------------------------------------------
     def forward(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-        xs = self._arguments(x, self._multi_in, len(self.inputs), "forward", "inputs")
+        xs = x if self._multi_in else [x]  # as many as inputs: check_input saw to it
         values: list[Any] = [None] * self._n_values
         for s, v in zip(self._in_slots, xs):
             values[s] = v

@@ -179,13 +179,21 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must define backward(grad)")
 
+    def check_input(self, x: Any) -> None:
+        """Raise a ValueError naming this layer and the shapes if ``forward`` cannot take
+        ``x``. It runs once, at the door (calling a layer, building a model, the one-row
+        probe of ``fit``, ``evaluate`` and ``predict``, ``load``), never per batch, so
+        ``forward`` holds only the formula. The default accepts anything."""
+
     def __call__(self, x: Any) -> Any:
-        """``forward(x)`` on arrays; on symbolic values (``nnlite.Input``), a new node of a
-        graph, whose output is symbolic too: a symbolic value knows how a layer is called
-        on it (``call_layer``, see ``nnlite.graph``), so the contract knows no graphs."""
+        """``forward(x)`` after ``check_input`` (a Sequential's checks its layers'); on
+        symbolic values (``nnlite.Input``), a new node of a graph, whose output is symbolic
+        too: a symbolic value knows how a layer is called on it (``call_layer``, see
+        ``nnlite.graph``), so the contract knows no graphs."""
         for v in x if isinstance(x, (list, tuple)) else (x,):
             if hasattr(v, "call_layer"):
                 return v.call_layer(self, x)
+        self.check_input(x)
         return self.forward(x)
 
     # -- structure ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .budget import probe_rows
 from .layer import Layer
 from .training import Trainable
 
@@ -70,13 +71,14 @@ class Sequential(Trainable):
     def from_config(cls, config: dict[str, Any]) -> Sequential:
         return cls(*config["layers"])
 
+    def check_input(self, x: np.ndarray) -> None:
+        """Each layer's ``check_input`` on the way of one row through the chain."""
+        probe_rows(self, x)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         states = self._states = {}
         for i, layer in enumerate(self.layers):
-            try:
-                x = layer.forward(x)
-            except ValueError as e:
-                raise ValueError(f"layer {i} ({type(layer).__name__}): {e}") from None
+            x = layer.forward(x)
             if i in self._shared:
                 states[i] = layer.call_state()
         return x

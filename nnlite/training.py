@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import io
+from .budget import probe_rows
 from .callbacks import Callback, CallbackList, History, in_notebook
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
@@ -98,6 +99,8 @@ class Trainable(Layer):
         (one array, or a list of one array per output)."""
         xs = self._as_inputs(x, "predict")
         check_batch_size(batch_size)
+        if len(xs[0]):
+            self._check_inputs(xs, "predict")
         outs: list[np.ndarray] | None = None
         n = len(xs[0])
         with self.evaluating():
@@ -291,21 +294,22 @@ class Trainable(Layer):
         for i, t in enumerate(ys):
             if np.issubdtype(t.dtype, np.floating):
                 check_finite(t, f"{what}: {data_name('y', i, len(ys))}")
-        probes = [v[:1] for v in xs]
-        try:
-            with self.evaluating():
-                outs = self._forward_list(probes)
-        except ValueError as e:
-            message = str(e)  # say the data's shapes, not the probe's
-            for probe, v in zip(probes, xs):
-                message = message.replace(str(probe.shape), str(v.shape))
-            raise ValueError(f"{what}: {message}") from None
+        outs = self._check_inputs(xs, what)
         for i, (fn, out, t) in enumerate(zip(losses, outs, ys)):
             try:
                 fn.check_target((len(t),) + out.shape[1:], t)
             except ValueError as e:
                 where = f"output {i}: " if len(ys) > 1 else ""
                 raise ValueError(f"{what}: {where}{e}") from None
+
+    def _check_inputs(self, xs: list[np.ndarray], what: str) -> list[np.ndarray]:
+        """The door's one-row probe (``nnlite.budget.probe_rows``): every layer's
+        ``check_input`` on the way; the outputs."""
+        try:
+            out = probe_rows(self, _bare(xs))
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+        return out if self.n_outputs > 1 else [out]
 
     def _forward_list(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         out = self.forward(_bare(xs))

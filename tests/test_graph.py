@@ -480,4 +480,4 @@ def test_wrong_numbers_of_inputs_and_targets_are_clear_errors(digits):
     with pytest.raises(ValueError, match="output 1: MSE: target of shape"):
         model.fit([x, x[:, :3]], [y, x[:, :2]], **fit)
     with pytest.raises(ValueError, match="Model.forward: the model has 2 inputs"):
-        model.forward(x)
+        model(x)  # checked at the door: calling the model (forward itself does not check)

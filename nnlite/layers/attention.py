@@ -53,10 +53,12 @@ class MultiHeadAttention(Layer):
         self.out_proj = Linear(e, e, bias=self.in_proj_bias is not None, init="glorot",
                                dtype=self.dtype, rng=rng)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         if x.ndim != 3 or x.shape[2] != self.embed_dim:
             raise ValueError(f"{self!r} expects input of shape (N, T, {self.embed_dim}), got "
                              f"{x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         n, t, e = x.shape
         h, d = self.num_heads, e // self.num_heads
         qkv = x @ self.in_proj_weight.data.T

@@ -90,13 +90,17 @@ class Conv2D(Layer):
         self.bias = Parameter(new_array((self.out_channels,), self.dtype), self.dtype) \
             if check_flag("Conv2D", "bias", bias) else None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         _check_nchw(self, x, self.in_channels)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+        if hp < kh or wp < kw:
+            raise ValueError(f"{self!r}: input {x.shape} (padded to {hp}x{wp}) is smaller "
+                             f"than the kernel {kh}x{kw}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         xh = self._padded(x.transpose(0, 2, 3, 1))
         kh, kw = self.kernel_size
-        if xh.shape[1] < kh or xh.shape[2] < kw:
-            raise ValueError(f"{self!r}: input {x.shape} (padded to {xh.shape[1]}x"
-                             f"{xh.shape[2]}) is smaller than the kernel {kh}x{kw}")
         (n, hp, wp, _), (sh, sw) = xh.shape, self.stride
         ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
         w = self._weight_rows()
@@ -213,11 +217,14 @@ class _Pool2D(Layer):
         if max(self.kernel_size) > 255:  # MaxPool2D keeps each window's argmax in a uint8
             raise ValueError(f"{name}: kernel_size must be at most 255, got {kernel_size!r}")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         _check_nchw(self, x)
         kh, kw = self.kernel_size
         if x.shape[2] < kh or x.shape[3] < kw:
             raise ValueError(f"{self!r}: input {x.shape} is smaller than the window {kh}x{kw}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        kh, kw = self.kernel_size
         xh = x.transpose(0, 2, 3, 1)
         along_w, arg_w = self._pool_1d(xh, 2, kw, self.stride[1])
         y, arg_h = self._pool_1d(along_w, 1, kh, self.stride[0])

@@ -45,10 +45,12 @@ class Linear(Layer):
             if check_flag("Linear", "bias", bias) else None
         self._x = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"{self!r} expects input of shape (N, {self.in_features}), "
                              f"got {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
         y = x @ self.weight.data.T
         if self.bias is not None:

@@ -87,13 +87,15 @@ class PositionalEmbedding(Layer):
         w[...] = (rng or default_rng()).standard_normal(shape)
         self.weight = Parameter(w, self.dtype)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         if x.ndim != 3 or x.shape[2] != self.embedding_dim:
             raise ValueError(f"{self!r} expects sequences of shape (N, T, "
                              f"{self.embedding_dim}), got {x.shape}")
         if x.shape[1] > self.num_positions:
             raise ValueError(f"{self!r}: a sequence of {x.shape[1]} positions is longer than "
                              f"the table of {self.num_positions}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._t = x.shape[1]
         return x + self.weight.data[:x.shape[1]]
 

@@ -38,11 +38,16 @@ class BatchNorm(Layer):
         self.register_buffer("running_var", new_array(c, self.dtype, 1))
         self.register_buffer("num_batches_tracked", new_array((), np.int64))
 
-    def _rows(self, x: np.ndarray) -> np.ndarray:
-        """x as (M, C): channels last (NHWC memory for 4-D input)."""
+    def check_input(self, x: np.ndarray) -> None:
         if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"{self!r} expects input of shape (N, {self.num_features}) or "
                              f"(N, {self.num_features}, H, W), got {x.shape}")
+        if self.training and x.size // self.num_features < 2:
+            raise ValueError(f"{self!r} needs more than one value per channel in training, "
+                             f"got input of shape {x.shape}")
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """x as (M, C): channels last (NHWC memory for 4-D input)."""
         return x if x.ndim == 2 else x.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
 
     def _back(self, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -56,9 +61,6 @@ class BatchNorm(Layer):
         rows = self._rows(x)
         m = len(rows)
         if self.training:
-            if m < 2:
-                raise ValueError(f"{self!r} needs more than one value per channel in training, "
-                                 f"got input of shape {x.shape}")
             mean = _column_sums(rows) / m
             centred = rows - mean
             var = np.einsum("ij,ij->j", centred, centred) / m
@@ -126,11 +128,13 @@ class LayerNorm(Layer):
         self.bias = Parameter(new_array(self.normalized_shape, self.dtype), self.dtype) \
             if affine and check_flag("LayerNorm", "bias", bias) else None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         k = len(self.normalized_shape)
         if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
             raise ValueError(f"{self!r} normalises trailing axes {self.normalized_shape}, got "
                              f"input of shape {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         d = int(np.prod(self.normalized_shape))
         rows = x.reshape(-1, d)
         xhat = rows - rows.mean(axis=1, keepdims=True)

@@ -53,9 +53,11 @@ class RandomShift(Layer):
         super().__init__()
         self.max_shift = check_number("RandomShift", "max_shift", max_shift, integer=True, low=0)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4:
             raise ValueError(f"{self!r} expects images of shape (N, C, H, W), got {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.max_shift == 0:
             self._offsets = None
             return x.copy()
@@ -101,9 +103,11 @@ class RandomHorizontalFlip(Layer):
         super().__init__()
         self.p = check_number("RandomHorizontalFlip", "p", p, low=0, high=1)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4:
             raise ValueError(f"{self!r} expects images of shape (N, C, H, W), got {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         y = x.copy()
         self._mirrored = None
         if self.training and self.p > 0:
