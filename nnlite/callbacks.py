@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .curves import plot_history
 
@@ -165,3 +166,20 @@ class CallbackList:
             for cb in self.callbacks:
                 getattr(cb, hook)(*args)
         return call
+
+
+def _interactive() -> bool:
+    """Whether a progress bar can redraw where it lands: a terminal, or a notebook.
+
+    Elsewhere (a log file, a pipe, CI), ``fit`` writes one line per epoch instead.
+    """
+    try:
+        return sys.stderr.isatty() or in_notebook()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return in_notebook()
+
+
+def progress_bar(total: int, epoch: int, epochs: int, verbose: bool) -> tqdm:
+    """The epoch's progress bar, drawn only in a terminal or a notebook."""
+    return tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+                disable=not (verbose and _interactive()), leave=False, dynamic_ncols=True)

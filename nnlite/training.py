@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import io
 from .budget import probe_rows
-from .callbacks import Callback, CallbackList, History, in_notebook
+from .callbacks import Callback, CallbackList, History, progress_bar
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
 from .losses import CrossEntropy, Loss
@@ -30,17 +30,6 @@ from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
 from .validate import (as_array, as_list, check_batch_size, check_finite, check_fit_args,
                        check_flag, check_last_batch, check_lengths, data_name)
-
-
-def _interactive() -> bool:
-    """Whether a progress bar can redraw where it lands: a terminal, or a notebook.
-
-    Elsewhere (a log file, a pipe, CI), ``fit`` writes one line per epoch instead.
-    """
-    try:
-        return sys.stderr.isatty() or in_notebook()
-    except (AttributeError, ValueError):  # a replaced or closed stderr
-        return in_notebook()
 
 
 class Trainable(Layer):
@@ -219,7 +208,7 @@ class Trainable(Layer):
                                    drop_last=drop_last)
                     total = len(xs[0]) // batch_size if drop_last else \
                         math.ceil(len(xs[0]) / batch_size)
-                    with _progress(total, epoch, epochs, verbose) as bar:
+                    with progress_bar(total, epoch, epochs, verbose) as bar:
                         try:
                             logs = self._train_epoch(data, objective, optimizer, cbs, bar,
                                                      interrupted)
@@ -381,12 +370,6 @@ class _Diverged(Exception):
     def __init__(self, value: float, batch: int):
         super().__init__(value, batch)
         self.value, self.batch = value, batch
-
-
-def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> tqdm:
-    """The epoch's progress bar, drawn only in a terminal or a notebook."""
-    return tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
-                disable=not (verbose and _interactive()), leave=False, dynamic_ncols=True)
 
 
 def _bare(values: list[Any]) -> Any:
