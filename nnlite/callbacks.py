@@ -168,7 +168,7 @@ class CallbackList:
         return call
 
 
-def _interactive() -> bool:
+def interactive() -> bool:
     """Whether a progress bar can redraw where it lands: a terminal, or a notebook.
 
     Elsewhere (a log file, a pipe, CI), ``fit`` writes one line per epoch instead.
@@ -179,7 +179,27 @@ def _interactive() -> bool:
         return in_notebook()
 
 
-def progress_bar(total: int, epoch: int, epochs: int, verbose: bool) -> tqdm:
-    """The epoch's progress bar, drawn only in a terminal or a notebook."""
-    return tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
-                disable=not (verbose and _interactive()), leave=False, dynamic_ncols=True)
+class ProgressBar(Callback):
+    """The epoch's progress bar on stderr with its running loss: ``fit`` adds it, with
+    ``verbose``, where a bar can redraw (a terminal or a notebook)."""
+
+    def __init__(self, epochs: int, batches: int):
+        super().__init__()
+        self.epochs, self.batches, self.bar = epochs, batches, None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar = tqdm(total=self.batches, desc=f"Epoch {epoch + 1}/{self.epochs}",
+                        unit="batch", leave=False, dynamic_ncols=True)
+        self.total = 0.0
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.total += (logs or {}).get("loss", 0.0)
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{self.total / (batch + 1):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.close()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -220,9 +220,7 @@ class Model(Trainable):
         states = self._cached("_states")
         grads: list[Any] = [None] * self._n_values
         owned = [False] * self._n_values  # grads[s] is an array of ours, safe to add into
-        for s, g in zip(self._out_slots, self._arguments(grad, self._multi_out,
-                                                          len(self.outputs), "backward",
-                                                          "outputs")):
+        for s, g in zip(self._out_slots, grad if self._multi_out else [grad]):
             _accumulate(grads, owned, s, g, "the output gradient")
         everything = self.input_grad
         for k in range(len(self._steps) - 1, -1, -1):

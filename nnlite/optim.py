@@ -73,6 +73,9 @@ class Optimizer:
         self.params = [p for g in self.param_groups for p in g["params"]]
         self.steps = 0
         self._groups = [Group(g) for g in self.param_groups]
+        for group in self._groups:  # zeros until the first step, as torch's empty state
+            for name in self.group_state_names(group.hyper):
+                group.buffer(name)
         dtypes = {g.store.dtype for g in self._groups}
         if len(dtypes) > 1:
             raise ValueError(f"optimizer: parameter groups have different dtypes "
@@ -154,7 +157,8 @@ class Optimizer:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The optimizer's state, as flat arrays, for checkpoints."""
-        return {k: v for k, v in self.state.items() if not k.split("/")[-1].startswith("_")}
+        return {k: v for k, v in self.state.items()
+                if self.steps and not k.split("/")[-1].startswith("_")}
 
     def load_state(self, arrays: dict[str, np.ndarray], steps: int,
                    initial_lr: float | list[float] | None = None) -> None:
@@ -223,7 +227,7 @@ class SGD(Optimizer):
         h = group.hyper
         g = self._decayed(group, p, g)
         if h["momentum"]:
-            b = group.buffer("momentum_buffer")
+            b = group.state["momentum_buffer"]
             if self.steps == 1:
                 b[...] = g
             else:
@@ -269,7 +273,7 @@ class Adam(Optimizer):
             p *= 1 - lr * h["weight_decay"]
         elif h["weight_decay"]:
             g = self._decayed(group, p, g)
-        m, v, tmp = group.buffer("exp_avg"), group.buffer("exp_avg_sq"), group.scratch
+        m, v, tmp = group.state["exp_avg"], group.state["exp_avg_sq"], group.scratch
         # lr/(1-b1ᵗ)·m/(√v/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
         step = lr / (1 - b1 ** t) * math.sqrt(1 - b2 ** t)
         eps_hat = h["eps"] * math.sqrt(1 - b2 ** t)
@@ -324,7 +328,7 @@ class RMSprop(Optimizer):
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
         g = self._decayed(group, p, g)
-        v, tmp = group.buffer("square_avg"), group.scratch
+        v, tmp = group.state["square_avg"], group.scratch
         np.multiply(g, g, out=tmp)
         tmp *= 1 - h["alpha"]
         v *= h["alpha"]
@@ -333,7 +337,7 @@ class RMSprop(Optimizer):
         tmp += h["eps"]
         np.divide(g, tmp, out=tmp)  # the step g / (√v + ε)
         if h["momentum"]:
-            b = group.buffer("momentum_buffer")
+            b = group.state["momentum_buffer"]
             b *= h["momentum"]
             b += tmp
             np.multiply(b, h["lr"], out=tmp)

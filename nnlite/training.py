@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import io
 from .budget import probe_rows
-from .callbacks import Callback, CallbackList, History, progress_bar
+from .callbacks import Callback, CallbackList, History, ProgressBar, interactive
 from .datasets import batches
 from .layer import Layer, default_rng, get_default_dtype
 from .losses import CrossEntropy, Loss
@@ -188,7 +188,9 @@ class Trainable(Layer):
         history = History()
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         objective = Objective(losses, weights, self.output_names())
-        cbs = CallbackList([*callbacks, history], self, optimizer)
+        total = len(xs[0]) // batch_size if drop_last else math.ceil(len(xs[0]) / batch_size)
+        bar = [ProgressBar(epochs, total)] if verbose and interactive() else []
+        cbs = CallbackList([*callbacks, history, *bar], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
         interrupted = InterruptFlag()
@@ -206,19 +208,15 @@ class Trainable(Layer):
                     started = time.perf_counter()
                     data = batches(_bare(xs), _bare(ys), batch_size, shuffle=shuffle, rng=rng,
                                    drop_last=drop_last)
-                    total = len(xs[0]) // batch_size if drop_last else \
-                        math.ceil(len(xs[0]) / batch_size)
-                    with progress_bar(total, epoch, epochs, verbose) as bar:
-                        try:
-                            logs = self._train_epoch(data, objective, optimizer, cbs, bar,
-                                                     interrupted)
-                        except _Diverged as d:
-                            snapshot.restore()
-                            raise FloatingPointError(
-                                f"loss is {d.value} in epoch {epoch + 1}, batch {d.batch + 1}: "
-                                f"training diverged (try a lower learning rate); model and "
-                                f"optimizer are restored to the start of epoch "
-                                f"{snapshot.epoch + 1}") from None
+                    try:
+                        logs = self._train_epoch(data, objective, optimizer, cbs, interrupted)
+                    except _Diverged as d:
+                        snapshot.restore()
+                        raise FloatingPointError(
+                            f"loss is {d.value} in epoch {epoch + 1}, batch {d.batch + 1}: "
+                            f"training diverged (try a lower learning rate); model and "
+                            f"optimizer are restored to the start of epoch "
+                            f"{snapshot.epoch + 1}") from None
                     if interrupted.raised:  # a partial epoch is not reported as done
                         break
                     if val is not None:
@@ -250,7 +248,7 @@ class Trainable(Layer):
         return history
 
     def _train_epoch(self, data: Iterable[tuple[Any, Any]], objective: Objective,
-                     optimizer: Optimizer, cbs: CallbackList, bar: tqdm,
+                     optimizer: Optimizer, cbs: CallbackList,
                      interrupted: InterruptFlag) -> dict[str, float]:
         """One pass over ``data``; the epoch's means of ``objective``'s metrics."""
         objective.reset()
@@ -263,9 +261,6 @@ class Trainable(Layer):
             self.backward(objective.backward())     # backward: dL/dout, through every layer
             optimizer.step()                        # step
             objective.count(value)
-            bar.update()
-            if not bar.disable:
-                bar.set_postfix(loss=f"{objective.logs()['loss']:.4f}", refresh=False)
             for hook in cbs.batch_end_hooks:
                 hook(b, {"loss": value})
             if interrupted.raised:
