@@ -49,12 +49,8 @@ def new_array(shape: tuple[int, ...], dtype: Any, fill: float = 0.0) -> np.ndarr
     theirs with it, so that a loaded file's architecture is held to the arrays it has."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    budget = _budget.get()
-    if budget is not None:
-        if nbytes > budget[0]:
-            raise ValueError(f"it declares an array of shape {tuple(shape)} ({nbytes:,} bytes), "
-                             f"more than the file holds")
-        budget[0] -= nbytes
+    _take(_budget, nbytes, lambda left: f"it declares an array of shape {tuple(shape)} "
+                                        f"({nbytes:,} bytes), more than the file holds")
     return np.full(shape, fill, dtype)
 
 
@@ -121,12 +117,18 @@ def probe_rows(layer: Any, x: Any) -> Any:
 def charge(values: int, what: str) -> None:
     """Take ``values`` from the active budget (if any), or raise a ValueError saying
     ``what`` would have cost them."""
-    left = _left.get()
+    _take(_left, values, lambda left: f"{what} is too large to rebuild: about {values:,} "
+                                      f"values of work, more than the file's budget of {left:,}")
+
+
+def _take(budget: contextvars.ContextVar, amount: int, refusal: Any) -> None:
+    """Take ``amount`` from ``budget`` when one is active, else raise the ValueError
+    ``refusal(what is left)`` says."""
+    left = budget.get()
     if left is not None:
-        if values > left[0]:
-            raise ValueError(f"{what} is too large to rebuild: about {values:,} values of "
-                             f"work, more than the file's budget of {left[0]:,}")
-        left[0] -= values
+        if amount > left[0]:
+            raise ValueError(refusal(left[0]))
+        left[0] -= amount
 
 
 def cost(layer: Any, shapes: list[tuple[int, ...]]) -> int:

@@ -45,3 +45,18 @@ def require(module):
         return importlib.import_module(module)
     except ImportError:
         skip_or_fail(f"{module} is not installed (pip install -e \".[bench,onnx,plot]\")")
+
+
+def rewrite(path, change_header=None, change_arrays=None):
+    """Re-write the nnlite archive at ``path`` with its header or arrays changed (a valid
+    zip)."""
+    import json
+
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays.pop("__nnlite__")))
+    if change_header:
+        change_header(header)
+    if change_arrays:
+        change_arrays(arrays)
+    np.savez(path, __nnlite__=np.array(json.dumps(header)), **arrays)

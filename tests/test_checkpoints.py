@@ -9,7 +9,7 @@ import nnlite
 from nnlite import losses, optim
 from nnlite.layers import Linear, ReLU
 
-from conftest import require
+from conftest import require, rewrite
 
 
 def digits():
@@ -27,17 +27,6 @@ def checkpoint(tmp_path, make_optimizer, epochs=2):
     model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, epochs=epochs, batch_size=64,
               seed=1, verbose=False, callbacks=[nnlite.callbacks.ModelCheckpoint(path)])
     return path, x, y
-
-
-def rewrite(path, change_header=None, change_arrays=None):
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("__nnlite__")))
-    if change_header:
-        change_header(header)
-    if change_arrays:
-        change_arrays(arrays)
-    np.savez(path, __nnlite__=np.array(json.dumps(header)), **arrays)
 
 
 def _pop(*names):

@@ -14,7 +14,7 @@ from nnlite import layers, losses, optim
 from nnlite.layers import (BatchNorm, Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomShift,
                            ReLU)
 
-from conftest import require
+from conftest import require, rewrite
 
 
 def mlp():
@@ -234,18 +234,6 @@ def test_a_custom_layer_without_an_export_rule_is_named_and_one_can_be_registere
 
 
 # -- loading you can trust --------------------------------------------------------------------
-def rewrite(path, change_header=None, change_arrays=None):
-    """Re-write the archive at ``path`` with its header or arrays changed (a valid zip)."""
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("__nnlite__")))
-    if change_header:
-        change_header(header)
-    if change_arrays:
-        change_arrays(arrays)
-    np.savez(path, __nnlite__=np.array(json.dumps(header)), **arrays)
-
-
 def test_a_tiny_file_declaring_an_enormous_layer_is_refused_without_allocating_it(tmp_path):
     path = tmp_path / "huge.npz"
     nnlite.Sequential(Linear(2, 2)).save(path)
