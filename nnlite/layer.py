@@ -10,7 +10,6 @@ gradients, one per input, from ``backward``.
 from __future__ import annotations
 
 import inspect
-import math
 from contextlib import contextmanager
 from typing import Any, Iterator
 

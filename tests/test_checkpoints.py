@@ -1,5 +1,4 @@
 """A checkpoint resumes exactly, or load_checkpoint refuses it naming the file and entry."""
-import json
 
 import numpy as np
 import pytest
