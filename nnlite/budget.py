@@ -76,6 +76,8 @@ def probe_model(model: Any, shapes: list[list[int]]) -> None:
         if list(v.shape) != s:
             raise ValueError(f"it records input {i} of shape {tuple(s)}, but the model's Input "
                              f"takes {v.shape}")
+    if hasattr(model, "inputs"):  # a graph Model: rebuilding it probed every node already
+        return
     charge(sum(math.prod(s) for s in shapes), f"a probe of shape {', '.join(map(str, shapes))}")
     xs = [np.zeros((1, *s), d or model.dtype) for s, d in zip(shapes, dtypes)]
     with model.evaluating():

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .budget import charge, probe
-from .layer import Layer, get_default_dtype
+from .layer import Layer, get_default_dtype, shared_positions
 from .training import Trainable
 
 
@@ -177,18 +177,33 @@ class Model(Trainable):
     def n_outputs(self) -> int:
         return len(self.outputs)
 
-    def check_input(self, x: Any) -> None:
-        """One array per Input (a list when there are several), each of its shape."""
-        xs = self._arguments(x, self._multi_in, len(self.inputs), "forward", "inputs")
-        for i, (v, a) in enumerate(zip(self.inputs, xs)):
-            if np.shape(a)[1:] != v.shape:
+    def _check_data(self, xs, ys, losses, what) -> None:
+        """Training data has exactly the Inputs' shapes (a model may run on others)."""
+        for i, (v, x) in enumerate(zip(self.inputs, xs)):
+            if x.shape[1:] != v.shape:
                 where = f"input {i}" if len(xs) > 1 else "x"
-                raise ValueError(f"{where} has shape {np.shape(a)}, but the model's Input "
-                                 f"takes {(None, *v.shape)}")
+                raise ValueError(f"{what}: {where} has shape {x.shape}, but the model's "
+                                 f"Input takes {(None, *v.shape)}")
+        super()._check_data(xs, ys, losses, what)
+
+    def check_input(self, x: Any) -> None:
+        """One array per Input (a list when there are several), then each node's
+        ``check_input`` on one row through the graph, in eval mode."""
+        n = len(self.inputs)
+        if self._multi_in and (not isinstance(x, (list, tuple)) or len(x) != n):
+            got = f"{len(x)}" if isinstance(x, (list, tuple)) else "one array"
+            raise ValueError(f"Model.forward: the model has {n} inputs; give a list of {n} "
+                             f"arrays, got {got}")
+        xs = list(x) if self._multi_in else [x]
+        with self.evaluating():
+            self._run([v[:1] for v in xs], probe)
 
     # -- the layer contract ------------------------------------------------------------------
     def forward(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-        xs = x if self._multi_in else [x]  # as many as inputs: check_input saw to it
+        return self._run(x if self._multi_in else [x], _forward)  # check_input counted them
+
+    def _run(self, xs: list[np.ndarray], call: Any) -> Any:
+        """The nodes in topological order, each layer run by ``call(layer, its inputs)``."""
         values: list[Any] = [None] * self._n_values
         for s, v in zip(self._in_slots, xs):
             values[s] = v
@@ -196,7 +211,7 @@ class Model(Trainable):
         for k, step in enumerate(self._steps):
             args = [values[s] for s in step.ins]
             try:
-                out = step.layer.forward(args if step.multi_in else args[0])
+                out = call(step.layer, args if step.multi_in else args[0])
             except ValueError as e:
                 raise ValueError(f"layer {step.name} ({type(step.layer).__name__}): {e}") \
                     from None
@@ -264,16 +279,6 @@ class Model(Trainable):
         for step in self._steps:
             if step.layer.skips_input_grad and not upstream[id(step.layer)]:
                 step.layer.input_grad = needed
-
-    @staticmethod
-    def _arguments(value: Any, multi: bool, count: int, what: str, plural: str) -> list[Any]:
-        if not multi:
-            return [value]
-        if not isinstance(value, (list, tuple)) or len(value) != count:
-            got = f"{len(value)}" if isinstance(value, (list, tuple)) else "one array"
-            raise ValueError(f"Model.{what}: the model has {count} {plural}; give a list of "
-                             f"{count} arrays, got {got}")
-        return list(value)
 
     # -- description and files -----------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -389,11 +394,5 @@ def _accumulate(grads: list[Any], owned: list[bool], slot: int, g: Any, source: 
         owned[slot] = True
 
 
-def shared_positions(layers: list[Layer]) -> set[int]:
-    """The positions in ``layers`` whose layer (or a layer inside it) is also used at another
-    position: a container must keep each call's state for these (see ``call_state``)."""
-    owners: dict[int, set[int]] = {}
-    for i, layer in enumerate(layers):
-        for m in layer.modules():
-            owners.setdefault(id(m), set()).add(i)
-    return {i for used_at in owners.values() if len(used_at) > 1 for i in used_at}
+def _forward(layer: Layer, x: Any) -> Any:
+    return layer.forward(x)

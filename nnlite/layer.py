@@ -388,3 +388,13 @@ def _layer_list(value: Any) -> bool:
         raise TypeError("a list attribute of a layer holds layers and other values; keep the "
                         "layers in a list of their own, so that they register")
     return kinds != {False}
+
+
+def shared_positions(layers: list[Layer]) -> set[int]:
+    """The positions in ``layers`` whose layer (or a layer inside it) is also used at another
+    position: a container must keep each call's state for these (see ``call_state``)."""
+    owners: dict[int, set[int]] = {}
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            owners.setdefault(id(m), set()).add(i)
+    return {i for used_at in owners.values() if len(used_at) > 1 for i in used_at}
