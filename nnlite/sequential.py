@@ -39,6 +39,7 @@ class Sequential(Trainable):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes Layers, got {type(layer).__name__}")
         i = len(self.layers)
+        self.__dict__.pop("_predicted", None)  # predict checks its inputs anew
         setattr(self, str(i), layer)
         self.layers.append(layer)
         for m in layer.modules():  # a layer met before: both positions keep call states

@@ -88,8 +88,10 @@ class Trainable(Layer):
         (one array, or a list of one array per output)."""
         xs = self._as_inputs(x, "predict")
         check_batch_size(batch_size)
-        if len(xs[0]):
-            self._check_inputs(xs, "predict")
+        shapes = [(v.shape[1:], v.dtype.str) for v in xs]
+        if len(xs[0]) and self.__dict__.get("_predicted") != shapes:  # a new kind of input
+            self._check_inputs(xs, "predict")  # (sampling a sequence calls predict per token)
+            self.__dict__["_predicted"] = shapes
         outs: list[np.ndarray] | None = None
         n = len(xs[0])
         with self.evaluating():

@@ -290,3 +290,20 @@ def test_custom_layer_trains_inside_sequential(digits):
     train(model, x, y, epochs=2)
     assert not np.allclose(model[0].s.data, 1)
     assert nnlite.check.check_layer(Scale(5), np.ones((2, 5))).ok
+
+
+def test_predict_checks_each_new_kind_of_input_once():
+    """Sampling a sequence calls predict per token: the door's probe runs once per input
+    shape, and a new shape is checked again."""
+    calls = []
+
+    class Counting(layers.ReLU):
+        def check_input(self, x):
+            calls.append(x.shape)
+
+    model = nnlite.Sequential(layers.Linear(4, 3), Counting())
+    model.predict(np.ones((5, 4)))
+    model.predict(np.ones((7, 4)))
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match=r"predict: .*\(N, 4\), got \(2, 5\)"):
+        model.predict(np.ones((2, 5)))
