@@ -46,7 +46,7 @@ class Sigmoid(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = sigmoid(x)
-        return self._y.copy()
+        return self._y.copy()  # backward needs y intact, whatever the caller writes into it
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         y = self._cached("_y")
@@ -58,7 +58,7 @@ class Tanh(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = np.tanh(x)
-        return self._y.copy()
+        return self._y.copy()  # backward needs y intact, whatever the caller writes into it
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         y = self._cached("_y")
@@ -145,7 +145,7 @@ class Softmax(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = softmax(x, self.axis)
-        return self._y.copy()
+        return self._y.copy()  # backward needs y intact, whatever the caller writes into it
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         y = self._cached("_y")
