@@ -169,13 +169,9 @@ def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
     end = n - n % batch_size if drop_last else n
     for start in range(0, end, batch_size):
-        stop = start + batch_size
-        if order is None:
-            rows: Any = slice(start, stop)
-            yield _rows(x, rows), _rows(y, rows)
-        else:
-            part = order[start:stop]
-            yield _rows(x, part), _rows(y, part)
+        rows = slice(start, start + batch_size) if order is None else \
+            order[start:start + batch_size]
+        yield _rows(x, rows), _rows(y, rows)
 
 
 def _rows(a: Any, rows: Any) -> Any:

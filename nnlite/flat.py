@@ -66,7 +66,8 @@ class FlatStore:
                 p._grad is not self.grad_views[i]
             if stale_data or stale_grad:
                 self._adopt(i, stale_data, stale_grad)
-            p.write_pending_zeros()
+            if p._zero_pending:  # a gradient backward did not reach
+                p.write_pending_zeros()
         return self.grad
 
 

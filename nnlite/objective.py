@@ -17,16 +17,16 @@ class Objective(Loss):
     """L = Σᵢ wᵢ Lᵢ(outᵢ, yᵢ) over a model's outputs; dL/doutᵢ = wᵢ · dLᵢ/doutᵢ.
 
     ``count`` adds the last batch, weighted by its size, to the epoch's means (``logs``):
-    the loss; each output's own loss (``output_i_loss``) when there are several; and the
-    accuracy of each output trained with a classification loss.
+    the loss; each output's own loss (``output_i_loss``) when there are several; then the
+    accuracy of each output trained with a classification loss (``output_i_accuracy``).
     """
 
     def __init__(self, losses: Sequence[Loss], weights: Sequence[float], names: list[str]):
         self.losses, self.weights, self.names = list(losses), list(weights), names
         self.multi = len(self.losses) > 1
-        self.keys = ["loss"]
-        for name, f in zip(names, self.losses):
-            self.keys += [f"{name}loss"] * self.multi + [f"{name}accuracy"] * f.classification
+        self.scored = [i for i, f in enumerate(self.losses) if f.classification]
+        self.keys = ["loss"] + [f"{name}loss" for name in names if self.multi] + \
+            [f"{names[i]}accuracy" for i in self.scored]
         self.reset()
 
     def reset(self) -> None:
@@ -43,14 +43,11 @@ class Objective(Loss):
         return grads if self.multi else grads[0]
 
     def count(self, value: float) -> None:
-        row = [value]
-        for f, o, t, v in zip(self.losses, self.outs, self.targets, self.values):
-            row += [v] * self.multi
-            if f.classification:
-                row.append(f.accuracy(o, t))
+        accuracies = [self.losses[i].accuracy(self.outs[i], self.targets[i])
+                      for i in self.scored]
         n = len(self.targets[0])
         self.seen += n
-        self.sums += n * np.asarray(row)
+        self.sums += n * np.array([value, *(self.values if self.multi else []), *accuracies])
 
     def logs(self) -> dict[str, float]:
         return {k: float(s / max(self.seen, 1)) for k, s in zip(self.keys, self.sums)}

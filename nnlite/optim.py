@@ -269,10 +269,11 @@ class Adam(Optimizer):
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
         (b1, b2), lr, t = h["betas"], h["lr"], self.steps
-        if h["weight_decay"] and self.decoupled:
-            p *= 1 - lr * h["weight_decay"]
-        elif h["weight_decay"]:
-            g = self._decayed(group, p, g)
+        if h["weight_decay"]:  # AdamW decays the weights, Adam adds λθ to the gradient
+            if self.decoupled:
+                p *= 1 - lr * h["weight_decay"]
+            else:
+                g = self._decayed(group, p, g)
         m, v, tmp = group.state["exp_avg"], group.state["exp_avg_sq"], group.scratch
         # lr/(1-b1ᵗ)·m/(√v/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
         step = lr / (1 - b1 ** t) * math.sqrt(1 - b2 ** t)
