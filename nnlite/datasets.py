@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from .validate import check_batch_size
+
 Split = tuple[np.ndarray, np.ndarray]
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -163,8 +165,7 @@ def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
     each epoch. Without it, batches are views, in order. ``drop_last`` leaves out a
     final, smaller batch.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_batch_size(batch_size)
     n = len(x[0]) if isinstance(x, list) else len(x)
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
     end = n - n % batch_size if drop_last else n

@@ -147,15 +147,14 @@ class Layer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, (Parameter, Layer, list, tuple)) or name in self.__dict__.get(
-                "_registered", ()):  # forward's plain arrays skip the registry
-            self._register(name, value)
+                "_params", ()) or name in self.__dict__.get("_children", ()):
+            self._register(name, value)  # forward's plain arrays skip the registry
         object.__setattr__(self, name, value)
 
     def _register(self, name: str, value: Any) -> None:
         d = self.__dict__
         if "_params" not in d:
             d["_params"], d["_children"], d["_buffers"] = {}, {}, {}
-            d["_registered"] = set()
         params, children = d["_params"], d["_children"]
         params.pop(name, None)
         children.pop(name, None)
@@ -164,7 +163,6 @@ class Layer:
         elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and
                                           _layer_list(value)):
             children[name] = value  # a list or tuple stays live: later appends register
-        d["_registered"].add(name)
 
     def register_buffer(self, name: str, array: np.ndarray) -> None:
         """Keep a non-trainable array (running statistics) that saves with the model."""

@@ -22,7 +22,7 @@ class Objective(Loss):
     """
 
     def __init__(self, losses: Sequence[Loss], weights: Sequence[float], names: list[str]):
-        self.losses, self.weights, self.names = list(losses), list(weights), names
+        self.losses, self.weights = list(losses), list(weights)
         self.multi = len(self.losses) > 1
         self.scored = [i for i, f in enumerate(self.losses) if f.classification]
         self.keys = ["loss"] + [f"{name}loss" for name in names if self.multi] + \
