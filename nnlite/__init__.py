@@ -2,7 +2,8 @@
 from . import callbacks, check, datasets, layers, losses, optim, plot
 from .graph import Input, Model
 from .io import load, load_checkpoint, save
-from .layer import Layer, Parameter, get_default_dtype, set_default_dtype, set_seed
+from .layer import Layer, set_seed
+from .parameter import Parameter, get_default_dtype, set_default_dtype
 from .onnx import export_onnx
 from .sequential import Sequential
 

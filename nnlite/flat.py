@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .layer import Parameter
+from .parameter import Parameter
 
 
 class FlatStore:

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .budget import charge, probe
-from .layer import Layer, get_default_dtype, shared_positions
+from .layer import Layer, shared_positions
+from .parameter import get_default_dtype
 from .training import Trainable
 
 

@@ -312,12 +312,12 @@ def _members(model: Layer, header: dict[str, Any], version: int
     """member name -> (layer, attribute, "parameter" or "buffer", stored transposed) of
     every array the rebuilt model takes from the file, each parameter and buffer once."""
     wanted, seen = {}, set()
-    for name, owner, attr in model._slots("_params", visited=set()):
+    for name, owner, attr in model._slots("_params"):
         if id(getattr(owner, attr)) not in seen:
             seen.add(id(getattr(owner, attr)))
             old_linear = version < 2 and isinstance(owner, layers.Linear) and attr == "weight"
             wanted[f"param/{name}"] = (owner, attr, "parameter", old_linear)
-    for name, owner, attr in model._buffer_slots():
+    for name, owner, attr in model._slots("_buffers"):
         if version >= 2 or not name.endswith("num_batches_tracked"):  # version 1 lacked it
             wanted[f"buffer/{name}"] = (owner, attr, "buffer", False)
     return wanted

@@ -1,4 +1,4 @@
-"""The layer contract: a Parameter, a Layer, nnlite's random generator and default dtype.
+"""The layer contract: a Layer, and nnlite's random generator that layers draw from.
 
 A layer is a function y = f(x). ``forward`` computes y and caches what
 ``backward`` needs; ``backward(g)`` receives g = dL/dy and returns the
@@ -16,9 +16,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import state as state_dicts
+from .parameter import Parameter
 
 _generator = np.random.default_rng()
-_default_dtype = np.dtype(np.float32)
+
 
 def set_seed(seed: int | None) -> None:
     """Seed nnlite's own generator (initialisation, and dropout outside ``fit``)."""
@@ -29,93 +30,6 @@ def set_seed(seed: int | None) -> None:
 def default_rng() -> np.random.Generator:
     """The generator layers draw from when nothing more specific is set."""
     return _generator
-
-
-def set_default_dtype(dtype: Any) -> None:
-    """Set the floating dtype that Parameter and the built-in layers use unless given
-    ``dtype=`` (float32 to begin with), as ``torch.set_default_dtype``."""
-    global _default_dtype
-    dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"set_default_dtype: the default must be a floating dtype, got {dtype}")
-    _default_dtype = dtype
-
-
-def get_default_dtype() -> np.dtype:
-    """The floating dtype new parameters get unless told otherwise."""
-    return _default_dtype
-
-
-def resolve_dtype(dtype: Any) -> np.dtype:
-    """``dtype`` as a floating NumPy dtype, the default floating dtype when it is None."""
-    if dtype is None:
-        return _default_dtype
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved is None or not np.issubdtype(resolved, np.floating):
-        raise ValueError(f"parameters need a floating dtype such as 'float32', got {dtype!r}")
-    return resolved
-
-
-class Parameter:
-    """A trainable array: ``.data`` and its gradient ``.grad`` (same shape and dtype).
-
-    ``data`` is converted to ``dtype``, by default nnlite's default dtype (float32), so
-    ``Parameter(np.ones(3))`` trains beside the built-in layers.
-
-    ``backward`` adds into ``.grad``; optimizers and ``zero_grad`` reset it. The reset
-    is lazy: the zeros are written when ``.grad`` is next read, or not at all when
-    ``add_matmul`` can write its product straight into the gradient.
-    """
-
-    def __init__(self, data: Any, dtype: Any = None):
-        self.data = np.asarray(data, dtype=resolve_dtype(dtype))
-        self._grad = np.zeros_like(self.data)
-        self._zero_pending = False
-
-    @property
-    def grad(self) -> np.ndarray:
-        self.write_pending_zeros()
-        return self._grad
-
-    @grad.setter
-    def grad(self, value: np.ndarray) -> None:
-        self._grad = value
-        self._zero_pending = False
-
-    def zero_grad(self) -> None:
-        self._zero_pending = True
-
-    def write_pending_zeros(self) -> None:
-        """Carry out a lazy ``zero_grad`` now (before reading the storage directly)."""
-        if self._zero_pending:
-            self._grad[...] = 0
-            self._zero_pending = False
-
-    def add_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
-        """grad += a @ b, computed into the gradient itself when it was just zeroed."""
-        if self._zero_pending:
-            np.matmul(a, b, out=self._grad)
-            self._zero_pending = False
-        else:
-            self._grad += a @ b
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.data.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def size(self) -> int:
-        return self.data.size
-
-    def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
 
 
 def memory_order(x: np.ndarray) -> tuple[int, ...]:
@@ -204,18 +118,36 @@ class Layer:
                     if isinstance(item, Layer):
                         yield f"{name}.{i}", item
 
-    def children(self) -> list[Layer]:
-        return [child for _, child in self.named_children()]
+    def _walk(self, prefix: str = "", every_path: bool = False) -> Iterator[tuple[str, Layer]]:
+        """(dotted path, layer) of this layer and every layer inside it, depth first: each
+        layer once, on the first path to it, so the walk is linear in the layers however
+        often they are shared; with ``every_path``, under every path to it (a state dict
+        names a shared layer's parameters under each)."""
+        seen: set[int] = set()
+        todo = [(prefix, self)]
+        while todo:
+            path, layer = todo.pop()
+            if every_path or id(layer) not in seen:
+                seen.add(id(layer))
+                yield path, layer
+                todo.extend(reversed([(f"{path}{name}.", child)
+                                      for name, child in layer.named_children()]))
+
+    def _slots(self, kind: str, prefix: str = "", every_path: bool = False
+               ) -> Iterator[tuple[str, Layer, str]]:
+        """(dotted name, owning layer, attribute) of every parameter (``kind="_params"``) or
+        buffer (``"_buffers"``), own ones first."""
+        return ((path + attr, layer, attr) for path, layer in self._walk(prefix, every_path)
+                for attr in layer.__dict__.get(kind, {}))
 
     def named_parameters(self, prefix: str = "", remove_duplicate: bool = True
                          ) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, Parameter) pairs, own parameters first; each Parameter once unless
         ``remove_duplicate=False`` (then a shared or tied one under every name)."""
         seen: set[int] = set()
-        visited: set[int] | None = set() if remove_duplicate else None
-        for name, owner, attr in self._slots("_params", prefix, visited):
+        for name, owner, attr in self._slots("_params", prefix, not remove_duplicate):
             p = getattr(owner, attr)
-            if id(p) not in seen or not remove_duplicate:
+            if not remove_duplicate or id(p) not in seen:
                 seen.add(id(p))
                 yield name, p
 
@@ -223,38 +155,12 @@ class Layer:
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
-        for name, owner, attr in self._buffer_slots(prefix):
-            yield name, getattr(owner, attr)
-
-    def _buffer_slots(self, prefix: str = "") -> Iterator[tuple[str, Layer, str]]:
-        """(dotted name, owning layer, attribute) of every buffer, each layer once."""
-        return self._slots("_buffers", prefix, visited=set())
-
-    def _slots(self, kind: str, prefix: str = "", visited: set[int] | None = None
-               ) -> Iterator[tuple[str, Layer, str]]:
-        """(dotted name, owning layer, attribute) of every parameter or buffer, by path;
-        with a ``visited`` set, each layer only on the first path to it, so the walk is
-        linear in the layers however often they are shared (a Sequential of two copies
-        of a Sequential of two copies ... has exponentially many paths)."""
-        if visited is not None:
-            if id(self) in visited:
-                return
-            visited.add(id(self))
-        for attr in self.__dict__.get(kind, {}):
-            yield prefix + attr, self, attr
-        for cname, child in self.named_children():
-            yield from child._slots(kind, f"{prefix}{cname}.", visited)
+        return ((name, getattr(owner, attr)) for name, owner, attr in self._slots("_buffers",
+                                                                                   prefix))
 
     def modules(self) -> Iterator[Layer]:
         """This layer and every layer inside it, depth first, each once."""
-        seen: set[int] = set()
-        todo = [self]
-        while todo:
-            layer = todo.pop()
-            if id(layer) not in seen:
-                seen.add(id(layer))
-                yield layer
-                todo.extend(reversed(layer.children()))
+        return (layer for _, layer in self._walk())
 
     def call_state(self) -> list[dict[str, Any]]:
         """What this layer (and the layers inside it) cached in ``forward``: a shallow copy
@@ -279,7 +185,7 @@ class Layer:
     def evaluating(self) -> Iterator[Layer]:
         """Eval mode inside the block; afterwards every layer's own mode, as it was."""
         modes = [(m, m.training) for m in self.modules()]
-        self.eval()
+        self.train(False)
         try:
             yield self
         finally:
@@ -309,7 +215,7 @@ class Layer:
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = p.grad.astype(dtype)
-        for _, owner, attr in self._buffer_slots():
+        for _, owner, attr in self._slots("_buffers"):
             value = getattr(owner, attr)
             if np.issubdtype(value.dtype, np.floating):
                 setattr(owner, attr, value.astype(dtype))

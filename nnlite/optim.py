@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .flat import Group
-from .layer import Parameter
+from .parameter import Parameter
 from .schedules import (CosineAnnealingLR, LambdaLR, LRScheduler, StepLR,  # noqa: F401
                         WarmupCosineLR)
 from .validate import check_flag, check_number

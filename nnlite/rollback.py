@@ -20,25 +20,24 @@ class Snapshot:
         self.model, self.optimizer, self.epoch = model, optimizer, model.initial_epoch
         self.take()
 
+    def _arrays(self) -> list[np.ndarray]:
+        """Every array training changes in place: the weights first, then the buffers and
+        the optimizer's state."""
+        return [p.data for p in self.model.parameters()] + \
+            [b for _, b in self.model.named_buffers()] + list(self.optimizer.state.values())
+
     def take(self) -> bool:
         """Record the current state if every weight is finite; return whether it was."""
-        params = [p.data.copy() for p in self.model.parameters()]
-        if not all(np.isfinite(p).all() for p in params):
+        arrays = [a.copy() for a in self._arrays()]
+        if not all(np.isfinite(a).all() for a in arrays[:len(self.model.parameters())]):
             return False
-        self.params = params
-        self.buffers = [b.copy() for _, b in self.model.named_buffers()]
-        self.state = {k: v.copy() for k, v in self.optimizer.state.items()}
-        self.steps = self.optimizer.steps
+        self.arrays, self.steps = arrays, self.optimizer.steps
         self.lrs = [g["lr"] for g in self.optimizer.param_groups]
         return True
 
     def restore(self) -> None:
-        for p, saved in zip(self.model.parameters(), self.params):
-            p.data[...] = saved
-        for (_, owner, attr), saved in zip(self.model._buffer_slots(), self.buffers):
-            getattr(owner, attr)[...] = saved
-        for k, v in self.state.items():
-            self.optimizer.state[k][...] = v
+        for array, saved in zip(self._arrays(), self.arrays):
+            array[...] = saved
         self.optimizer.steps = self.steps
         for group, lr in zip(self.optimizer.param_groups, self.lrs):
             group["lr"] = lr

@@ -39,9 +39,8 @@ class IncompatibleKeys(NamedTuple):
 def _slots(model: Layer) -> dict[str, tuple[Layer, str, bool]]:
     """name -> (owning layer, attribute, is a parameter), for every name PyTorch would list
     (a tied or shared parameter under each of its names)."""
-    slots = {name: (owner, attr, True) for name, owner, attr in model._slots("_params")}
-    slots.update((name, (owner, attr, False)) for name, owner, attr in model._slots("_buffers"))
-    return slots
+    return {name: (owner, attr, kind == "_params") for kind in ("_params", "_buffers")
+            for name, owner, attr in model._slots(kind, every_path=True)}
 
 
 def state_dict(model: Layer) -> dict[str, np.ndarray]:

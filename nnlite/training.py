@@ -22,7 +22,8 @@ from . import io
 from .budget import probe_rows
 from .callbacks import Callback, CallbackList, History, ProgressBar, interactive
 from .datasets import batches
-from .layer import Layer, default_rng, get_default_dtype
+from .layer import Layer, default_rng
+from .parameter import get_default_dtype
 from .losses import CrossEntropy, Loss
 from .objective import Objective, loss_weights_of, per_output
 from .optim import Optimizer

@@ -12,7 +12,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..budget import new_array
-from ..layer import Layer, Parameter, default_rng, resolve_dtype
+from ..layer import Layer, default_rng
+from ..parameter import Parameter, resolve_dtype
 from ..validate import check_flag, check_number
 
 

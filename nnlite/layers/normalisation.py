@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 
 from ..budget import new_array
-from ..layer import Layer, Parameter, resolve_dtype
+from ..layer import Layer
+from ..parameter import Parameter, resolve_dtype
 from ..validate import check_flag, check_number
 
 

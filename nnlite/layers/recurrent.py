@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..budget import new_array
-from ..layer import Layer, Parameter, default_rng, resolve_dtype
+from ..layer import Layer, default_rng
+from ..parameter import Parameter, resolve_dtype
 from ..validate import check_flag, check_number
 from .activations import sigmoid
 
