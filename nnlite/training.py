@@ -29,8 +29,8 @@ from .objective import Objective, loss_weights_of, per_output
 from .optim import Optimizer
 from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
-from .validate import (as_array, as_list, check_batch_size, check_finite, check_fit_args,
-                       check_flag, check_last_batch, check_lengths, data_name)
+from .validate import (as_arrays, check_batch_size, check_fit_args, check_flag,
+                       check_last_batch, check_lengths)
 
 
 class Trainable(Layer):
@@ -272,15 +272,9 @@ class Trainable(Layer):
 
     def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
                     what: str) -> None:
-        """Lengths, finiteness and shapes of data for ``fit`` (or its validation data),
+        """Lengths and shapes of data for ``fit`` (or its validation data),
         checked before any training: a one-row probe through the model."""
         check_lengths(xs, ys, what)
-        for i, v in enumerate(xs):
-            if np.issubdtype(v.dtype, np.floating):
-                check_finite(v, f"{what}: {data_name('x', i, len(xs))}")
-        for i, t in enumerate(ys):
-            if np.issubdtype(t.dtype, np.floating):
-                check_finite(t, f"{what}: {data_name('y', i, len(ys))}")
         outs = self._check_inputs(xs, what)
         for i, (fn, out, t) in enumerate(zip(losses, outs, ys)):
             try:
@@ -304,24 +298,13 @@ class Trainable(Layer):
 
     # -- data in -------------------------------------------------------------------
     def _as_inputs(self, x: Any, what: str) -> list[np.ndarray]:
-        """The inputs as a list of arrays, cast once: floating ones to the model's dtype (a
-        float array of that dtype is not copied), integer ones (token ids) kept."""
-        dtypes = self.input_dtypes
-        xs = as_list(x, len(dtypes), what, "x", "inputs")
-        out = []
-        for i, (v, dtype) in enumerate(zip(xs, dtypes)):
-            where = f"{what}: {data_name('x', i, len(xs))}"
-            v = as_array(v, None if dtype else self.dtype, where)
-            if dtype is not None and v.dtype.kind not in "iu":
-                raise ValueError(f"{where} must hold integer ids ({dtype}), got {v.dtype}")
-            out.append(v)
-        self.__dict__["input_shapes"] = [v.shape[1:] for v in out]  # saved: a load-time probe
-        return out
+        """The inputs as a list of arrays, cast once to the model's dtype (integer ids kept)."""
+        xs = as_arrays(x, [self.dtype if d is None else d for d in self.input_dtypes], what, "x")
+        self.__dict__["input_shapes"] = [v.shape[1:] for v in xs]  # saved: a load-time probe
+        return xs
 
     def _as_targets(self, y: Any, what: str) -> list[np.ndarray]:
-        ys = as_list(y, self.n_outputs, what, "y", "outputs")
-        return [as_array(t, None, f"{what}: {data_name('y', i, len(ys))}")
-                for i, t in enumerate(ys)]
+        return as_arrays(y, [None] * self.n_outputs, what, "y")
 
     # -- description and files ----------------------------------------------------------
     def summary(self, input_shape: tuple[int, ...] | None = None) -> str:

@@ -66,37 +66,54 @@ def checked(kind: str, name: str, value: Any, like: np.ndarray) -> np.ndarray:
 
 
 # -- data given to fit, evaluate and predict ------------------------------------------------
-def data_name(kind: str, i: int, count: int) -> str:
-    """How errors name data: ``x``, or ``x[1]`` (input 1) when there are several."""
-    return kind if count == 1 else f"{kind}[{i}]"
-
-
-def as_list(value: Any, count: int, what: str, kind: str, plural: str) -> list[Any]:
-    if count == 1:
-        return [value]
-    if not isinstance(value, (list, tuple)) or len(value) != count:
+def as_arrays(value: Any, dtypes: list[Any], what: str, kind: str) -> list[np.ndarray]:
+    """``value`` (``x`` or ``y``: one array, or a list of one per entry of ``dtypes``) as a
+    list of arrays of samples, or a ValueError naming the bad one. A floating dtype casts
+    (an array already of it is not copied); an integer one (token ids) requires integers
+    and keeps them; None keeps any numbers. Not an array: an iterator, a single value, or
+    data holding NaN or inf (the first such row is named)."""
+    if len(dtypes) == 1:
+        value = [value]
+    elif not isinstance(value, (list, tuple)) or len(value) != len(dtypes):
         got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else \
             type(value).__name__
-        raise ValueError(f"{what}: the model has {count} {plural}, so {kind} must be a list "
-                         f"of {count} arrays; got {got}")
-    return list(value)
+        raise ValueError(f"{what}: the model has {len(dtypes)} "
+                         f"{'inputs' if kind == 'x' else 'outputs'}, so {kind} must be a list "
+                         f"of {len(dtypes)} arrays; got {got}")
+    arrays = []
+    for i, (v, dtype) in enumerate(zip(value, dtypes)):
+        name = f"{what}: {kind}" if len(dtypes) == 1 else f"{what}: {kind}[{i}]"
+        if isinstance(v, Iterator):
+            raise ValueError(f"{name} is a {type(v).__name__}; nnlite's fit, evaluate and "
+                             f"predict take arrays (np.asarray(list(...)) makes one)")
+        try:
+            v = np.asarray(v, dtype=dtype if dtype is not None and dtype.kind == "f" else None)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} is not an array of numbers: {e}") from None
+        if v.ndim == 0:
+            raise ValueError(f"{name} is a single value, not an array of samples")
+        if dtype is not None and dtype.kind in "iu" and v.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integer ids ({dtype}), got {v.dtype}")
+        if v.dtype.kind == "f" and not np.isfinite(np.sum(v)):  # NaN and inf survive a sum
+            finite = np.isfinite(v).reshape(len(v), -1).all(axis=1)
+            if not finite.all():  # (a sum of large values can overflow where none is inf)
+                raise ValueError(f"{name} has NaN or infinite values, first in row "
+                                 f"{int(np.argmin(finite))}")
+        arrays.append(v)
+    return arrays
 
 
 def check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> None:
-    for kind, arrays in (("x", xs), ("y", ys)):
-        for i, v in enumerate(arrays):
-            if v.ndim == 0:
-                raise ValueError(f"{what}: {data_name(kind, i, len(arrays))} is a single "
-                                 f"value, not an array of samples")
+    """Some samples, and as many in every input and target."""
     n = len(xs[0])
     if n == 0:
         raise ValueError(f"{what}: x is empty; there is nothing to train or evaluate on")
     for kind, arrays in (("x", xs), ("y", ys)):
         for i, v in enumerate(arrays):
             if len(v) != n:
-                raise ValueError(f"{what}: {data_name('x', 0, len(xs))} has {n} samples but "
-                                 f"{data_name(kind, i, len(arrays))} has {len(v)} samples; "
-                                 f"they must match")
+                name = kind if len(arrays) == 1 else f"{kind}[{i}]"
+                raise ValueError(f"{what}: {'x' if len(xs) == 1 else 'x[0]'} has {n} samples "
+                                 f"but {name} has {len(v)} samples; they must match")
 
 
 def whole(value: Any) -> bool:
@@ -106,36 +123,6 @@ def whole(value: Any) -> bool:
 def check_batch_size(batch_size: int) -> None:
     if not whole(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
-
-
-def as_array(value: Any, dtype: Any, name: str) -> np.ndarray:
-    """``value`` as an array (cast to ``dtype`` unless None), or a ValueError naming it: an
-    iterator or generator is not an array."""
-    if isinstance(value, Iterator):
-        raise ValueError(f"{name} is a {type(value).__name__}; nnlite's fit, evaluate and "
-                         f"predict take arrays (np.asarray(list(...)) makes one)")
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} is not an array of numbers: {e}") from None
-
-
-def check_finite(x: np.ndarray, name: str) -> None:
-    """Raise ValueError naming the first row of ``x`` holding NaN or inf.
-
-    Reads about a million values at a time, and makes no temporary of that size
-    unless a chunk's sum is not finite (NaN and inf survive a sum).
-    """
-    row_size = max(1, x[0].size) if len(x) else 1
-    chunk = max(1, (1 << 20) // row_size)
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk]
-        if np.isfinite(np.sum(part)):
-            continue
-        finite = np.isfinite(part).reshape(len(part), -1).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise ValueError(f"{name} has NaN or infinite values, first in row {row}")
 
 
 def check_fit_args(model: Any, optimizer: Any, epochs: Any, batch_size: Any,
