@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -28,9 +29,8 @@ def in_notebook() -> bool:
 class Callback:
     """Base class: override any of the ``on_*`` hooks."""
 
-    def __init__(self) -> None:
-        self.model: Any = None
-        self.optimizer: Any = None
+    model: Any = None
+    optimizer: Any = None
 
     def set_context(self, model: Any, optimizer: Any) -> None:
         self.model, self.optimizer = model, optimizer
@@ -46,7 +46,6 @@ class History(Callback):
     """What ``fit`` returns: ``.history`` maps each metric to its per-epoch list."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
 
@@ -79,7 +78,6 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = False):
-        super().__init__()
         self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(min_delta)
         self.mode = _monitor_mode(monitor, mode)
         self.restore_best_weights = restore_best_weights
@@ -126,7 +124,6 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto"):
-        super().__init__()
         self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
         self.mode = _monitor_mode(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -150,22 +147,23 @@ class ModelCheckpoint(Callback):
         self.model.save(path, optimizer=self.optimizer, epoch=epoch + 1)
 
 
+HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_end")
+
+
 class CallbackList:
-    """Calls every callback's hook in order."""
+    """Calls a hook of every callback, in order: only where a callback overrides it (the
+    base class's do nothing), so a batch calls no empty ``on_batch_end``."""
 
     def __init__(self, callbacks: Any, model: Any, optimizer: Any):
-        self.callbacks = list(callbacks)
-        for cb in self.callbacks:
+        for cb in callbacks:
             cb.set_context(model, optimizer)
-        #: The ``on_batch_end`` hooks that do something (they run at every batch).
-        self.batch_end_hooks = [cb.on_batch_end for cb in self.callbacks
-                                if type(cb).on_batch_end is not Callback.on_batch_end]
+        self.hooks = {hook: [getattr(cb, hook) for cb in callbacks
+                             if getattr(type(cb), hook) is not getattr(Callback, hook)]
+                      for hook in HOOKS}
 
-    def __getattr__(self, hook: str):
-        def call(*args: Any) -> None:
-            for cb in self.callbacks:
-                getattr(cb, hook)(*args)
-        return call
+    def call(self, hook: str, *args: Any) -> None:
+        for fn in self.hooks[hook]:
+            fn(*args)
 
 
 def interactive() -> bool:
@@ -179,12 +177,27 @@ def interactive() -> bool:
         return in_notebook()
 
 
+class EpochLine(Callback):
+    """One line per epoch on stdout, its number, its time and its metrics: ``fit`` adds
+    it with ``verbose``."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self.started
+        tqdm.write(f"Epoch {epoch + 1}/{self.epochs}  {seconds:.2f} s" + "".join(
+            f"  {k}: {v:.4f}" for k, v in (logs or {}).items()), file=sys.stdout)
+
+
 class ProgressBar(Callback):
     """The epoch's progress bar on stderr with its running loss: ``fit`` adds it, with
     ``verbose``, where a bar can redraw (a terminal or a notebook)."""
 
     def __init__(self, epochs: int, batches: int):
-        super().__init__()
         self.epochs, self.batches, self.bar = epochs, batches, None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

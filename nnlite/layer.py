@@ -145,11 +145,11 @@ class Layer:
         """(dotted name, Parameter) pairs, own parameters first; each Parameter once unless
         ``remove_duplicate=False`` (then a shared or tied one under every name)."""
         seen: set[int] = set()
-        for name, owner, attr in self._slots("_params", prefix, not remove_duplicate):
-            p = getattr(owner, attr)
-            if not remove_duplicate or id(p) not in seen:
-                seen.add(id(p))
-                yield name, p
+        for path, layer in self._walk(prefix, not remove_duplicate):
+            for name, p in layer.__dict__.get("_params", {}).items():
+                if not remove_duplicate or id(p) not in seen:
+                    seen.add(id(p))
+                    yield path + name, p
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]

@@ -110,37 +110,28 @@ class CrossEntropy(Loss):
     def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
         """Labels: integers (or whole floats) in [0, classes) of the logits' leading
         shape; probabilities: pred's shape, >= 0."""
-        if self._labels(pred_shape, target) is None and not (np.asarray(target) >= 0).all():
-            raise ValueError("CrossEntropy: probability targets must be >= 0 (a negative one "
-                             "makes the loss meaningless)")
-
-    def _labels(self, pred_shape: tuple[int, ...], target: np.ndarray) -> np.ndarray | None:
-        """Integer labels (validated), or None for probability targets of pred's shape."""
         if len(pred_shape) < 2:
             raise ValueError(f"CrossEntropy expects logits of shape (N, …, classes), "
                              f"got {pred_shape}")
-        target = np.asarray(target)
+        target, classes = np.asarray(target), pred_shape[-1]
         if target.shape == pred_shape:
-            return None
-        classes = pred_shape[-1]
-        if target.shape != pred_shape[:-1]:
-            lead = pred_shape[:-1]
+            if not (target >= 0).all():
+                raise ValueError("CrossEntropy: probability targets must be >= 0 (a negative "
+                                 "one makes the loss meaningless)")
+        elif target.shape != pred_shape[:-1]:
             raise ValueError(
                 f"CrossEntropy: target of shape {target.shape} does not fit logits of shape "
-                f"{pred_shape}; give class labels of the logits' leading shape {lead}, or "
-                f"one-hot/probability targets of shape {pred_shape}")
-        if target.dtype.kind not in "iu":
-            if not np.issubdtype(target.dtype, np.floating) or \
-                    not np.all(np.mod(target, 1) == 0):
-                raise ValueError(f"CrossEntropy: class labels must be integers, got "
-                                 f"{target.dtype} values such as {target.ravel()[:3]}")
-            target = target.astype(np.int64)
+                f"{pred_shape}; give class labels of the logits' leading shape "
+                f"{pred_shape[:-1]}, or one-hot/probability targets of shape {pred_shape}")
+        elif target.dtype.kind not in "iu" and not (target.dtype.kind == "f" and
+                                                     np.all(np.mod(target, 1) == 0)):
+            raise ValueError(f"CrossEntropy: class labels must be integers, got "
+                             f"{target.dtype} values such as {target.ravel()[:3]}")
         # Cast to unsigned, a negative label wraps to a huge one: one max checks both bounds.
-        if target.size and target.astype(np.uint64).max() >= classes:
+        elif target.size and target.astype(np.int64).astype(np.uint64).max() >= classes:
             bad = target[(target < 0) | (target >= classes)][0]
             raise ValueError(f"CrossEntropy: label {bad} is outside [0, {classes}) for logits "
                              f"with {classes} classes")
-        return target
 
 
 class BinaryCrossEntropy(Loss):

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from . import io
 from .budget import probe_rows
-from .callbacks import Callback, CallbackList, History, ProgressBar, interactive
+from .callbacks import Callback, CallbackList, EpochLine, History, ProgressBar, interactive
 from .datasets import batches
 from .layer import Layer, default_rng
 from .parameter import get_default_dtype
@@ -68,9 +65,8 @@ class Trainable(Layer):
         floating dtype, which inputs are cast to."""
         return [None]
 
-    @property
-    def n_outputs(self) -> int:
-        return 1
+    #: How many outputs the container has (a graph's say).
+    n_outputs = 1
 
     @property
     def dtype(self) -> np.dtype:
@@ -191,14 +187,16 @@ class Trainable(Layer):
         history = History()
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         objective = Objective(losses, weights, self.output_names())
-        total = len(xs[0]) // batch_size if drop_last else math.ceil(len(xs[0]) / batch_size)
-        bar = [ProgressBar(epochs, total)] if verbose and interactive() else []
-        cbs = CallbackList([*callbacks, history, *bar], self, optimizer)
+        shown = [EpochLine(epochs)] if verbose else []
+        if verbose and interactive():  # a bar where it can redraw: a terminal, a notebook
+            total = len(xs[0]) // batch_size if drop_last else math.ceil(len(xs[0]) / batch_size)
+            shown.insert(0, ProgressBar(epochs, total))
+        cbs = CallbackList([*shown, *callbacks, history], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
         interrupted = InterruptFlag()
         self.train()
-        cbs.on_train_begin()
+        cbs.call("on_train_begin")
         try:
             self.input_grad = False  # nobody uses dL/dx of the data
             snapshot = Snapshot(self, optimizer)
@@ -207,8 +205,7 @@ class Trainable(Layer):
                     rng = np.random.default_rng([seed, epoch])
                     for m in self.modules():
                         m.rng = rng
-                    cbs.on_epoch_begin(epoch)
-                    started = time.perf_counter()
+                    cbs.call("on_epoch_begin", epoch)
                     data = batches(_bare(xs), _bare(ys), batch_size, shuffle=shuffle, rng=rng,
                                    drop_last=drop_last)
                     try:
@@ -227,17 +224,13 @@ class Trainable(Layer):
                             _bare(val[0]), _bare(val[1]), losses, loss_weights=weights,
                             batch_size=batch_size)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
-                    if verbose:
-                        seconds = time.perf_counter() - started
-                        tqdm.write(f"Epoch {epoch + 1}/{epochs}  {seconds:.2f} s" + "".join(
-                            f"  {k}: {v:.4f}" for k, v in logs.items()), file=sys.stdout)
                     if not snapshot.take():
                         snapshot.restore()
                         raise FloatingPointError(
                             f"weights became non-finite in epoch {epoch + 1}; model and "
                             f"optimizer are restored to the start of epoch {snapshot.epoch + 1}")
                     snapshot.epoch = epoch + 1
-                    cbs.on_epoch_end(epoch, logs)
+                    cbs.call("on_epoch_end", epoch, logs)
                     if self.stop_training:
                         break
         finally:
@@ -247,7 +240,7 @@ class Trainable(Layer):
         if interrupted.raised:
             warnings.warn(f"training interrupted by Ctrl-C after {len(history.epoch)} "
                           f"complete epoch(s); returning the history so far", stacklevel=2)
-        cbs.on_train_end()
+        cbs.call("on_train_end")
         return history
 
     def _train_epoch(self, data: Iterable[tuple[Any, Any]], objective: Objective,
@@ -264,7 +257,7 @@ class Trainable(Layer):
             self.backward(objective.backward())     # backward: dL/dout, through every layer
             optimizer.step()                        # step
             objective.count(value)
-            for hook in cbs.batch_end_hooks:
+            for hook in cbs.hooks["on_batch_end"]:
                 hook(b, {"loss": value})
             if interrupted.raised:
                 break
