@@ -264,16 +264,16 @@ class Layer:
         With ``like``, the array has that array's memory layout: element-wise work that
         mixes layouts (an NCHW view of NHWC memory against C-ordered zeros) runs several
         times slower than work that walks both in one order."""
-        axes = tuple(range(len(shape))) if like is None else memory_order(like)
-        key = f"_filled_{value}"
-        array, made_for = self.__dict__.get(key), self.__dict__.get(key + "_axes")
-        if array is None or array.shape != shape or array.dtype != dtype or made_for != axes:
+        key, wanted = f"_filled_{value}", (shape, dtype, None if like is None else like.strides)
+        array, made_for = self.__dict__.get(key, (None, None))
+        if made_for != wanted:
+            axes = tuple(range(len(shape))) if like is None else memory_order(like)
             # large zeros stay unwritten pages of the OS, which every read finds in cache
             array = np.zeros([shape[a] for a in axes], dtype).transpose(np.argsort(axes))
             if value:
                 array[...] = value
             array.flags.writeable = False
-            self.__dict__[key], self.__dict__[key + "_axes"] = array, axes
+            self.__dict__[key] = array, wanted
         return array
 
     def _cached(self, name: str) -> Any:

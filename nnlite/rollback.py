@@ -17,8 +17,8 @@ class Snapshot:
     """Copies of the model's weights and buffers and the optimizer's state, to roll back to."""
 
     def __init__(self, model: Any, optimizer: Any):
-        self.model, self.optimizer, self.epoch = model, optimizer, model.initial_epoch
-        self.take()
+        self.model, self.optimizer = model, optimizer
+        self.take(model.initial_epoch)
 
     def _arrays(self) -> list[np.ndarray]:
         """Every array training changes in place: the weights first, then the buffers and
@@ -26,12 +26,13 @@ class Snapshot:
         return [p.data for p in self.model.parameters()] + \
             [b for _, b in self.model.named_buffers()] + list(self.optimizer.state.values())
 
-    def take(self) -> bool:
-        """Record the current state if every weight is finite; return whether it was."""
+    def take(self, epoch: int) -> bool:
+        """Record the current state as the start of ``epoch`` if every weight is finite;
+        return whether it was."""
         arrays = [a.copy() for a in self._arrays()]
         if not all(np.isfinite(a).all() for a in arrays[:len(self.model.parameters())]):
             return False
-        self.arrays, self.steps = arrays, self.optimizer.steps
+        self.arrays, self.steps, self.epoch = arrays, self.optimizer.steps, epoch
         self.lrs = [g["lr"] for g in self.optimizer.param_groups]
         return True
 

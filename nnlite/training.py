@@ -194,13 +194,12 @@ class Trainable(Layer):
         cbs = CallbackList([*shown, *callbacks, history], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
-        interrupted = InterruptFlag()
         self.train()
         cbs.call("on_train_begin")
         try:
             self.input_grad = False  # nobody uses dL/dx of the data
             snapshot = Snapshot(self, optimizer)
-            with interrupted:
+            with InterruptFlag() as interrupted:
                 for epoch in range(initial_epoch, epochs):
                     rng = np.random.default_rng([seed, epoch])
                     for m in self.modules():
@@ -224,12 +223,11 @@ class Trainable(Layer):
                             _bare(val[0]), _bare(val[1]), losses, loss_weights=weights,
                             batch_size=batch_size)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
-                    if not snapshot.take():
+                    if not snapshot.take(epoch + 1):
                         snapshot.restore()
                         raise FloatingPointError(
                             f"weights became non-finite in epoch {epoch + 1}; model and "
                             f"optimizer are restored to the start of epoch {snapshot.epoch + 1}")
-                    snapshot.epoch = epoch + 1
                     cbs.call("on_epoch_end", epoch, logs)
                     if self.stop_training:
                         break
