@@ -481,3 +481,16 @@ def test_wrong_numbers_of_inputs_and_targets_are_clear_errors(digits):
         model.fit([x, x[:, :3]], [y, x[:, :2]], **fit)
     with pytest.raises(ValueError, match="Model.forward: the model has 2 inputs"):
         model(x)  # checked at the door: calling the model (forward itself does not check)
+
+
+def test_merge_layers_check_arrays_at_the_door_not_in_forward():
+    a, b = np.ones((2, 4), np.float32), np.ones((2, 5), np.float32)
+    with pytest.raises(ValueError, match=r"Add\(\).*\(2, 4\), \(2, 5\)"):
+        Add()([a, b])
+    with pytest.raises(ValueError, match=r"Concatenate\(axis=0\).*\(2, 4\), \(2, 5\)"):
+        Concatenate(axis=0)([a, b])
+    assert Concatenate(axis=1)([a, b]).shape == (2, 9)
+    # forward holds the formula only: the check is check_input's, run by __call__ and probes
+    assert Concatenate(axis=1).forward([a, b]).shape == (2, 9)
+    with pytest.raises(ValueError, match="merges two or more inputs"):
+        Multiply().check_input([a])

@@ -15,24 +15,25 @@ from ..validate import check_number
 
 
 class _Merge(Layer):
-    """Shared by the merge layers: checks that there are two or more inputs."""
+    """Shared by the merge layers: the door's check of two or more inputs of one shape."""
 
-    def _inputs(self, xs: Sequence[np.ndarray], same_shape: bool = True) -> list[np.ndarray]:
+    def check_input(self, xs: Sequence[np.ndarray]) -> None:
         if not isinstance(xs, (list, tuple)) or len(xs) < 2:
             raise ValueError(f"{self!r} merges two or more inputs: call it on a list, "
                              f"e.g. {type(self).__name__}()([a, b]); got "
                              f"{'one input' if not isinstance(xs, (list, tuple)) else len(xs)}")
-        if same_shape and any(x.shape != xs[0].shape for x in xs):
+        self._check_shapes(xs)
+
+    def _check_shapes(self, xs: Sequence[np.ndarray]) -> None:
+        if any(np.shape(x) != np.shape(xs[0]) for x in xs):
             raise ValueError(f"{self!r} needs inputs of one shape, got "
-                             f"{', '.join(str(x.shape) for x in xs)}")
-        return list(xs)
+                             f"{', '.join(str(np.shape(x)) for x in xs)}")
 
 
 class Add(_Merge):
     """y = x₁ + x₂ + ⋯ + xₖ (same shapes).  Jᵢ = I, so the VJP hands g to every input."""
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
-        xs = self._inputs(xs)
         y = xs[0] + xs[1]
         for x in xs[2:]:
             y += x
@@ -48,7 +49,6 @@ class Multiply(_Merge):
     is g ⊙ Πⱼ≠ᵢ xⱼ (computed from prefix and suffix products, no division)."""
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
-        xs = self._inputs(xs)
         self._xs = xs
         y = xs[0] * xs[1]
         for x in xs[2:]:
@@ -79,13 +79,16 @@ class Concatenate(_Merge):
         super().__init__()
         self.axis = check_number("Concatenate", "axis", axis, integer=True)
 
-    def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
-        xs = self._inputs(xs, same_shape=False)
-        axis = self.axis % xs[0].ndim if xs[0].ndim else 0
-        others = [x.shape[:axis] + x.shape[axis + 1:] for x in xs]
-        if any(x.ndim != xs[0].ndim for x in xs) or any(o != others[0] for o in others):
+    def _check_shapes(self, xs: Sequence[np.ndarray]) -> None:
+        shapes = [np.shape(x) for x in xs]
+        axis = self.axis % len(shapes[0]) if shapes[0] else 0
+        others = [s[:axis] + s[axis + 1:] for s in shapes]
+        if any(len(s) != len(shapes[0]) for s in shapes) or any(o != others[0] for o in others):
             raise ValueError(f"{self!r} needs inputs whose shapes agree except along axis "
-                             f"{self.axis}, got {', '.join(str(x.shape) for x in xs)}")
+                             f"{self.axis}, got {', '.join(str(s) for s in shapes)}")
+
+    def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        axis = self.axis % xs[0].ndim
         self._ends = np.cumsum([x.shape[axis] for x in xs])[:-1]
         return np.concatenate(xs, axis=axis)
 
