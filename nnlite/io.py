@@ -28,8 +28,7 @@ from .archive import HEADER, Archive, atomic_write
 from .budget import probe_budget, probe_model
 from .budget import allocation_budget
 from .layer import Layer
-from .validate import check_number
-from .validate import checked
+from .validate import check_number, checked, whole
 
 FORMAT = "nnlite"
 VERSION = 3  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
@@ -109,7 +108,7 @@ def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
                          f"{str(desc)[:80]}")
     if "same_as" in desc:
         k = desc["same_as"]
-        if not _whole(k) or not 0 <= k < len(built):
+        if not whole(k) or not 0 <= k < len(built):
             raise ValueError(f"a layer refers to layer {k!r}, which is not described before it")
         return built[k]
     cls = _buildable(desc.get("class"))
@@ -249,7 +248,7 @@ def _read(path: str | os.PathLike, want_optimizer: bool):
 def _check_header(header: dict[str, Any]) -> int:
     """The format version, after checking the header's fields have the right types."""
     version = header.get("version")
-    if not _whole(version) or version < 1:
+    if not whole(version) or version < 1:
         raise ValueError(f"its format version {version!r} is not a version nnlite wrote")
     if version > VERSION:
         raise ValueError(f"it has format version {version}, newer than this nnlite reads "
@@ -259,17 +258,13 @@ def _check_header(header: dict[str, Any]) -> int:
     tied = header.get("tied", {})
     if not isinstance(tied, dict) or not all(isinstance(v, str) for v in tied.values()):
         raise ValueError("its list of tied parameters is not a map of names")
-    if "epoch" in header and not (_whole(header["epoch"]) and header["epoch"] >= 0):
+    if "epoch" in header and not (whole(header["epoch"]) and header["epoch"] >= 0):
         raise ValueError(f"its epoch count {header['epoch']!r} is not a whole number >= 0")
     shapes = header.get("input_shapes")
     if shapes is not None and not (isinstance(shapes, list) and all(
-            isinstance(s, list) and all(_whole(d) and d > 0 for d in s) for s in shapes)):
+            isinstance(s, list) and all(whole(d) and d > 0 for d in s) for s in shapes)):
         raise ValueError(f"its input shapes {str(shapes)[:80]} are not shapes of samples")
     return version
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, version: int):
