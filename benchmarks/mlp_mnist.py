@@ -225,7 +225,7 @@ class GemmFloor:
 def machine(torch=None) -> str:
     """One line naming what the timings ran on: cores and their widest vector instructions,
     NumPy and the BLAS behind it (the kernels it chose, and any OPENBLAS_* setting in the
-    environment), and PyTorch."""
+    environment), PyTorch, and nnlite's kernel path (numba or NumPy)."""
     from threadpoolctl import threadpool_info  # installed with scikit-learn
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -240,7 +240,7 @@ def machine(torch=None) -> str:
             f"{np.__version__} ({'; '.join(blas + settings) or 'BLAS unknown'})")
     if torch is not None:
         line += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    return line
+    return f"{line}, nnlite {nnlite.kernels.describe()}"
 
 
 def race(contenders, rounds):

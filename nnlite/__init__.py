@@ -1,5 +1,5 @@
 """nnlite: a minimal neural-network framework on NumPy, built on the chain rule."""
-from . import callbacks, check, datasets, layers, losses, optim, plot
+from . import callbacks, check, datasets, kernels, layers, losses, optim, plot
 from .graph import Input, Model
 from .io import load, load_checkpoint, save
 from .layer import Layer, set_seed
@@ -11,4 +11,4 @@ __version__ = "0.2.0"
 __all__ = ["Parameter", "Layer", "Sequential", "Input", "Model", "set_seed",
            "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint",
            "export_onnx",
-           "layers", "losses", "optim", "callbacks", "check", "datasets", "plot"]
+           "layers", "losses", "optim", "callbacks", "check", "datasets", "kernels", "plot"]

@@ -170,8 +170,7 @@ def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
     end = n - n % batch_size if drop_last else n
     for start in range(0, end, batch_size):
-        rows = slice(start, start + batch_size) if order is None else \
-            order[start:start + batch_size]
+        rows = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
         yield _rows(x, rows), _rows(y, rows)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .flat import Group
+from .kernels import replaceable
 from .parameter import Parameter
 from .schedules import (CosineAnnealingLR, LambdaLR, LRScheduler, StepLR,  # noqa: F401
                         WarmupCosineLR)
@@ -274,24 +275,32 @@ class Adam(Optimizer):
                 p *= 1 - lr * h["weight_decay"]
             else:
                 g = self._decayed(group, p, g)
-        m, v, tmp = group.state["exp_avg"], group.state["exp_avg_sq"], group.scratch
         # lr/(1-b1ᵗ)·m/(√v/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
         step = lr / (1 - b1 ** t) * math.sqrt(1 - b2 ** t)
         eps_hat = h["eps"] * math.sqrt(1 - b2 ** t)
-        for i in range(0, p.size, BLOCK):
-            pb, gb, mb, vb, tb = (a[i:i + BLOCK] for a in (p, g, m, v, tmp))
-            mb *= b1                       # m ← β₁m + (1−β₁)g
-            np.multiply(gb, 1 - b1, out=tb)
-            mb += tb
-            np.multiply(gb, gb, out=tb)    # v ← β₂v + (1−β₂)g²
-            tb *= 1 - b2
-            vb *= b2
-            vb += tb
-            np.sqrt(vb, out=tb)
-            tb += eps_hat
-            np.divide(mb, tb, out=tb)
-            tb *= step
-            pb -= tb
+        m, v, tmp = group.state["exp_avg"], group.state["exp_avg_sq"], group.scratch
+        adam_update(p, g, m, v, tmp, b1, b2, step, eps_hat)
+
+
+@replaceable
+def adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, tmp: np.ndarray,
+                b1: float, b2: float, step: float, eps_hat: float) -> None:
+    """One Adam step on flat arrays, in place: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²,
+    θ ← θ − step · m/(√v + eps_hat); ``tmp`` is scratch of the same size."""
+    for i in range(0, p.size, BLOCK):  # a block at a time: its five arrays stay in cache
+        pb, gb, mb, vb, tb = (a[i:i + BLOCK] for a in (p, g, m, v, tmp))
+        mb *= b1                       # m ← β₁m + (1−β₁)g
+        np.multiply(gb, 1 - b1, out=tb)
+        mb += tb
+        np.multiply(gb, gb, out=tb)    # v ← β₂v + (1−β₂)g²
+        tb *= 1 - b2
+        vb *= b2
+        vb += tb
+        np.sqrt(vb, out=tb)
+        tb += eps_hat
+        np.divide(mb, tb, out=tb)
+        tb *= step
+        pb -= tb
 
 
 class AdamW(Adam):

@@ -60,3 +60,17 @@ def rewrite(path, change_header=None, change_arrays=None):
     if change_arrays:
         change_arrays(arrays)
     np.savez(path, __nnlite__=np.array(json.dumps(header)), **arrays)
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def kernel_path(request):
+    """Run a test on both kernel paths (``nnlite.kernels``): the compiled kernels, which
+    need the numba extra, and the NumPy references."""
+    from nnlite import kernels
+
+    if request.param == "numba":
+        require("numba")
+    before = kernels._wanted
+    kernels.use(request.param)
+    yield request.param
+    kernels.use(before)

@@ -8,6 +8,9 @@ from nnlite.check import check_layer, jacobian, numerical_jacobian
 
 from test_layers import CASES, sample
 
+#: These oracles run on both kernel paths: the compiled kernels (the numba extra) and NumPy.
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 def test_numerical_jacobian_of_a_known_function():
     a = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])

@@ -5,6 +5,9 @@ import pytest
 import nnlite
 from nnlite import layers, losses, optim
 
+#: These oracles run on both kernel paths: the compiled kernels (the numba extra) and NumPy.
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 def naive_conv(x, w, b, stride, padding):
     """torch.nn.functional.conv2d written as its definition, with loops."""

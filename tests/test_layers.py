@@ -8,6 +8,9 @@ import nnlite
 from nnlite import layers
 from nnlite.check import check_layer
 
+#: These oracles run on both kernel paths: the compiled kernels (the numba extra) and NumPy.
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 # One or more constructions per exported layer, and input shapes (batch first) to check
 # them on. A layer exported without an entry here fails test_every_layer_has_a_check.
 EXAMPLES = {

@@ -5,6 +5,9 @@ import pytest
 import nnlite
 from nnlite import layers, optim
 
+#: These oracles run on both kernel paths: the compiled kernels (the numba extra) and NumPy.
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 def reference(name, theta, grads, lr, **hp):
     """The torch.optim documentation's pseudo-code, written plainly for one array."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import replaceable
 from ..layer import Layer
 from ..validate import check_number
 
@@ -21,8 +22,14 @@ class ReLU(Layer):
         return np.maximum(x, self._filled(x.shape, x.dtype, 0, like=x))
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        # dtype= makes NumPy cast the mask inside a float loop, faster than bool · float.
-        return np.multiply(grad, self._cached("_x") > 0, dtype=grad.dtype)
+        return relu_vjp(grad, self._cached("_x"))
+
+
+@replaceable
+def relu_vjp(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """g ⊙ [x > 0]. (dtype= makes NumPy cast the mask inside a float loop, faster than
+    bool · float.)"""
+    return np.multiply(g, x > 0, dtype=g.dtype)
 
 
 class LeakyReLU(Layer):

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..budget import new_array
+from ..kernels import replaceable
 from ..layer import Layer, default_rng
 from ..parameter import Parameter, resolve_dtype
 from ..validate import check_flag, check_number
@@ -38,7 +39,8 @@ def _windows(xh: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -
     return sliding_window_view(xh, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
 
 
-def _add_windows(out: np.ndarray, rows: np.ndarray, stride: tuple[int, int]) -> None:
+@replaceable
+def add_windows(out: np.ndarray, rows: np.ndarray, stride: tuple[int, int]) -> None:
     """The adjoint of ``_windows`` (col2im): ``rows`` (N, Ho, Wo, kh, kw, C) holds the
     gradient of every window's values; add each back into ``out`` where it was read."""
     _, ho, wo, kh, kw, _ = rows.shape
@@ -130,7 +132,7 @@ class Conv2D(Layer):
             dw = part if dw is None else np.add(dw, part, out=dw)
             if dxh is not None:
                 drows = np.matmul(gc, w, out=buf[:len(rows)])
-                _add_windows(dxh[start:stop], drows.reshape(-1, ho, wo, kh, kw, c),
+                add_windows(dxh[start:stop], drows.reshape(-1, ho, wo, kh, kw, c),
                              self.stride)
         self.weight.grad += dw[:, :width].reshape(self.out_channels, kh, kw, c
                                                   ).transpose(0, 3, 1, 2)
@@ -201,12 +203,113 @@ def _along(axis: int, ndim: int, start: int, count: int, step: int) -> tuple:
     return tuple(index)
 
 
+def _adjoint_1d(g, arg, in_shape, axis, k, s, share) -> np.ndarray:
+    """The adjoint of a 1-D pooling pass: offset i of every window receives share(g, arg,
+    i, k); written where the windows tile the axis, else added onto zeros."""
+    count = g.shape[axis]
+    if s == k and count * k == in_shape[axis]:  # windows tile the axis: write, not add
+        dx = np.empty(in_shape, g.dtype)
+        for i in range(k):
+            share(g, arg, i, k, out=dx[_along(axis, dx.ndim, i, count, s)])
+        return dx
+    dx = np.zeros(in_shape, g.dtype)
+    for i in range(k):
+        dx[_along(axis, dx.ndim, i, count, s)] += share(g, arg, i, k)
+    return dx
+
+
+def max_pool_1d(x: np.ndarray, axis: int, k: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """The maximum of windows of k every s along ``axis``, and each window's offset of its
+    first maximum (a uint8); NaN propagates, as np.maximum."""
+    count = (x.shape[axis] - k) // s + 1
+    first = x[_along(axis, x.ndim, 0, count, s)]
+    if k == 1:
+        return first.copy(), np.zeros(first.shape, np.uint8)
+    second = x[_along(axis, x.ndim, 1, count, s)]
+    y = np.maximum(first, second)
+    arg = np.greater(second, first).view(np.uint8)   # offset of the first maximum
+    for i in range(2, k):
+        candidate = x[_along(axis, x.ndim, i, count, s)]
+        better = candidate > y
+        np.maximum(y, candidate, out=y)
+        arg[better] = i
+    return y, arg
+
+
+def _max_share(g, arg, i, k, out=None):
+    """The part of g that offset i receives: g where it held the maximum, else 0."""
+    return np.multiply(g, arg == i, out=out)
+
+
+def max_pool_1d_adjoint(g: np.ndarray, arg: np.ndarray, in_shape: tuple[int, ...], axis: int,
+                        k: int, s: int) -> np.ndarray:
+    """The VJP of ``max_pool_1d``: each window's g goes to the offset of its maximum."""
+    return _adjoint_1d(g, arg, in_shape, axis, k, s, _max_share)
+
+
+@replaceable
+def max_pool_2d(xh: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The window maxima of NHWC ``xh``: the 1-D pass along W, then along H; with each
+    pass's argmax (``arg_w``, ``arg_h``), which the adjoint needs."""
+    mid, arg_w = max_pool_1d(xh, 2, kernel[1], stride[1])
+    y, arg_h = max_pool_1d(mid, 1, kernel[0], stride[0])
+    return y, arg_w, arg_h
+
+
+@replaceable
+def max_pool_2d_adjoint(g: np.ndarray, arg_w: np.ndarray, arg_h: np.ndarray,
+                        in_shape: tuple[int, ...], kernel: tuple[int, int],
+                        stride: tuple[int, int]) -> np.ndarray:
+    """The VJP of ``max_pool_2d``: the adjoints of its two passes, in reverse."""
+    mid_shape = (in_shape[0], in_shape[1], g.shape[2], in_shape[3])
+    mid = max_pool_1d_adjoint(g, arg_h, mid_shape, 1, kernel[0], stride[0])
+    return max_pool_1d_adjoint(mid, arg_w, in_shape, 2, kernel[1], stride[1])
+
+
+def _avg_share(g, arg, i, k, out=None):
+    """The part of g that offset i receives: an equal 1/k share."""
+    return np.multiply(g, g.dtype.type(1.0 / k), out=out)
+
+
+def avg_pool_1d(x: np.ndarray, axis: int, k: int, s: int) -> tuple[np.ndarray, None]:
+    """The mean of windows of k every s along ``axis``."""
+    count = (x.shape[axis] - k) // s + 1
+    y = x[_along(axis, x.ndim, 0, count, s)].copy()
+    for i in range(1, k):
+        y += x[_along(axis, x.ndim, i, count, s)]
+    y *= y.dtype.type(1.0 / k)
+    return y, None
+
+
+def avg_pool_1d_adjoint(g: np.ndarray, arg: None, in_shape: tuple[int, ...], axis: int,
+                        k: int, s: int) -> np.ndarray:
+    """The VJP of ``avg_pool_1d``: each window's g, divided by k, to all its offsets."""
+    return _adjoint_1d(g, arg, in_shape, axis, k, s, _avg_share)
+
+
+def avg_pool_2d(xh: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
+                ) -> tuple[np.ndarray, None, None]:
+    """The window means of NHWC ``xh``: the 1-D pass along W, then along H."""
+    mid, _ = avg_pool_1d(xh, 2, kernel[1], stride[1])
+    return avg_pool_1d(mid, 1, kernel[0], stride[0])[0], None, None
+
+
+def avg_pool_2d_adjoint(g: np.ndarray, arg_w: None, arg_h: None, in_shape: tuple[int, ...],
+                        kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """The VJP of ``avg_pool_2d``: the adjoints of its two passes, in reverse."""
+    mid_shape = (in_shape[0], in_shape[1], g.shape[2], in_shape[3])
+    mid = avg_pool_1d_adjoint(g, None, mid_shape, 1, kernel[0], stride[0])
+    return avg_pool_1d_adjoint(mid, None, in_shape, 2, kernel[1], stride[1])
+
+
 class _Pool2D(Layer):
     """Shared by the pooling layers: kh×kw windows every stride (default: the kernel).
 
     A 2-D window max or mean is a 1-D one along W, then a 1-D one along H, so both
-    pools run two 1-D passes over NHWC memory, each visiting the k window offsets in
-    turn as strided slices; backward applies the adjoints of the two passes in reverse.
+    pools run two 1-D passes over NHWC memory (``pool_2d``), each visiting the k window
+    offsets in turn as strided slices; backward applies the adjoints of the two passes in
+    reverse (``adjoint_2d``).
     """
 
     def __init__(self, kernel_size: int | tuple[int, int],
@@ -225,31 +328,15 @@ class _Pool2D(Layer):
             raise ValueError(f"{self!r}: input {x.shape} is smaller than the window {kh}x{kw}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        kh, kw = self.kernel_size
         xh = x.transpose(0, 2, 3, 1)
-        along_w, arg_w = self._pool_1d(xh, 2, kw, self.stride[1])
-        y, arg_h = self._pool_1d(along_w, 1, kh, self.stride[0])
-        self._shapes, self._args = (xh.shape, along_w.shape), (arg_w, arg_h)
+        y, *self._args = self.pool_2d(xh, self.kernel_size, self.stride)
+        self._in_shape = xh.shape
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        (in_shape, mid_shape), (arg_w, arg_h) = self._cached("_shapes"), self._args
-        g = grad.transpose(0, 2, 3, 1)
-        g = self._adjoint_1d(g, arg_h, mid_shape, 1, self.kernel_size[0], self.stride[0])
-        g = self._adjoint_1d(g, arg_w, in_shape, 2, self.kernel_size[1], self.stride[1])
-        return g.transpose(0, 3, 1, 2)
-
-    def _adjoint_1d(self, g, arg, in_shape, axis, k, s) -> np.ndarray:
-        count = g.shape[axis]
-        if s == k and count * k == in_shape[axis]:  # windows tile the axis: write, not add
-            dx = np.empty(in_shape, g.dtype)
-            for i in range(k):
-                self._share(g, arg, i, k, out=dx[_along(axis, dx.ndim, i, count, s)])
-            return dx
-        dx = np.zeros(in_shape, g.dtype)
-        for i in range(k):
-            dx[_along(axis, dx.ndim, i, count, s)] += self._share(g, arg, i, k)
-        return dx
+        return self.adjoint_2d(grad.transpose(0, 2, 3, 1), *self._cached("_args"),
+                               self._in_shape, self.kernel_size, self.stride
+                               ).transpose(0, 3, 1, 2)
 
     def get_config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
@@ -262,26 +349,7 @@ class MaxPool2D(_Pool2D):
     first one in row-major order, if tied), i.e. J has a single 1 per row.
     """
 
-    @staticmethod
-    def _pool_1d(x, axis, k, s):
-        count = (x.shape[axis] - k) // s + 1
-        first = x[_along(axis, x.ndim, 0, count, s)]
-        if k == 1:
-            return first.copy(), np.zeros(first.shape, np.uint8)
-        second = x[_along(axis, x.ndim, 1, count, s)]
-        y = np.maximum(first, second)
-        arg = np.greater(second, first).view(np.uint8)   # offset of the first maximum
-        for i in range(2, k):
-            candidate = x[_along(axis, x.ndim, i, count, s)]
-            better = candidate > y
-            np.maximum(y, candidate, out=y)
-            arg[better] = i
-        return y, arg
-
-    @staticmethod
-    def _share(g, arg, i, k, out=None):
-        """The part of g that offset i receives: g where it held the maximum, else 0."""
-        return np.multiply(g, arg == i, out=out)
+    pool_2d, adjoint_2d = staticmethod(max_pool_2d), staticmethod(max_pool_2d_adjoint)
 
 
 class AvgPool2D(_Pool2D):
@@ -290,16 +358,4 @@ class AvgPool2D(_Pool2D):
     VJP: each output's gradient, divided by kh·kw, goes to every position of its window.
     """
 
-    @staticmethod
-    def _pool_1d(x, axis, k, s):
-        count = (x.shape[axis] - k) // s + 1
-        y = x[_along(axis, x.ndim, 0, count, s)].copy()
-        for i in range(1, k):
-            y += x[_along(axis, x.ndim, i, count, s)]
-        y *= y.dtype.type(1.0 / k)
-        return y, None
-
-    @staticmethod
-    def _share(g, arg, i, k, out=None):
-        """The part of g that offset i receives: an equal 1/k share."""
-        return np.multiply(g, g.dtype.type(1.0 / k), out=out)
+    pool_2d, adjoint_2d = staticmethod(avg_pool_2d), staticmethod(avg_pool_2d_adjoint)

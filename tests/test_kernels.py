@@ -1,0 +1,205 @@
+"""The compiled kernels (the numba extra) equal their NumPy references, bit for bit, on
+random inputs with odd shapes, strides, padding, ties, NaN, non-contiguous views and
+float64; and the dispatch runs the NumPy path whenever the compiled one cannot run."""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import kernels
+from nnlite.layers.activations import relu_vjp
+from nnlite.layers.convolution import add_windows, max_pool_2d, max_pool_2d_adjoint
+from nnlite.optim import adam_update
+
+from conftest import require
+
+
+@pytest.fixture
+def compiled():
+    """The compiled kernels, on (CI installs numba; elsewhere these tests need it)."""
+    require("numba")
+    before = kernels._wanted
+    kernels.use("numba")
+    assert kernels.active() == "numba"
+    yield kernels._module()
+    kernels.use(before)
+
+
+def same(a, b):
+    """Equal bit for bit: values, signs of zeros and NaN, shape and dtype."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and \
+        np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def test_every_replaceable_reference_has_a_compiled_twin_tested_here(compiled):
+    tested = {"max_pool_2d", "max_pool_2d_adjoint", "add_windows", "relu_vjp", "adam_update"}
+    assert set(kernels.REFERENCES) == tested
+    assert all(callable(getattr(compiled, name)) for name in tested)
+
+
+POOLS = [((2, 2), (2, 2)), ((3, 3), (3, 3)), ((3, 2), (3, 2)), ((2, 3), (2, 3)),
+         ((3, 3), (2, 2)), ((2, 2), (3, 3)), ((2, 3), (1, 2)), ((1, 1), (1, 1))]
+
+
+@pytest.mark.parametrize("kernel, stride", POOLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_equals_numpy(compiled, rng, kernel, stride, dtype):
+    for shape in [(3, 8, 8, 4), (2, 9, 7, 5), (2, 10, 11, 1)]:
+        for case in ("random", "ties", "nan", "view"):
+            x = rng.standard_normal(shape).astype(dtype)
+            if case == "ties":
+                x = np.round(x)  # many equal maxima, and -0.0 beside 0.0
+            if case == "nan":
+                x[0, 1, 1, 0] = np.nan
+            if case == "view":  # an NHWC view that is not contiguous
+                x = np.pad(x, ((0, 0), (1, 1), (2, 0), (0, 0)))[:, 1:-1, 2:]
+            got, want = max_pool_2d(x, kernel, stride), max_pool_2d.reference(x, kernel, stride)
+            assert same(got[0], want[0]), (shape, case)
+            g = rng.standard_normal(want[0].shape).astype(dtype)
+            g[0, 0, 0, 0] = -g[0, 0, 0, 0] if g[0, 0, 0, 0] < 0 else -1.0  # a negative g·0
+            if case == "view":
+                g = np.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))[:, 1:-1, 1:-1]
+            dx = max_pool_2d_adjoint(g, *got[1:], x.shape, kernel, stride)
+            assert same(dx, max_pool_2d_adjoint.reference(g, *want[1:], x.shape, kernel,
+                                                            stride)), (shape, case)
+            # the state of either path feeds the other's adjoint alike
+            assert same(dx, max_pool_2d_adjoint.reference(g, *got[1:], x.shape, kernel,
+                                                            stride)), (shape, case)
+
+
+@pytest.mark.parametrize("n, ho, wo, kh, kw, c, stride",
+                         [(3, 5, 6, 3, 3, 4, (1, 1)), (2, 4, 3, 2, 3, 5, (2, 1)),
+                          (2, 3, 3, 3, 3, 1, (2, 2)), (1, 1, 1, 1, 1, 1, (1, 1))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_col2im_equals_numpy(compiled, rng, n, ho, wo, kh, kw, c, stride, dtype):
+    hp, wp = stride[0] * (ho - 1) + kh + 1, stride[1] * (wo - 1) + kw  # one row to spare
+    rows = rng.standard_normal((n, ho, wo, kh, kw, c)).astype(dtype)
+    start = rng.standard_normal((n, hp, wp, c)).astype(dtype)
+    got, want = start.copy(), start.copy()
+    add_windows(got, rows, stride)
+    add_windows.reference(want, rows, stride)
+    assert same(got, want)
+    wide = rng.standard_normal((n, hp, wp + 2, c)).astype(dtype)  # through a view
+    got, want = wide.copy(), wide.copy()
+    add_windows(got[:, :, 1:-1], rows, stride)
+    add_windows.reference(want[:, :, 1:-1], rows, stride)
+    assert same(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_vjp_equals_numpy_in_every_layout(compiled, rng, dtype):
+    nhwc = rng.standard_normal((4, 5, 6, 3)).astype(dtype)
+    x = nhwc.transpose(0, 3, 1, 2)                         # NCHW view of NHWC memory
+    x[0, 0, 0, 0] = np.nan
+    for g in (rng.standard_normal((4, 5, 6, 3)).astype(dtype).transpose(0, 3, 1, 2),
+              rng.standard_normal((4, 3, 5, 6)).astype(dtype),       # another layout
+              -np.abs(rng.standard_normal((4, 5, 6, 3))).astype(dtype).transpose(0, 3, 1, 2)):
+        got, want = relu_vjp(g, x), relu_vjp.reference(g, x)
+        assert same(got, want) and got.strides == want.strides
+    sliced = rng.standard_normal((4, 8)).astype(dtype)[:, ::2]  # not dense: the reference
+    assert same(relu_vjp(sliced, sliced), relu_vjp.reference(sliced, sliced))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 1000, (1 << 18) + 5])
+def test_adam_update_equals_numpy(compiled, rng, dtype, size):
+    arrays = [rng.standard_normal(size).astype(dtype) for _ in range(2)] + \
+        [np.abs(rng.standard_normal(size)).astype(dtype) * s for s in (0.1, 0.01)]
+    scalars = (0.9, 0.999, 0.0031622776601683794, 1e-8 * 0.0316)
+    got, want = [a.copy() for a in arrays], [a.copy() for a in arrays]
+    for _ in range(3):
+        adam_update(got[0], got[1], got[2], got[3], np.empty_like(got[0]), *scalars)
+        adam_update.reference(want[0], want[1], want[2], want[3], np.empty_like(want[0]),
+                              *scalars)
+    assert all(same(a, b) for a, b in zip(got, want))
+
+
+def test_training_is_identical_on_both_paths(rng):
+    require("numba")
+    x = rng.random((96, 1, 8, 8), np.float32)
+    y = rng.integers(0, 3, 96)
+    results = []
+    for path in ("numba", "numpy"):
+        kernels.use(path)
+        try:
+            nnlite.set_seed(0)
+            L = nnlite.layers
+            model = nnlite.Sequential(L.Conv2D(1, 4, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+                                      L.Flatten(), L.Linear(64, 3))
+            model.fit(x, y, loss=nnlite.losses.CrossEntropy(), epochs=2, batch_size=32,
+                      optimizer=nnlite.optim.Adam(model.parameters()), verbose=False, seed=0)
+            results.append([p.data.copy() for p in model.parameters()])
+        finally:
+            kernels.use("numba")
+    assert all(same(a, b) for a, b in zip(*results))
+
+
+def test_the_path_can_be_chosen_and_is_reported(compiled):
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    kernels.use("numpy")
+    assert kernels.active() == "numpy" and "numpy" in kernels.describe()
+    kernels.use("numba")
+    assert kernels.active() == "numba" and kernels.describe().startswith("kernels: numba")
+    assert same(max_pool_2d(x, (2, 2), (2, 2))[0],
+                np.array([[[[5.], [7.]], [[13.], [15.]]]], np.float32))
+    with pytest.raises(ValueError, match="'numba' or 'numpy'"):
+        kernels.use("cuda")
+
+
+def test_the_environment_selects_numpy():
+    require("numba")
+    code = "import nnlite; print(nnlite.kernels.active())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "NNLITE_KERNELS": "numpy"},
+                         check=True)
+    assert out.stdout.strip() == "numpy"
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_once_with_a_warning(compiled, monkeypatch):
+    numba = require("numba")
+
+    def broken(*args):
+        raise numba.core.errors.TypingError("no")
+
+    monkeypatch.setattr(compiled, "relu_vjp", broken)
+    monkeypatch.setattr(kernels, "_broken", set())
+    g = np.ones((2, 3), np.float32)
+    with pytest.warns(RuntimeWarning, match="relu_vjp did not compile"):
+        assert same(relu_vjp(g, g), g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert same(relu_vjp(g, -g), g * 0)   # the reference, without a second warning
+
+
+def test_a_read_only_install_compiles_in_memory(compiled, monkeypatch):
+    numba = require("numba")
+    real = numba.njit
+
+    def njit(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    f = compiled._jit(lambda a: a + 1)
+    assert f(1) == 2
+
+
+def test_without_numba_the_numpy_code_runs_untouched():
+    code = """
+import sys
+sys.modules["numba"] = None  # as if it were not installed
+import numpy as np, nnlite
+from nnlite.optim import adam_update
+from nnlite.layers.convolution import max_pool_2d
+assert adam_update is nnlite.kernels.REFERENCES["adam_update"]
+assert max_pool_2d is nnlite.kernels.REFERENCES["max_pool_2d"]
+print(nnlite.kernels.describe())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "numba is not installed" in out.stdout
