@@ -17,11 +17,13 @@ import numpy as np
 
 def _jit(fn):
     """Compile on first call, cached on disk; where the install is read-only (no cache
-    locator, numba issue #4908), compiled in memory each process instead."""
+    locator, numba issue #4908), compiled in memory each process instead. NumPy's error
+    model: x/0 is inf or NaN as in NumPy, not a ZeroDivisionError (whose check would also
+    keep loops from running as vector instructions)."""
     try:
-        return numba.njit(cache=True)(fn)
+        return numba.njit(cache=True, error_model="numpy")(fn)
     except RuntimeError:
-        return numba.njit(fn)
+        return numba.njit(error_model="numpy")(fn)
 
 
 # -- pooling: nnlite.layers.convolution ---------------------------------------------------
@@ -186,9 +188,15 @@ def relu_vjp(g, x):
     """Equals ``nnlite.layers.activations.relu_vjp`` (g, or g·0, where x > 0 or not) for g
     and x laid out alike in one dense block of memory (a view of NHWC memory as NCHW
     included), in one pass in memory order; NotImplemented for anything else."""
+    if g.dtype != x.dtype:
+        return NotImplemented
+    if g.flags.c_contiguous and x.flags.c_contiguous:
+        out = np.empty(g.shape, g.dtype)
+        _relu_vjp(g.reshape(-1), x.reshape(-1), out.reshape(-1))
+        return out
     order = tuple(np.argsort([-abs(s) for s in x.strides], kind="stable"))
     gt, xt = g.transpose(order), x.transpose(order)
-    if g.dtype != x.dtype or not (gt.flags.c_contiguous and xt.flags.c_contiguous):
+    if not (gt.flags.c_contiguous and xt.flags.c_contiguous):
         return NotImplemented
     out = np.empty(gt.shape, g.dtype)
     _relu_vjp(gt.reshape(-1), xt.reshape(-1), out.reshape(-1))
@@ -230,6 +238,7 @@ def adam_update(p, g, m, v, tmp, b1, b2, step, eps_hat):
 def _adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, step, eps_hat):
     for i in range(p.size):
         gi = g[i]
-        m[i] = m[i] * b1 + gi * one_minus_b1
-        v[i] = v[i] * b2 + gi * gi * one_minus_b2
-        p[i] -= m[i] / (np.sqrt(v[i]) + eps_hat) * step
+        mi = m[i] * b1 + gi * one_minus_b1
+        vi = v[i] * b2 + gi * gi * one_minus_b2
+        m[i], v[i] = mi, vi
+        p[i] -= mi / (np.sqrt(vi) + eps_hat) * step
