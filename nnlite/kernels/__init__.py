@@ -49,9 +49,11 @@ def describe() -> str:
     """The kernel path for a machine line: ``numba 0.68.1``, or ``numpy`` and why."""
     if active() == "numba":
         return f"kernels: numba {_module().numba.__version__}"
+    if not _NUMBA:
+        return "kernels: numpy (numba is not installed: pip install \"nnlite[numba]\")"
     if _wanted != "numba":
         return "kernels: numpy (NNLITE_KERNELS=numpy or kernels.use('numpy'))"
-    return "kernels: numpy (numba is not installed: pip install \"nnlite[numba]\")"
+    return "kernels: numpy (numba failed to import)"
 
 
 def _module() -> Any:
