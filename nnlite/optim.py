@@ -226,20 +226,27 @@ class SGD(Optimizer):
 
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
-        g = self._decayed(group, p, g)
-        if h["momentum"]:
-            b = group.state["momentum_buffer"]
-            if self.steps == 1:
-                b[...] = g
-            else:
-                b *= h["momentum"]
-                b += g
-            if h["nesterov"]:
-                np.multiply(b, h["momentum"], out=group.scratch)
-                g = np.add(g, group.scratch, out=group.scratch)
-            else:
-                g = b
-        p -= np.multiply(g, h["lr"], out=group.scratch)
+        sgd_update(p, self._decayed(group, p, g), group.state.get("momentum_buffer"),
+                   group.scratch, h["lr"], h["momentum"], h["nesterov"], self.steps == 1)
+
+
+@replaceable
+def sgd_update(p: np.ndarray, g: np.ndarray, b: np.ndarray | None, scratch: np.ndarray,
+               lr: float, momentum: float, nesterov: bool, first: bool) -> None:
+    """One SGD step on flat arrays, in place: with momentum μ, b ← μb + g (b = g at the
+    first step) and g ← g + μb if nesterov else b; then θ ← θ − lr·g."""
+    if momentum:
+        if first:
+            b[...] = g
+        else:
+            b *= momentum
+            b += g
+        if nesterov:
+            np.multiply(b, momentum, out=scratch)
+            g = np.add(g, scratch, out=scratch)
+        else:
+            g = b
+    p -= np.multiply(g, lr, out=scratch)
 
 
 class Adam(Optimizer):
@@ -337,23 +344,31 @@ class RMSprop(Optimizer):
 
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
-        g = self._decayed(group, p, g)
-        v, tmp = group.state["square_avg"], group.scratch
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - h["alpha"]
-        v *= h["alpha"]
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += h["eps"]
-        np.divide(g, tmp, out=tmp)  # the step g / (√v + ε)
-        if h["momentum"]:
-            b = group.state["momentum_buffer"]
-            b *= h["momentum"]
-            b += tmp
-            np.multiply(b, h["lr"], out=tmp)
-        else:
-            tmp *= h["lr"]
-        p -= tmp
+        rmsprop_update(p, self._decayed(group, p, g), group.state["square_avg"],
+                       group.state.get("momentum_buffer"), group.scratch, h["lr"],
+                       h["alpha"], h["eps"], h["momentum"])
+
+
+@replaceable
+def rmsprop_update(p: np.ndarray, g: np.ndarray, v: np.ndarray, b: np.ndarray | None,
+                   tmp: np.ndarray, lr: float, alpha: float, eps: float,
+                   momentum: float) -> None:
+    """One RMSprop step on flat arrays, in place: v ← αv + (1−α)g²; with momentum μ,
+    b ← μb + g/(√v + ε) and θ ← θ − lr·b, else θ ← θ − lr·g/(√v + ε)."""
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - alpha
+    v *= alpha
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)  # the step g / (√v + ε)
+    if momentum:
+        b *= momentum
+        b += tmp
+        np.multiply(b, lr, out=tmp)
+    else:
+        tmp *= lr
+    p -= tmp
 
 
 def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:

@@ -12,7 +12,7 @@ import nnlite
 from nnlite import kernels
 from nnlite.layers.activations import relu_vjp
 from nnlite.layers.convolution import add_windows, max_pool_2d, max_pool_2d_adjoint
-from nnlite.optim import adam_update
+from nnlite.optim import adam_update, rmsprop_update, sgd_update
 
 from conftest import require
 
@@ -36,7 +36,8 @@ def same(a, b):
 
 
 def test_every_replaceable_reference_has_a_compiled_twin_tested_here(compiled):
-    tested = {"max_pool_2d", "max_pool_2d_adjoint", "add_windows", "relu_vjp", "adam_update"}
+    tested = {"max_pool_2d", "max_pool_2d_adjoint", "add_windows", "relu_vjp", "adam_update",
+              "sgd_update", "rmsprop_update"}
     assert set(kernels.REFERENCES) == tested
     assert all(callable(getattr(compiled, name)) for name in tested)
 
@@ -118,6 +119,29 @@ def test_adam_update_equals_numpy(compiled, rng, dtype, size):
     assert all(same(a, b) for a, b in zip(got, want))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_and_rmsprop_updates_equal_numpy(compiled, rng, dtype, momentum, nesterov):
+    size = 1001
+    def arrays():
+        return [rng.standard_normal(size).astype(dtype) for _ in range(3)] + \
+            [np.abs(rng.standard_normal(size)).astype(dtype)]
+    start = arrays()
+    for steps in range(1, 4):
+        got, want = [a.copy() for a in start], [a.copy() for a in start]
+        for fn, a in ((sgd_update, got), (sgd_update.reference, want)):
+            for step in range(1, steps + 1):
+                fn(a[0], a[1], a[2] if momentum else None, np.empty_like(a[0]), 0.03,
+                   momentum, nesterov, step == 1)
+        assert all(same(x, y) for x, y in zip(got, want))
+        got, want = [a.copy() for a in start], [a.copy() for a in start]
+        for fn, a in ((rmsprop_update, got), (rmsprop_update.reference, want)):
+            for _ in range(steps):
+                fn(a[0], a[1], a[3], a[2] if momentum else None, np.empty_like(a[0]), 0.01,
+                   0.99, 1e-8, momentum)
+        assert all(same(x, y) for x, y in zip(got, want))
+
+
 def test_training_is_identical_on_both_paths(rng):
     require("numba")
     x = rng.random((96, 1, 8, 8), np.float32)
@@ -194,7 +218,7 @@ def test_without_numba_the_numpy_code_runs_untouched():
 import sys
 sys.modules["numba"] = None  # as if it were not installed
 import numpy as np, nnlite
-from nnlite.optim import adam_update
+from nnlite.optim import adam_update, rmsprop_update, sgd_update
 from nnlite.layers.convolution import max_pool_2d
 assert adam_update is nnlite.kernels.REFERENCES["adam_update"]
 assert max_pool_2d is nnlite.kernels.REFERENCES["max_pool_2d"]

@@ -242,3 +242,43 @@ def _adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, step, eps_hat):
         vi = v[i] * b2 + gi * gi * one_minus_b2
         m[i], v[i] = mi, vi
         p[i] -= mi / (np.sqrt(vi) + eps_hat) * step
+
+
+def sgd_update(p, g, b, scratch, lr, momentum, nesterov, first):
+    """Equals ``nnlite.optim.sgd_update`` (its Python floats cast as NumPy casts them)."""
+    dt = p.dtype.type
+    _sgd(p, g, g if b is None else b, dt(lr), dt(momentum), bool(momentum), nesterov, first)
+
+
+@_jit
+def _sgd(p, g, b, lr, momentum, has_momentum, nesterov, first):
+    for i in range(p.size):
+        gi = g[i]
+        if has_momentum:
+            bi = gi if first else b[i] * momentum + gi
+            b[i] = bi
+            gi = gi + bi * momentum if nesterov else bi
+        p[i] -= gi * lr
+
+
+def rmsprop_update(p, g, v, b, tmp, lr, alpha, eps, momentum):
+    """Equals ``nnlite.optim.rmsprop_update`` (its Python floats cast as NumPy casts them)."""
+    dt = p.dtype.type
+    _rmsprop(p, g, v, g if b is None else b, dt(lr), dt(alpha), dt(1 - alpha), dt(eps),
+             dt(momentum), bool(momentum))
+
+
+@_jit
+def _rmsprop(p, g, v, b, lr, alpha, one_minus_alpha, eps, momentum, has_momentum):
+    for i in range(p.size):
+        gi = g[i]
+        vi = v[i] * alpha + gi * gi * one_minus_alpha
+        v[i] = vi
+        step = gi / (np.sqrt(vi) + eps)
+        if has_momentum:
+            bi = b[i] * momentum + step
+            b[i] = bi
+            step = bi * lr
+        else:
+            step = step * lr
+        p[i] -= step
