@@ -183,6 +183,13 @@ def test_the_environment_selects_numpy():
     assert out.stdout.strip() == "numpy"
 
 
+def test_a_misspelt_environment_is_an_error_not_a_silent_choice():
+    out = subprocess.run([sys.executable, "-c", "import nnlite"], capture_output=True,
+                         text=True, env={**__import__("os").environ, "NNLITE_KERNELS": "nump"})
+    assert out.returncode != 0
+    assert "NNLITE_KERNELS='nump'; it must be 'numba' or 'numpy'" in out.stderr
+
+
 def test_a_kernel_that_fails_to_compile_falls_back_once_with_a_warning(compiled, monkeypatch):
     numba = require("numba")
 

@@ -22,7 +22,10 @@ import warnings
 from typing import Any, Callable
 
 _PATHS = ("numba", "numpy")
-_wanted = os.environ.get("NNLITE_KERNELS", "numba").strip().lower() or "numba"
+_wanted = os.environ.get("NNLITE_KERNELS", "").strip().lower() or "numba"
+if _wanted not in _PATHS:
+    raise ValueError(f"the environment sets NNLITE_KERNELS={os.environ['NNLITE_KERNELS']!r}; "
+                     f"it must be 'numba' or 'numpy' (or unset)")
 _compiled: Any = None      # the nnlite.kernels.compiled module once imported, False if it failed
 _broken: set[str] = set()  # kernels whose compilation failed: their references run
 _NUMBA = importlib.util.find_spec("numba") is not None  # installed (not yet imported)

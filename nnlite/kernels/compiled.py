@@ -6,8 +6,8 @@ dtype in the same order, so the results are equal bit for bit. Loops run on one 
 (on 2 cores, a parallel layer waits for OpenBLAS's spinning worker), one image or one
 row at a time so that what a loop writes stays in cache, channels innermost (NHWC).
 
-Python floats are float64 in numba and would promote float32 arithmetic: the callers
-pass scalars already of the arrays' dtype.
+Python floats are float64 in numba and would promote float32 arithmetic: the optimizers'
+twins cast theirs to the arrays' dtype before the loop, as NumPy casts a Python float.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _max_along_h(x, y, arg, k, s):
 
 
 @_jit
-def max_pool_1d(x, axis, k, s):
+def _max_pool_1d(x, axis, k, s):
     """Equals ``nnlite.layers.convolution.max_pool_1d`` (x NHWC, axis 1 or 2)."""
     n, h, w, c = x.shape
     if axis == 1:
@@ -95,7 +95,7 @@ def _unpool_along_h(g, arg, dx, k, s, tiles):
 
 
 @_jit
-def max_pool_1d_adjoint(g, arg, in_shape, axis, k, s):
+def _max_pool_1d_adjoint(g, arg, in_shape, axis, k, s):
     """Equals ``nnlite.layers.convolution.max_pool_1d_adjoint``."""
     tiles = s == k and g.shape[axis] * k == in_shape[axis]
     dx = np.empty(in_shape, g.dtype) if tiles else np.zeros(in_shape, g.dtype)
@@ -115,8 +115,8 @@ def max_pool_2d(xh, kernel, stride):
     no window stays 0 (no gradient reaches them). Otherwise the two 1-D passes."""
     (kh, kw), (sh, sw) = kernel, stride
     if sh != kh or sw != kw:
-        mid, arg_w = max_pool_1d(xh, 2, kw, sw)
-        y, arg_h = max_pool_1d(mid, 1, kh, sh)
+        mid, arg_w = _max_pool_1d(xh, 2, kw, sw)
+        y, arg_h = _max_pool_1d(mid, 1, kh, sh)
         return y, arg_w, arg_h
     n, h, w, c = xh.shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
@@ -159,8 +159,8 @@ def max_pool_2d_adjoint(g, arg_w, arg_h, in_shape, kernel, stride):
     g = np.ascontiguousarray(g)  # g is often a view without the next layer's padding:
     # copied once, the loops below index it several times faster
     if sh != kh or sw != kw:
-        mid = max_pool_1d_adjoint(g, arg_h, (n, in_shape[1], wo, c), 1, kh, sh)
-        return max_pool_1d_adjoint(mid, arg_w, in_shape, 2, kw, sw)
+        mid = _max_pool_1d_adjoint(g, arg_h, (n, in_shape[1], wo, c), 1, kh, sh)
+        return _max_pool_1d_adjoint(mid, arg_w, in_shape, 2, kw, sw)
     tile_h, tile_w = ho * kh == in_shape[1], wo * kw == in_shape[2]
     dx = np.empty(in_shape, g.dtype) if tile_h and tile_w else np.zeros(in_shape, g.dtype)
     zero = np.zeros(1, g.dtype)[0]
