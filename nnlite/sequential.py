@@ -12,6 +12,8 @@ import numpy as np
 
 from .budget import probe_rows
 from .layer import Layer
+from .layers.activations import ReLU
+from .layers.convolution import MaxPool2D
 from .training import Trainable
 
 
@@ -21,6 +23,11 @@ class Sequential(Trainable):
     VJP: g · J = g · J_L ⋯ J₁, computed as each layer's backward in reverse. A layer
     placed at several positions shares its parameters between them (their gradients
     add up); each position keeps its own forward state.
+
+    A ReLU followed by a MaxPool2D whose windows tile (stride = kernel) runs after it
+    instead: max and ReLU commute, max(relu(x)) = relu(max(x)), and so do their VJPs
+    (the window's maximum is positive exactly where its position's x is), so the ReLU
+    touches a quarter of the values. Only where neither is used at another position.
     """
 
     #: The probe at load runs (and charges) a Sequential's layers one by one.
@@ -32,6 +39,8 @@ class Sequential(Trainable):
         self._shared: set[int] = set()  # positions whose layers are used elsewhere too
         self._first_at: dict[int, int] = {}  # id of each layer inside -> its first position
         self._stop = 0  # backward runs the layers from the last down to this one
+        self._order: list[int] = []  # positions in the order forward runs them
+        self._swapped: set[int] = set()  # max-pools running before the ReLU before them
         for layer in layers:
             self.append(layer)
 
@@ -42,10 +51,18 @@ class Sequential(Trainable):
         self.__dict__.pop("_predicted", None)  # predict checks its inputs anew
         setattr(self, str(i), layer)
         self.layers.append(layer)
+        self._order.append(i)
         for m in layer.modules():  # a layer met before: both positions keep call states
             first = self._first_at.setdefault(id(m), i)
             if first != i:
                 self._shared.update((first, i))
+                for pool in {first, first + 1} & self._swapped:  # run in order again
+                    self._order[pool - 1:pool + 1] = [pool - 1, pool]
+                    self._swapped.discard(pool)
+        if type(layer) is MaxPool2D and layer.stride == layer.kernel_size and i and \
+                type(self.layers[i - 1]) is ReLU and not {i - 1, i} & self._shared:
+            self._order[i - 1:] = [i, i - 1]  # the pool first: max and ReLU commute
+            self._swapped.add(i)
         return self
 
     @property
@@ -78,10 +95,10 @@ class Sequential(Trainable):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         states = self._states = {}
-        for i, layer in enumerate(self.layers):
-            x = layer.forward(x)
+        for i in self._order:
+            x = self.layers[i].forward(x)
             if i in self._shared:
-                states[i] = layer.call_state()
+                states[i] = self.layers[i].call_state()
         return x
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
@@ -89,7 +106,7 @@ class Sequential(Trainable):
         False, down to the first layer with parameters only (whose dL/dx, skipped, is
         None)."""
         states = self._cached("_states")
-        for i in range(len(self.layers) - 1, self._stop - 1, -1):
+        for i in reversed(self._order[self._stop:]):  # (no swapped pair straddles _stop)
             if i in states:
                 self.layers[i].restore_call_state(states[i])
             grad = self.layers[i].backward(grad)

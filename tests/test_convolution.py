@@ -200,3 +200,47 @@ def test_batch_norm_statistics_roll_back_on_divergence(rng):
         model.fit(x, x[:, :1], loss=losses.MSE(), optimizer=optim.SGD(model.parameters(), 0.1),
                   batch_size=16, callbacks=[Sabotage()], verbose=False)
     np.testing.assert_array_equal(model[0].running_mean, before)
+
+
+def _in_listed_order(model, x, g):
+    """Output, input gradient and parameter gradients of running the layers as listed."""
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h)
+    model.zero_grad()
+    d = g
+    for layer in reversed(model.layers):
+        d = layer.backward(d)
+    return h, d, [p.grad.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_relu_before_a_tiling_max_pool_runs_after_it_with_the_same_numbers(rng, ties):
+    def build():
+        nnlite.set_seed(0)
+        return nnlite.Sequential(layers.Conv2D(2, 4, 3, padding=1), layers.ReLU(),
+                                 layers.MaxPool2D(2), layers.Conv2D(4, 4, 3, padding=1),
+                                 layers.ReLU(), layers.MaxPool2D(2), layers.Flatten(),
+                                 layers.Linear(16, 3))
+    model, listed = build(), build()
+    assert model._order == [0, 2, 1, 3, 5, 4, 6, 7]
+    x = rng.standard_normal((8, 2, 8, 8)).astype(np.float32)
+    if ties:
+        x = np.round(x)  # windows whose maximum is 0 or negative, and -0.0
+    g = rng.standard_normal((8, 3)).astype(np.float32)
+    y = model.forward(x)
+    model.zero_grad()
+    dx = model.backward(g)
+    want = _in_listed_order(listed, x, g)
+    assert y.tobytes() == want[0].tobytes() and dx.tobytes() == want[1].tobytes()
+    assert all(p.grad.tobytes() == q.tobytes() for p, q in zip(model.parameters(), want[2]))
+
+
+def test_the_relu_and_pool_run_in_order_where_they_do_not_commute_exactly():
+    relu, pool = layers.ReLU(), layers.MaxPool2D(2)
+    assert nnlite.Sequential(layers.ReLU(), layers.MaxPool2D(3, 2))._order == [0, 1]  # overlap
+    assert nnlite.Sequential(layers.ReLU(), layers.AvgPool2D(2))._order == [0, 1]
+    shared = nnlite.Sequential(relu, pool)
+    assert shared._order == [1, 0]
+    shared.append(layers.Flatten()).append(relu)  # the ReLU now runs at two positions
+    assert shared._order == [0, 1, 2, 3] and not shared._swapped
