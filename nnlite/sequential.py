@@ -25,9 +25,11 @@ class Sequential(Trainable):
     add up); each position keeps its own forward state.
 
     A ReLU followed by a MaxPool2D whose windows tile (stride = kernel) runs after it
-    instead: max and ReLU commute, max(relu(x)) = relu(max(x)), and so do their VJPs
-    (the window's maximum is positive exactly where its position's x is), so the ReLU
-    touches a quarter of the values. Only where neither is used at another position.
+    instead: max(relu(x)) = relu(max(x)), and the gradient reaches a window's maximum
+    through the ReLU exactly when that maximum is positive, either way round. So the ReLU
+    touches a quarter of the values, with the same results (the same bits where the
+    windows cover the input; where they leave rows or columns out, a zero gradient's sign
+    may differ). Only where neither layer is used at another position.
     """
 
     #: The probe at load runs (and charges) a Sequential's layers one by one.

@@ -236,6 +236,18 @@ def test_a_relu_before_a_tiling_max_pool_runs_after_it_with_the_same_numbers(rng
     assert all(p.grad.tobytes() == q.tobytes() for p, q in zip(model.parameters(), want[2]))
 
 
+def test_where_pool_windows_leave_a_remainder_only_zero_signs_may_differ(rng):
+    model = nnlite.Sequential(layers.ReLU(), layers.MaxPool2D(2))
+    x = np.round(rng.standard_normal((4, 2, 9, 7))).astype(np.float32)
+    g = rng.standard_normal((4, 2, 4, 3)).astype(np.float32)
+    y, dx = model.forward(x), model.backward(g)
+    want_y, want_dx, _ = _in_listed_order(model, x, g)
+    assert y.tobytes() == want_y.tobytes()
+    assert np.array_equal(dx, want_dx)  # -0.0 == 0.0: the same values
+    differ = np.signbit(dx) != np.signbit(want_dx)
+    assert not dx[differ].any() and not want_dx[differ].any()  # only zeros' signs
+
+
 def test_the_relu_and_pool_run_in_order_where_they_do_not_commute_exactly():
     relu, pool = layers.ReLU(), layers.MaxPool2D(2)
     assert nnlite.Sequential(layers.ReLU(), layers.MaxPool2D(3, 2))._order == [0, 1]  # overlap
