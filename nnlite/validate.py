@@ -94,7 +94,9 @@ def as_arrays(value: Any, dtypes: list[Any], what: str, kind: str) -> list[np.nd
             raise ValueError(f"{name} is a single value, not an array of samples")
         if dtype is not None and dtype.kind in "iu" and v.dtype.kind not in "iu":
             raise ValueError(f"{name} must hold integer ids ({dtype}), got {v.dtype}")
-        if v.dtype.kind == "f" and not np.isfinite(np.sum(v)):  # NaN and inf survive a sum
+        with np.errstate(over="ignore"):  # (a sum of large values can overflow: see below)
+            suspect = v.dtype.kind == "f" and not np.isfinite(np.sum(v))
+        if suspect:  # NaN and inf survive a sum
             finite = np.isfinite(v).reshape(len(v), -1).all(axis=1)
             if not finite.all():  # (a sum of large values can overflow where none is inf)
                 raise ValueError(f"{name} has NaN or infinite values, first in row "

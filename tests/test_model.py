@@ -176,6 +176,21 @@ def test_fit_rejects_bad_data(digits):
         fit(x[:, :63], y)  # the data's shape, not the shape of the one-row probe
 
 
+def test_evaluate_and_predict_refuse_nan_as_fit_does_and_take_large_finite_values(digits):
+    x, y, *_ = digits
+    model = nnlite.Sequential(layers.Linear(64, 10))
+    bad = x.copy()
+    bad[12, 3] = np.inf
+    with pytest.raises(ValueError, match="predict: x has NaN or infinite values, first in row 12"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="evaluate: x has NaN or infinite values, first in row 12"):
+        model.evaluate(bad, y, losses.CrossEntropy())
+    with pytest.raises(ValueError, match="evaluate: y has NaN or infinite values, first in row 2"):
+        model.evaluate(x[:5], np.array([0.0, 1, np.nan, 2, 3]), losses.MSE())
+    big = np.full((4, 64), 3e37, np.float32)  # finite, though their sum overflows to inf
+    assert model.predict(big).shape == (4, 10)
+
+
 def test_fit_returns_no_epochs_when_initial_equals_epochs(digits):
     x, y, *_ = digits
     history, _ = train(mlp(), x, y, epochs=0)
