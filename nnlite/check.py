@@ -1,19 +1,26 @@
-"""Checking tools: Jacobians built on request, and gradient checks by finite differences.
+"""Checking tools: Jacobians built on request, gradient checks, and Lipschitz constants.
 
-Training never builds a Jacobian: each backward is a vector-Jacobian product.
-These tools build J both ways — from the layer's own VJPs, one output
-coordinate at a time, and from central differences — so a layer's backward
-can be compared with the truth.
+Training never builds a Jacobian: each backward is a vector-Jacobian product uᵀJ,
+each jvp a Jacobian-vector product J·v. These tools build J from either (a row per
+VJP, a column per JVP) and from central differences, so a layer's backward and jvp
+can be compared with the truth, and with each other: ⟨u, J·v⟩ = ⟨uᵀJ, v⟩ holds to
+rounding (the adjoint test). ``lipschitz`` and ``lipschitz_bound`` come from
+``nnlite.lipschitz``.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .layer import Layer
+from .lipschitz import lipschitz, lipschitz_bound
+from .parameter import grads_kept
+
+__all__ = ["jvp", "vjp", "jacobian", "numerical_jacobian", "check_layer", "GradCheckReport",
+           "lipschitz", "lipschitz_bound"]
 
 
 def numerical_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
@@ -38,34 +45,89 @@ def numerical_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return np.stack(columns, axis=1)
 
 
-def jacobian(layer: Layer, x: np.ndarray | Sequence[np.ndarray]
+def jvp(layer: Layer, x: Any, v: Any) -> tuple[Any, Any]:
+    """(y, J·v): ``layer.forward(x)``, then ``layer.jvp(v)``, as ``torch.func.jvp`` with
+    arrays. For several inputs ``x`` and ``v`` are lists (a None tangent is zero).
+    Parameters and their gradients are not touched."""
+    y = layer.forward(list(x) if isinstance(x, (list, tuple)) else x)
+    return y, layer.jvp(list(v) if isinstance(v, (list, tuple)) else v)
+
+
+def vjp(layer: Layer, x: Any, u: Any) -> tuple[Any, Any]:
+    """(y, uᵀJ): ``layer.forward(x)``, then ``layer.backward(u)``, as ``torch.func.vjp``
+    with arrays (one array per input, a list for several). Parameter gradients are left
+    as they were."""
+    with grads_kept(layer.parameters()):
+        y = layer.forward(list(x) if isinstance(x, (list, tuple)) else x)
+        return y, layer.backward(list(u) if isinstance(u, (list, tuple)) else u)
+
+
+def jacobian(layer: Layer, x: np.ndarray | Sequence[np.ndarray], mode: str = "auto"
              ) -> np.ndarray | list[np.ndarray]:
-    """∂y/∂x of shape (y.size, x.size), row i being the VJP eᵢ · J from ``layer.backward``.
+    """∂y/∂x of shape (y.size, x.size): built row by row from VJPs eᵢᵀJ (``"reverse"``),
+    or column by column from JVPs J·eⱼ (``"forward"``); ``"auto"`` takes the one with
+    fewer passes (forward when x has fewer entries than y). The same matrix either way.
+    A layer without ``jvp`` is built in reverse mode.
 
     For a layer with several inputs, ``x`` is a list and the result one Jacobian per
-    input, ∂y/∂xₖ; with several outputs, y is all of them flattened and joined.
-    Parameter gradients are left as they were.
+    input, ∂y/∂xₖ; with several outputs, y is all of them flattened and joined. Integer
+    inputs (token ids) have no columns. Parameter gradients are left as they were.
     """
+    if mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
     multi_in = isinstance(x, (list, tuple))
-    saved = [p.grad.copy() for p in layer.parameters()]
-    try:
-        y = layer.forward(list(x) if multi_in else x)
-        multi_out = isinstance(y, (list, tuple))
-        outs = list(y) if multi_out else [y]
-        rows: list[list[np.ndarray]] = [[] for _ in (x if multi_in else [x])]
-        for k, out in enumerate(outs):
-            for i in range(out.size):
-                es = [np.zeros(o.shape, o.dtype) for o in outs]
-                es[k].reshape(-1)[i] = 1
-                dx = layer.backward(es if multi_out else es[0])
-                for r, d in zip(rows, dx if multi_in else [dx]):
-                    r.append(np.array(d).reshape(-1))
-        sizes = [np.size(v) for v in (x if multi_in else [x])]
-        jacobians = [np.stack(r) if r else np.zeros((0, n)) for r, n in zip(rows, sizes)]
+    xs = list(x) if multi_in else [x]
+    with grads_kept(layer.parameters()):
+        outs = _as_list(layer.forward(xs if multi_in else xs[0]))
+        n_in, n_out = sum(_size(v) for v in xs), sum(o.size for o in outs)
+        if mode == "forward" or (mode == "auto" and n_in < n_out):
+            try:
+                jacobians = _columns(layer, xs, outs, multi_in)
+                return jacobians if multi_in else jacobians[0]
+            except NotImplementedError:
+                pass  # no jvp: reverse mode
+        jacobians = _rows(layer, xs, outs, multi_in)
         return jacobians if multi_in else jacobians[0]
-    finally:
-        for p, g in zip(layer.parameters(), saved):
-            p.grad[...] = g
+
+
+def _size(x: np.ndarray) -> int:
+    """How many differentiable entries ``x`` has (none for integer ids)."""
+    return 0 if np.asarray(x).dtype.kind in "iu" else np.size(x)
+
+
+def _as_list(y: Any) -> list[np.ndarray]:
+    return list(y) if isinstance(y, (list, tuple)) else [y]
+
+
+def _rows(layer: Layer, xs: list[np.ndarray], outs: list[np.ndarray], multi_in: bool
+          ) -> list[np.ndarray]:
+    """One VJP eᵢᵀJ per output coordinate i: the rows of each input's Jacobian."""
+    rows: list[list[np.ndarray]] = [[] for _ in xs]
+    for k, out in enumerate(outs):
+        for i in range(out.size):
+            es = [np.zeros(o.shape, o.dtype) for o in outs]
+            es[k].reshape(-1)[i] = 1
+            dx = layer.backward(es if len(outs) > 1 else es[0])
+            for r, d, v in zip(rows, dx if multi_in else [dx], xs):
+                r.append(np.zeros(0) if _size(v) == 0 else np.asarray(d).reshape(-1))
+    return [np.stack(r) if r else np.zeros((0, _size(v))) for r, v in zip(rows, xs)]
+
+
+def _columns(layer: Layer, xs: list[np.ndarray], outs: list[np.ndarray], multi_in: bool
+             ) -> list[np.ndarray]:
+    """One JVP J·eⱼ per input coordinate j: the columns of each input's Jacobian."""
+    n_out = sum(o.size for o in outs)
+    jacobians = []
+    for k, x in enumerate(xs):
+        columns = []
+        for j in range(_size(x)):
+            e = np.zeros(np.shape(x), np.result_type(x, np.float32))
+            e.reshape(-1)[j] = 1
+            tangents = [e if i == k else None for i in range(len(xs))]
+            jv = _as_list(layer.jvp(tangents if multi_in else tangents[0]))
+            columns.append(np.concatenate([np.asarray(t).reshape(-1) for t in jv]))
+        jacobians.append(np.stack(columns, axis=1) if columns else np.zeros((n_out, 0)))
+    return jacobians
 
 
 @dataclass
@@ -99,9 +161,13 @@ def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: floa
     (with several outputs, g has one part per output and L sums over them); integer
     inputs (token ids) are passed through and not differentiated.
     Also checked: backward leaves its inputs alone, a second backward gives the
-    same dL/dx and adds the same parameter gradients again. The layer itself
-    is not touched: a float64 copy is checked. Random layers (dropout) draw
-    the same numbers on every call.
+    same dL/dx and adds the same parameter gradients again. For a layer with ``jvp``,
+    for each input i and a random tangent vᵢ: J·vᵢ against the central difference
+    (f(x + ε vᵢ) − f(x − ε vᵢ))/2ε, and the adjoint test ⟨g, J·vᵢ⟩ = ⟨gᵀJ, vᵢ⟩, exact to
+    rounding (relative to Σ|gⱼ (J·vᵢ)ⱼ|, at most 1e-10), which needs no finite differences:
+    a transpose, a sign or a dropped term in backward or jvp breaks it.
+    The layer itself is not touched: a float64 copy is checked. Random layers (dropout)
+    draw the same numbers on every call.
     """
     layer = copy.deepcopy(layer).astype(np.float64)
     multi_in = isinstance(x, (list, tuple))
@@ -161,8 +227,42 @@ def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: floa
                 p.data = keep
         _compare(report, f"dL/d{name}", grads[name], _numerical_grad(loss_of_p, p.data, eps),
                  atol, rtol)
+    _check_jvp(report, layer, forward, xs, multi_in, gs, dxs, eps, atol, rtol, seed)
     report.ok = not report.problems
     return report
+
+
+def _check_jvp(report: GradCheckReport, layer: Layer, forward: Callable, xs: list[np.ndarray],
+               multi_in: bool, gs: list[np.ndarray], dxs: list[np.ndarray], eps: float,
+               atol: float, rtol: float, seed: int) -> None:
+    """``layer.jvp`` against finite differences, and the adjoint test against the
+    ``dxs = gᵀJ`` that backward gave for the upstream gradients ``gs``."""
+    rng = np.random.default_rng(seed + 2)
+    for i, (x, dx) in enumerate(zip(xs, dxs)):
+        if x.dtype.kind in "iu":
+            continue
+        v = rng.standard_normal(x.shape)
+        tangents = [v if j == i else None for j in range(len(xs))]
+        forward(xs)
+        try:
+            jv = _as_list(layer.jvp(tangents if multi_in else v))
+        except NotImplementedError:
+            return  # no forward mode: only backward is checked
+        what = f"[{i}]" if multi_in else ""
+        lhs = sum(float(np.vdot(g, t)) for g, t in zip(gs, jv))
+        rhs = float(np.vdot(dx, v))
+        scale = max(sum(float(np.abs(g * t).sum()) for g, t in zip(gs, jv)),
+                    float(np.abs(dx * v).sum()), np.finfo(np.float64).tiny)
+        if abs(lhs - rhs) > 1e-10 * scale:
+            report.problems.append(
+                f"adjoint test failed for input{what}: ⟨g, J·v⟩ = {lhs:.12g} but ⟨gᵀJ, v⟩ = "
+                f"{rhs:.12g} (relative error {abs(lhs - rhs) / scale:.3g}): backward and jvp "
+                f"disagree")
+        plus = forward(xs[:i] + [x + eps * v] + xs[i + 1:])
+        minus = forward(xs[:i] + [x - eps * v] + xs[i + 1:])
+        for k, (t, p, m) in enumerate(zip(jv, plus, minus)):
+            out = f"[{k}]" if len(jv) > 1 else ""
+            _compare(report, f"J·v{what}{out}", np.asarray(t), (p - m) / (2 * eps), atol, rtol)
 
 
 def _numerical_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float) -> np.ndarray:
@@ -187,6 +287,6 @@ def _compare(report: GradCheckReport, what: str, analytic: np.ndarray, numeric: 
     bad = abs_err > atol + rtol * np.abs(numeric)
     if bad.any():
         i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), analytic.shape))
-        report.problems.append(f"{what} differs at {list(i)}: backward gives "
+        report.problems.append(f"{what} differs at {list(i)}: the layer gives "
                                f"{analytic[i]:.6g}, finite differences {numeric[i]:.6g} "
                                f"({int(bad.sum())} of {bad.size} entries off)")

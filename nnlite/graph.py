@@ -1,101 +1,23 @@
 """Graph models: Keras's functional API over any directed acyclic graph of layers.
 
-``Input(shape)`` makes a symbolic value; calling a layer on symbolic values adds a
-node to a graph and returns its symbolic output; ``Model(inputs, outputs)`` turns
-the graph into a layer. Forward runs the nodes in topological order, precomputed
-once. Backward runs their VJPs in reverse, and where a value feeds several nodes its
-gradient is the sum of what comes back along each path — the chain rule for
-f(x(t), y(t)): df/dt = ∂f/∂x · dx/dt + ∂f/∂y · dy/dt.
+``Model(inputs, outputs)`` turns a graph of symbolic values (``nnlite.symbolic``:
+``Input``, and layers called on them) into a layer. Forward runs the nodes in
+topological order, precomputed once. Backward runs their VJPs in reverse, and where a
+value feeds several nodes its gradient is the sum of what comes back along each path —
+the chain rule for f(x(t), y(t)): df/dt = ∂f/∂x · dx/dt + ∂f/∂y · dy/dt. ``jvp`` reads
+that rule forwards: a tangent goes along every path a value feeds, and a node that
+merges paths sums their products.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .budget import charge, probe
+from .budget import probe
 from .layer import Layer, shared_positions
-from .parameter import get_default_dtype
+from .symbolic import Input, Symbol, symbols_of, topological
 from .training import Trainable
-
-
-class Node:
-    """One call of a layer in a graph: which values went in, which came out."""
-
-    def __init__(self, layer: Layer | None, inputs: list[Symbol], multi_in: bool):
-        self.layer, self.inputs, self.multi_in = layer, inputs, multi_in
-        self.outputs: list[Symbol] = []
-        self.multi_out = False
-
-
-class Symbol:
-    """A symbolic value: the output of ``Input`` or of a layer called on symbolic values.
-
-    ``shape`` leaves out the batch axis; ``dtype`` is None for floating values (the
-    model's dtype) or the integer dtype of token ids.
-    """
-
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | None, node: Node):
-        self.shape, self.dtype, self.node = tuple(shape), dtype, node
-
-    def call_layer(self, layer: Layer, x: Symbol | Sequence[Symbol]) -> Any:
-        """What ``layer(x)`` means on symbolic values: a new node (``connect``)."""
-        return connect(layer, x)
-
-    def __repr__(self) -> str:
-        source = "Input" if self.node.layer is None else type(self.node.layer).__name__
-        return f"<Symbol shape={(None, *self.shape)} from {source}>"
-
-
-def Input(shape: int | Sequence[int], dtype: Any = None) -> Symbol:
-    """A symbolic input of ``shape`` (without the batch axis), floating unless ``dtype``
-    names an integer type (token ids)."""
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
-        raise ValueError(f"Input: shape must be positive whole numbers, got {shape}")
-    if dtype is not None:
-        dtype = np.dtype(dtype)
-        if dtype.kind not in "iu":
-            dtype = None  # floating inputs take the model's dtype
-    node = Node(None, [], False)
-    node.outputs = [Symbol(shape, dtype, node)]
-    return node.outputs[0]
-
-
-def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]:
-    """Call ``layer`` on symbolic values: a new node, and its symbolic output(s).
-
-    The output shapes come from running the layer once, in eval mode, on one sample of
-    zeros, so a call that cannot work fails here, when the model is built (while ``load``
-    rebuilds a file, within its probe budget: see ``nnlite.budget``).
-    """
-    multi_in = isinstance(x, (list, tuple))
-    inputs = list(x) if multi_in else [x]
-    if not all(isinstance(v, Symbol) for v in inputs):
-        raise ValueError(f"{layer!r} was called on a mix of symbolic values and arrays; "
-                         f"call it on nnlite.Input(...) values and what layers made of them")
-    if layer.integer_input:  # an Input feeding an Embedding holds integer ids
-        for v in inputs:
-            if v.dtype is None and v.node.layer is None:
-                v.dtype = np.dtype(np.int64)
-    charge(sum(math.prod(v.shape) for v in inputs),
-           f"a probe of shape {', '.join(str(v.shape) for v in inputs)}")
-    probes = [np.zeros((1, *v.shape), v.dtype or get_default_dtype()) for v in inputs]
-    try:
-        with layer.evaluating():
-            out = probe(layer, probes if multi_in else probes[0])
-    except ValueError as e:
-        shapes = ", ".join(str((None, *v.shape)) for v in inputs)
-        raise ValueError(f"{layer!r} cannot be called on inputs of shape {shapes}: {e}") \
-            from None
-    node = Node(layer, inputs, multi_in)
-    node.multi_out = isinstance(out, (list, tuple))
-    for o in (out if node.multi_out else [out]):
-        o = np.asarray(o)
-        node.outputs.append(Symbol(o.shape[1:], o.dtype if o.dtype.kind in "iu" else None,
-                                   node))
-    return list(node.outputs) if node.multi_out else node.outputs[0]
 
 
 class _Step(NamedTuple):
@@ -125,7 +47,7 @@ class Model(Trainable):
 
     def __init__(self, inputs: Symbol | Sequence[Symbol], outputs: Symbol | Sequence[Symbol]):
         super().__init__()
-        ins, outs = _symbols(inputs, "inputs"), _symbols(outputs, "outputs")
+        ins, outs = symbols_of(inputs, "inputs"), symbols_of(outputs, "outputs")
         self._multi_in, self._multi_out = len(ins) > 1, len(outs) > 1
         for i, v in enumerate(ins):
             if v.node.layer is not None:
@@ -133,7 +55,7 @@ class Model(Trainable):
                                  f"nnlite.Input(...)")
         if len({id(v) for v in ins}) != len(ins):
             raise ValueError("Model: the same Input is given twice in inputs")
-        nodes = _topological(ins, outs)
+        nodes = topological(ins, outs)
         used = {id(v) for node in nodes for v in node.inputs} | {id(v) for v in outs}
         for i, v in enumerate(ins):
             if id(v) not in used:
@@ -225,6 +147,27 @@ class Model(Trainable):
             else:
                 values[step.outs[0]] = out
         outs = [values[s] for s in self._out_slots]
+        self._out_like = [(o.shape, o.dtype) for o in outs]
+        return outs if self._multi_out else outs[0]
+
+    def jvp(self, tangent: Any) -> Any:
+        """J · v, one tangent per input (None: zero): each node's jvp in topological order.
+        A zero tangent stays None until a merge adds it or an output needs its zeros."""
+        states = self._cached("_states")
+        tangents: list[Any] = [None] * self._n_values
+        for s, v in zip(self._in_slots, tangent if self._multi_in else [tangent]):
+            tangents[s] = v
+        for k, step in enumerate(self._steps):
+            args = [tangents[s] for s in step.ins]
+            if all(v is None for v in args):
+                continue                               # J · 0 = 0
+            if step.shared:
+                step.layer.restore_call_state(states[k])
+            out = step.layer.jvp(args if step.multi_in else args[0])
+            for s, o in zip(step.outs, out if step.multi_out else [out]):
+                tangents[s] = o
+        outs = [np.zeros(*like) if tangents[s] is None else tangents[s]
+                for s, like in zip(self._out_slots, self._out_like)]
         return outs if self._multi_out else outs[0]
 
     def backward(self, grad: np.ndarray | Sequence[np.ndarray]
@@ -332,50 +275,6 @@ class Model(Trainable):
             rows.append((f"{name} {type(node.layer).__name__}", shapes, count,
                          ", ".join(names[id(v)] for v in node.inputs)))
         return rows
-
-
-def _symbols(value: Any, what: str) -> list[Symbol]:
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not values:
-        raise ValueError(f"Model: {what} is empty")
-    for i, v in enumerate(values):
-        if not isinstance(v, Symbol):
-            raise ValueError(f"Model: {what} must be symbolic values (nnlite.Input(...) and "
-                             f"layers called on them), got {type(v).__name__} at {i}; to run a "
-                             f"model on arrays, build it first and call model.predict(x)")
-    return values
-
-
-def _topological(inputs: list[Symbol], outputs: list[Symbol]) -> list[Node]:
-    """The nodes that lead from ``inputs`` to ``outputs``, each after those it reads."""
-    allowed = {id(v.node) for v in inputs}
-    order: list[Node] = []
-    state: dict[int, int] = {}  # 1: being visited, 2: done
-    for out in outputs:
-        stack = [(out.node, False)]
-        while stack:
-            node, children_done = stack.pop()
-            if children_done:
-                state[id(node)] = 2
-                order.append(node)
-                continue
-            if state.get(id(node)) == 2:
-                continue
-            if state.get(id(node)) == 1:
-                raise ValueError(f"Model: the graph has a cycle through {node.layer!r}")
-            if node.layer is None:
-                if id(node) not in allowed:
-                    raise ValueError(f"Model: an output depends on an Input of shape "
-                                     f"{(None, *node.outputs[0].shape)} that is not among "
-                                     f"the model's inputs")
-                state[id(node)] = 2
-                continue
-            state[id(node)] = 1
-            stack.append((node, True))
-            for v in reversed(node.inputs):
-                if state.get(id(v.node)) != 2:
-                    stack.append((v.node, False))
-    return order
 
 
 def _accumulate(grads: list[Any], owned: list[bool], slot: int, g: Any, source: str) -> None:

@@ -6,6 +6,12 @@ vector-Jacobian product g · J with J = ∂y/∂x, adding dL/dθ into each
 parameter's ``.grad`` as it goes. Chaining layers chains these products.
 A layer with several inputs takes a list in ``forward`` and returns a list of
 gradients, one per input, from ``backward``.
+
+Read forwards, the same chain rule is forward mode: ``jvp(v)`` returns the
+Jacobian-vector product J · v for a tangent v shaped like x, from the same
+cached state, and touches no parameter or gradient. With several inputs it takes
+a list of tangents and returns Σᵢ Jᵢ · vᵢ (a None tangent is zero): where paths
+meet, their products add, as df/dt = ∂f/∂x · dx/dt + ∂f/∂y · dy/dt.
 """
 from __future__ import annotations
 
@@ -90,6 +96,14 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must define backward(grad)")
 
+    def jvp(self, tangent: Any) -> Any:
+        """J · v for the input of the last ``forward``: forward mode (see the module's
+        docstring). A user's layer writes its own (docs/custom-layers.md)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no jvp(tangent), the forward-mode product J·v; "
+            f"docs/custom-layers.md shows how to write one (the Jacobian tools use reverse "
+            f"mode without it)")
+
     def check_input(self, x: Any) -> None:
         """Raise a ValueError naming this layer and the shapes if ``forward`` cannot take
         ``x``. It runs once, at the door (calling a layer, building a model, the one-row
@@ -100,7 +114,7 @@ class Layer:
         """``forward(x)`` after ``check_input`` (a Sequential's checks its layers'); on
         symbolic values (``nnlite.Input``), a new node of a graph, whose output is symbolic
         too: a symbolic value knows how a layer is called on it (``call_layer``, see
-        ``nnlite.graph``), so the contract knows no graphs."""
+        ``nnlite.symbolic``), so the contract knows no graphs."""
         for v in x if isinstance(x, (list, tuple)) else (x,):
             if hasattr(v, "call_layer"):
                 return v.call_layer(self, x)
@@ -281,7 +295,7 @@ class Layer:
         value = self.__dict__.get(name)
         if value is None:
             raise RuntimeError(f"{self!r}: backward called before forward (it needs a forward "
-                               f"first: one backward per forward)")
+                               f"first: one backward per forward; so does jvp)")
         return value
 
 

@@ -5,7 +5,8 @@ Parameters live in layers (``nnlite.layer``) and are what optimizers update
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -97,3 +98,15 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+@contextmanager
+def grads_kept(params: Iterable[Parameter]) -> Iterator[None]:
+    """Every gradient of ``params`` as it was, on leaving the block: the checking tools
+    run ``backward`` for its input gradient only."""
+    saved = [(p, p.grad.copy()) for p in params]
+    try:
+        yield
+    finally:
+        for p, g in saved:
+            p.grad[...] = g

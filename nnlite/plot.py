@@ -1,4 +1,5 @@
-"""Pictures: training curves (from ``nnlite.curves``), Jacobians, images with their labels, first-layer weights.
+"""Pictures: training curves (from ``nnlite.curves``), Jacobians and sensitivities, images
+with their labels, first-layer weights.
 
 Every function draws on the Axes it is given (or on a new figure) and returns the
 matplotlib Figure, to show, save or compose. matplotlib is the optional extra ``plot``,
@@ -14,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .callbacks import Callback, History, in_notebook
-from .check import jacobian
+from .check import jacobian, lipschitz
 from .curves import panels, plot_history, pyplot
 from .layer import Layer
 
@@ -128,6 +129,30 @@ def plot_images(images: np.ndarray, labels: Sequence[Any] | None = None,
                     spine.set_edgecolor(WRONG)
                     spine.set_linewidth(2)
         panel.set_title("\n".join(parts), color=colour, fontsize="small")
+    return fig
+
+
+def plot_sensitivity(model: Layer, x: np.ndarray, image_shape: Sequence[int] | None = None,
+                     *, ax: Any = None) -> Any:
+    """Each sample of ``x`` beside the input direction its output is most sensitive to:
+    the top right-singular vector of the model's Jacobian there (red positive, blue
+    negative), titled with the local Lipschitz constant ‖J‖₂ (``nnlite.check.lipschitz``).
+    ``x`` as ``plot_images`` takes it, with ``image_shape`` for flat rows."""
+    sigma, vectors = lipschitz(model, x, return_vectors=True)
+    images, directions = _as_images(x, image_shape), _as_images(vectors, image_shape)
+    if directions.ndim == 4:  # colour: the direction summed over the channels
+        directions = directions.sum(axis=-1)
+    fig, axes = panels(ax, 2 * len(images), min(8, 2 * len(images)), (1.2, 1.45))
+    for i, (image, direction, s) in enumerate(zip(images, directions, sigma)):
+        shown, seen = axes[2 * i], axes[2 * i + 1]
+        shown.imshow(image, cmap="gray_r" if image.ndim == 2 else None)
+        shown.set_title(f"sample {i}", fontsize="small")
+        limit = float(np.abs(direction).max()) or 1.0
+        seen.imshow(direction, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        seen.set_title(f"‖J‖₂ = {s:.3g}", fontsize="small")
+        for panel in (shown, seen):
+            panel.set_xticks([])
+            panel.set_yticks([])
     return fig
 
 

@@ -1,7 +1,8 @@
 """Sequential: a chain of layers.
 
 Forward runs the layers in order; backward runs their vector-Jacobian
-products in reverse, which is the chain rule: ∇ₓL = ∇_yL · J_L ⋯ J₂ J₁.
+products in reverse, which is the chain rule: ∇ₓL = ∇_yL · J_L ⋯ J₂ J₁; jvp runs
+their Jacobian-vector products in order: J · v = J_L ⋯ J₂ J₁ · v.
 Training (fit/evaluate/predict) comes from ``nnlite.training``.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from .budget import probe_rows
 from .layer import Layer
 from .layers.activations import ReLU
-from .layers.convolution import MaxPool2D
+from .layers.pooling import MaxPool2D
 from .training import Trainable
 
 
@@ -113,6 +114,15 @@ class Sequential(Trainable):
                 self.layers[i].restore_call_state(states[i])
             grad = self.layers[i].backward(grad)
         return grad
+
+    def jvp(self, tangent: Any) -> Any:
+        """J · v = J_L ⋯ J₁ · v: each layer's jvp, in the order forward ran them."""
+        states = self._cached("_states")
+        for i in self._order:
+            if i in states:
+                self.layers[i].restore_call_state(states[i])
+            tangent = self.layers[i].jvp(tangent)
+        return tangent
 
     def _pass_input_grad(self, needed: bool) -> None:
         """Without dL/dx, backward stops at the first layer with parameters, which may skip

@@ -11,7 +11,8 @@ import pytest
 import nnlite
 from nnlite import kernels
 from nnlite.layers.activations import relu_vjp
-from nnlite.layers.convolution import add_windows, max_pool_2d, max_pool_2d_adjoint
+from nnlite.layers.convolution import add_windows
+from nnlite.layers.pooling import max_pool_2d, max_pool_2d_adjoint
 from nnlite.optim import adam_update, rmsprop_update, sgd_update
 
 from conftest import require
@@ -226,7 +227,7 @@ import sys
 sys.modules["numba"] = None  # as if it were not installed
 import numpy as np, nnlite
 from nnlite.optim import adam_update, rmsprop_update, sgd_update
-from nnlite.layers.convolution import max_pool_2d
+from nnlite.layers.pooling import max_pool_2d
 assert adam_update is nnlite.kernels.REFERENCES["adam_update"]
 assert max_pool_2d is nnlite.kernels.REFERENCES["max_pool_2d"]
 print(nnlite.kernels.describe())

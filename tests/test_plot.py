@@ -86,6 +86,23 @@ def test_jacobian_heatmap_is_the_jacobian(plt, rng):
     assert fig.axes[0].get_ylabel() == "output coordinate i"
 
 
+def test_sensitivity_draws_each_sample_beside_its_top_singular_vector(plt, rng):
+    model = nnlite.Sequential(Linear(6, 5, dtype=np.float64), ReLU(),
+                              Linear(5, 3, dtype=np.float64))
+    x = rng.standard_normal((3, 6))
+    fig = nnlite.plot.plot_sensitivity(model, x, image_shape=(2, 3))
+    sigma, vectors = nnlite.check.lipschitz(model, x, return_vectors=True)
+    assert len(fig.axes) == 6
+    for i in range(3):
+        sample, direction = (fig.axes[2 * i + k].get_images()[0] for k in (0, 1))
+        np.testing.assert_array_equal(sample.get_array(), x[i].reshape(2, 3))
+        np.testing.assert_array_equal(direction.get_array(), vectors[i].reshape(2, 3))
+        assert direction.get_cmap().name == "RdBu_r"
+        assert fig.axes[2 * i + 1].get_title() == f"‖J‖₂ = {sigma[i]:.3g}"
+        with model.evaluating():
+            assert np.isclose(sigma[i], np.linalg.norm(jacobian(model, x[i:i + 1]), 2))
+
+
 def test_jacobian_chain_draws_the_factors_and_their_product(plt, rng):
     model = nnlite.Sequential(Linear(6, 4), ReLU(), Linear(4, 3))
     x = rng.standard_normal(6).astype(np.float32)  # one sample without its batch axis
@@ -196,6 +213,7 @@ def test_without_matplotlib_every_function_names_the_extra(monkeypatch, history)
              lambda: nnlite.plot.plot_jacobian(Linear(2, 2), np.ones(2, np.float32)),
              lambda: nnlite.plot.plot_images(np.ones((1, 2, 2))),
              lambda: nnlite.plot.plot_weights(Linear(4, 2), (2, 2)),
+             lambda: nnlite.plot.plot_sensitivity(Linear(4, 2), np.ones((1, 4)), (2, 2)),
              lambda: nnlite.plot.LivePlot()]
     for call in calls:
         with pytest.raises(ImportError, match=r'pip install "nnlite\[plot\]"'):

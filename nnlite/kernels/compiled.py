@@ -26,7 +26,7 @@ def _jit(fn):
         return numba.njit(error_model="numpy")(fn)
 
 
-# -- pooling: nnlite.layers.convolution ---------------------------------------------------
+# -- pooling: nnlite.layers.pooling -------------------------------------------------------
 @_jit
 def _maximum(a, b):
     """np.maximum(a, b) exactly: NaN if either is (a's first), else b unless a > b, so an
@@ -59,7 +59,7 @@ def _max_along_h(x, y, arg, k, s):
 
 @_jit
 def _max_pool_1d(x, axis, k, s):
-    """Equals ``nnlite.layers.convolution.max_pool_1d`` (x NHWC, axis 1 or 2)."""
+    """Equals ``nnlite.layers.pooling.max_pool_1d`` (x NHWC, axis 1 or 2)."""
     n, h, w, c = x.shape
     if axis == 1:
         shape = (n, (h - k) // s + 1, w, c)
@@ -96,7 +96,7 @@ def _unpool_along_h(g, arg, dx, k, s, tiles):
 
 @_jit
 def _max_pool_1d_adjoint(g, arg, in_shape, axis, k, s):
-    """Equals ``nnlite.layers.convolution.max_pool_1d_adjoint``."""
+    """Equals ``nnlite.layers.pooling.max_pool_1d_adjoint``."""
     tiles = s == k and g.shape[axis] * k == in_shape[axis]
     dx = np.empty(in_shape, g.dtype) if tiles else np.zeros(in_shape, g.dtype)
     if axis == 1:
@@ -109,7 +109,7 @@ def _max_pool_1d_adjoint(g, arg, in_shape, axis, k, s):
 
 @_jit
 def max_pool_2d(xh, kernel, stride):
-    """Equals ``nnlite.layers.convolution.max_pool_2d``. Where windows tile (stride =
+    """Equals ``nnlite.layers.pooling.max_pool_2d``. Where windows tile (stride =
     kernel), one pass: each window row's maximum (the W pass) folded straight into the
     window's (the H pass), so the intermediate never goes to memory; ``arg_w`` of rows in
     no window stays 0 (no gradient reaches them). Otherwise the two 1-D passes."""
@@ -151,7 +151,7 @@ def max_pool_2d(xh, kernel, stride):
 
 @_jit
 def max_pool_2d_adjoint(g, arg_w, arg_h, in_shape, kernel, stride):
-    """Equals ``nnlite.layers.convolution.max_pool_2d_adjoint``, zeros' signs included:
+    """Equals ``nnlite.layers.pooling.max_pool_2d_adjoint``, zeros' signs included:
     where windows tile, each input's gradient is g, or g·0, through the H then the W
     adjoint as the reference computes it (0 + s where that adjoint adds onto zeros)."""
     (kh, kw), (sh, sw) = kernel, stride

@@ -1,7 +1,9 @@
 """Element-wise activations and Softmax.
 
 For an element-wise y = f(x) the Jacobian is diagonal, J = diag(f'(x)), so
-the vector-Jacobian product is the element-wise product g · J = g ⊙ f'(x).
+the vector-Jacobian product is the element-wise product g · J = g ⊙ f'(x). A diagonal
+J is symmetric, so the JVP is the same product: J · v = v ⊙ f'(x), and ``jvp`` is
+``backward`` (these layers have no parameters). Softmax's J is symmetric too.
 """
 from __future__ import annotations
 
@@ -12,8 +14,15 @@ from ..layer import Layer
 from ..validate import check_number
 
 
-class ReLU(Layer):
-    """y = max(x, 0).  VJP: g ⊙ [x > 0]."""
+class _Symmetric(Layer):
+    """A layer whose Jacobian is symmetric and which has no parameters: J · v = vᵀ · J."""
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return self.backward(tangent)
+
+
+class ReLU(_Symmetric):
+    """y = max(x, 0).  VJP: g ⊙ [x > 0];  JVP: v ⊙ [x > 0]."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
@@ -32,8 +41,8 @@ def relu_vjp(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.multiply(g, x > 0, dtype=g.dtype)
 
 
-class LeakyReLU(Layer):
-    """y = x if x > 0 else a·x.  VJP: g ⊙ (1 if x > 0 else a)."""
+class LeakyReLU(_Symmetric):
+    """y = x if x > 0 else a·x.  VJP: g ⊙ (1 if x > 0 else a);  JVP: the same with v."""
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
@@ -48,8 +57,8 @@ class LeakyReLU(Layer):
         return np.where(positive, grad, grad * grad.dtype.type(self.negative_slope))
 
 
-class Sigmoid(Layer):
-    """y = 1 / (1 + e⁻ˣ), computed without overflow.  VJP: g ⊙ y(1 − y)."""
+class Sigmoid(_Symmetric):
+    """y = 1 / (1 + e⁻ˣ), without overflow.  VJP: g ⊙ y(1 − y);  JVP: v ⊙ y(1 − y)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = sigmoid(x)
@@ -60,8 +69,8 @@ class Sigmoid(Layer):
         return grad * y * (1 - y)
 
 
-class Tanh(Layer):
-    """y = tanh(x).  VJP: g ⊙ (1 − y²)."""
+class Tanh(_Symmetric):
+    """y = tanh(x).  VJP: g ⊙ (1 − y²);  JVP: v ⊙ (1 − y²)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = np.tanh(x)
@@ -72,7 +81,7 @@ class Tanh(Layer):
         return grad * (1 - y * y)
 
 
-class GELU(Layer):
+class GELU(_Symmetric):
     """GELU, as ``torch.nn.GELU(approximate=...)``.
 
     ``approximate="none"`` (the default): y = x·Φ(x) with Φ(x) = ½(1 + erf(x/√2)), the
@@ -81,6 +90,7 @@ class GELU(Layer):
     whole-array operations, several times faster than scipy's; in float64 it is scipy's.
     ``approximate="tanh"``: y = ½x(1 + t) with t = tanh(u), u = √(2/π)(x + 0.044715x³).
     VJP: g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)].
+    JVP (both forms): the same slope times v.
     """
 
     _C = float(np.sqrt(2.0 / np.pi))
@@ -140,10 +150,11 @@ def normal_cdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cdf, e
 
 
-class Softmax(Layer):
+class Softmax(_Symmetric):
     """y = eˣ / Σ eˣ along ``axis`` (shifted by the max, so it never overflows).
 
-    J = diag(y) − y yᵀ, so the VJP needs no matrix: g · J = y ⊙ (g − ⟨g, y⟩).
+    J = diag(y) − y yᵀ, so the VJP needs no matrix: g · J = y ⊙ (g − ⟨g, y⟩); J is
+    symmetric, so the JVP is J · v = y ⊙ (v − ⟨v, y⟩).
     """
 
     def __init__(self, axis: int = -1):

@@ -23,6 +23,9 @@ class MultiHeadAttention(Layer):
     VJP, per head, from G = dL/dC: dL/dV = Aᵀ G; dL/dA = G Vᵀ; through the softmax
     dL/dS = A ⊙ (dL/dA − rowsum(dL/dA ⊙ A)); dL/dQ = dL/dS K/√d; dL/dK = dL/dSᵀ Q/√d;
     then dL/dWᵢₙ += dL/d[Q K V]ᵀ x, dL/dbᵢₙ += Σ dL/d[Q K V], dL/dx = dL/d[Q K V] Wᵢₙ.
+    JVP, from the tangent v of x: [dQ dK dV] = v Wᵢₙᵀ; dS = (dQ Kᵀ + Q dKᵀ)/√d;
+    dA = A ⊙ (dS − rowsum(dS ⊙ A)); dC = dA V + A dV (with the dropout mask on A and dA);
+    J · v = dC W_outᵀ.
     Every step is a whole-batch product over all heads at once.
     """
 
@@ -109,6 +112,21 @@ class MultiHeadAttention(Layer):
         if not self.input_grad:
             return None
         return (rows @ self.in_proj_weight.data).reshape(n, t, e)
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        q, k, v, a = (self._cached(name) for name in ("_q", "_k", "_v", "_a"))
+        n, t, e = tangent.shape
+        h, d = self.num_heads, e // self.num_heads
+        dq, dk, dv = (tangent @ self.in_proj_weight.data.T).reshape(n, t, 3, h, d
+                                                                     ).transpose(2, 0, 3, 1, 4)
+        ds = dq @ k.transpose(0, 1, 3, 2) + q @ dk.transpose(0, 1, 3, 2)
+        ds *= ds.dtype.type(1 / np.sqrt(d))
+        da = ds - np.einsum("nhij,nhij->nhi", ds, a)[..., None]
+        da *= a
+        if self._keep is not None:
+            a, da = a * self._keep, da * self._keep
+        dc = da @ v + a @ dv
+        return self.out_proj.jvp(dc.transpose(0, 2, 1, 3).reshape(n, t, e))
 
     def _causal_mask(self, t: int, dtype: np.dtype) -> np.ndarray:
         """The causal mask, −∞ above the diagonal, kept between calls."""

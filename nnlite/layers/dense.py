@@ -15,7 +15,7 @@ class Linear(Layer):
     """y = x @ Wᵀ + b, with W of shape (out_features, in_features), as ``torch.nn.Linear``.
 
     VJP: dL/dx = g @ W;  dL/dW += gᵀ @ x;  dL/db += Σₙ gₙ
-    (the Jacobian ∂y/∂x is W for every row, so g · J = g @ W).
+    (the Jacobian ∂y/∂x is W for every row, so g · J = g @ W).  JVP: J · v = v @ Wᵀ.
 
     ``init="he"`` draws W from U(±√(6/fan_in)), right for ReLU networks;
     ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid.
@@ -67,6 +67,9 @@ class Linear(Layer):
             self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
         return grad @ self.weight.data if self.input_grad else None
 
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return tangent @ self.weight.data.T
+
     def get_config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias is not None, "init": self.init, "dtype": self.dtype.name}
@@ -75,7 +78,7 @@ class Linear(Layer):
 class Flatten(Layer):
     """y = x.reshape(N, -1): keeps the batch axis, flattens the rest.
 
-    VJP: dL/dx = g.reshape(x.shape) (J is the identity, re-indexed).
+    VJP: dL/dx = g.reshape(x.shape) (J is the identity, re-indexed).  JVP: v.reshape(N, -1).
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -84,4 +87,7 @@ class Flatten(Layer):
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return grad.reshape(self._cached("_shape"))
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return tangent.reshape(tangent.shape[0], -1)
 

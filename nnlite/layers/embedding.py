@@ -17,7 +17,8 @@ class Embedding(Layer):
 
     y is linear in W with a one-hot Jacobian, so the VJP scatter-adds the gradient rows
     into the table: dL/dW[k] += Σ over positions with id k of g[…] (repeated ids add up).
-    The ids are not differentiable: backward returns None for them.
+    The ids are not differentiable: backward returns None for them, and they have no
+    tangent: ``jvp(None)`` is zeros of the output's shape.
     """
 
     integer_input = True
@@ -62,6 +63,12 @@ class Embedding(Layer):
             np.add.at(self.weight.grad, flat, rows)
         return None
 
+    def jvp(self, tangent: None) -> np.ndarray:
+        if tangent is not None:
+            raise ValueError(f"{self!r} takes integer ids, which have no tangent: jvp takes "
+                             f"None (a zero tangent), got {type(tangent).__name__}")
+        return np.zeros(self._cached("_ids").shape + (self.embedding_dim,), self.weight.dtype)
+
     def get_config(self) -> dict[str, Any]:
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
                 "dtype": self.dtype.name}
@@ -72,7 +79,7 @@ class PositionalEmbedding(Layer):
     (N, T, D), with P of shape (num_positions, embedding_dim) starting N(0, 1) — GPT's
     position embedding, ``weight`` as torch's ``nn.Embedding`` of the positions.
 
-    J with respect to x is the identity, so dL/dx = g; dL/dP[t] += Σₙ g[n, t].
+    J with respect to x is the identity, so dL/dx = g; dL/dP[t] += Σₙ g[n, t]; J · v = v.
     """
 
     def __init__(self, num_positions: int, embedding_dim: int, *, dtype: Any = None,
@@ -104,6 +111,9 @@ class PositionalEmbedding(Layer):
         t = self._cached("_t")
         self.weight.grad[:t] += grad.sum(axis=0)
         return grad
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return tangent.copy()
 
     def get_config(self) -> dict[str, Any]:
         return {"num_positions": self.num_positions, "embedding_dim": self.embedding_dim,

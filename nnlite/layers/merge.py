@@ -2,10 +2,12 @@
 
 A layer with several inputs takes a list in ``forward`` and returns a list of
 gradients from ``backward``, one per input: y = f(x₁, …, xₖ) has one Jacobian
-Jᵢ = ∂y/∂xᵢ per input, and the VJP for input i is g · Jᵢ.
+Jᵢ = ∂y/∂xᵢ per input, and the VJP for input i is g · Jᵢ. The JVP takes one tangent
+per input and sums the paths, Σᵢ Jᵢ · vᵢ; a None tangent is zero and adds nothing.
 """
 from __future__ import annotations
 
+from functools import reduce
 from typing import Sequence
 
 import numpy as np
@@ -31,22 +33,30 @@ class _Merge(Layer):
 
 
 class Add(_Merge):
-    """y = x₁ + x₂ + ⋯ + xₖ (same shapes).  Jᵢ = I, so the VJP hands g to every input."""
+    """y = x₁ + x₂ + ⋯ + xₖ (same shapes).  Jᵢ = I, so the VJP hands g to every input, and
+    the JVP is Σᵢ vᵢ."""
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         y = xs[0] + xs[1]
         for x in xs[2:]:
             y += x
-        self._k = len(xs)
+        self._k, self._like = len(xs), xs[0]
         return y
 
     def backward(self, grad: np.ndarray) -> list[np.ndarray]:
         return [grad] * self._cached("_k")
 
+    def jvp(self, tangents: Sequence[np.ndarray | None]) -> np.ndarray:
+        given = [v for v in tangents if v is not None]
+        if not given:
+            return np.zeros_like(self._cached("_like"))
+        return given[0] + sum(given[1:]) if len(given) > 1 else given[0].copy()
+
 
 class Multiply(_Merge):
     """y = x₁ ⊙ x₂ ⊙ ⋯ ⊙ xₖ (same shapes).  Jᵢ = diag(Πⱼ≠ᵢ xⱼ), so the VJP for input i
-    is g ⊙ Πⱼ≠ᵢ xⱼ (computed from prefix and suffix products, no division)."""
+    is g ⊙ Πⱼ≠ᵢ xⱼ (computed from prefix and suffix products, no division), and the JVP
+    Σᵢ vᵢ ⊙ Πⱼ≠ᵢ xⱼ: the same products, summed."""
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         self._xs = xs
@@ -70,10 +80,19 @@ class Multiply(_Merge):
             prefix = prefix * x
         return grads
 
+    def jvp(self, tangents: Sequence[np.ndarray | None]) -> np.ndarray:
+        xs = list(self._cached("_xs"))
+        total = np.zeros_like(xs[0])
+        for i, v in enumerate(tangents):
+            if v is not None:  # vᵢ ⊙ Πⱼ≠ᵢ xⱼ
+                total = total + reduce(np.multiply, xs[:i] + xs[i + 1:], v)
+        return total
+
 
 class Concatenate(_Merge):
     """y = [x₁, x₂, …, xₖ] joined along ``axis`` (other axes equal).  Each Jᵢ selects xᵢ's
-    block of y, so the VJP for input i is g's slice along ``axis`` where xᵢ sits."""
+    block of y, so the VJP for input i is g's slice along ``axis`` where xᵢ sits, and the
+    JVP joins the tangents as the forward joins the inputs (zeros for a None)."""
 
     def __init__(self, axis: int = -1):
         super().__init__()
@@ -88,9 +107,15 @@ class Concatenate(_Merge):
                              f"{self.axis}, got {', '.join(str(s) for s in shapes)}")
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
-        axis = self.axis % xs[0].ndim
-        self._ends = np.cumsum([x.shape[axis] for x in xs])[:-1]
-        return np.concatenate(xs, axis=axis)
+        self._shapes = [x.shape for x in xs]
+        return np.concatenate(xs, axis=self.axis)
 
     def backward(self, grad: np.ndarray) -> list[np.ndarray]:
-        return np.split(grad, self._cached("_ends"), axis=self.axis)
+        ends = np.cumsum([s[self.axis] for s in self._cached("_shapes")])[:-1]
+        return np.split(grad, ends, axis=self.axis)
+
+    def jvp(self, tangents: Sequence[np.ndarray | None]) -> np.ndarray:
+        dtype = next((v.dtype for v in tangents if v is not None), None)
+        return np.concatenate([np.zeros(s, dtype) if v is None else v
+                               for v, s in zip(tangents, self._cached("_shapes"))],
+                              axis=self.axis)

@@ -22,6 +22,8 @@ class BatchNorm(Layer):
     VJP (training), per channel over its M values, with ĝ = g ⊙ γ:
     dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / √(σ²_B + ε);
     dL/dγ += Σ g ⊙ x̂;  dL/dβ += Σ g.  In eval mode dL/dx = g ⊙ γ/√(σ² + ε).
+    JVP: J is symmetric within a channel (the statistics of every sample move with v):
+    J · v = γ (v − mean(v) − x̂ ⊙ mean(v ⊙ x̂)) / √(σ²_B + ε); in eval mode v ⊙ γ/√(σ² + ε).
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
@@ -96,6 +98,18 @@ class BatchNorm(Layer):
         dx += centred * (-scale * inv_std * sum_g_xhat / m)
         return self._back(dx, grad)
 
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        centred, inv_std = self._cached("_centred"), self._cached("_inv_std")
+        v = self._rows(tangent)
+        scale = self.weight.data * inv_std                      # γ/σ
+        if not self._batch_stats:
+            return self._back(v * scale, tangent)
+        mean_v_xhat = np.einsum("ij,ij->j", v, centred) * inv_std / len(v)
+        dx = v - _column_sums(v) / len(v)
+        dx -= centred * (inv_std * mean_v_xhat)
+        dx *= scale
+        return self._back(dx, tangent)
+
 
 def _column_sums(rows: np.ndarray) -> np.ndarray:
     """Σ over rows of an (M, C) array, as one matrix-vector product."""
@@ -110,6 +124,7 @@ class LayerNorm(Layer):
     VJP, with ĝ = g ⊙ γ and means over those D values:
     dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / √(σ² + ε);
     dL/dγ += Σ over positions of g ⊙ x̂;  dL/dβ += Σ over positions of g.
+    JVP: J · v = γ ⊙ (v − mean(v) − x̂ ⊙ mean(v ⊙ x̂)) / √(σ² + ε).
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
@@ -169,6 +184,16 @@ class LayerNorm(Layer):
         dx -= xhat * mean_gx
         dx *= inv_std
         return dx.reshape(grad.shape)
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        xhat, inv_std = self._cached("_xhat"), self._inv_std
+        v = tangent.reshape(xhat.shape)
+        dy = v - v.mean(axis=1, keepdims=True)
+        dy -= xhat * (np.einsum("ij,ij->i", v, xhat)[:, None] / xhat.shape[1])
+        dy *= inv_std
+        if self.weight is not None:
+            dy *= self.weight.data.reshape(-1)
+        return dy.reshape(tangent.shape)
 
     def get_config(self) -> dict[str, Any]:
         return {"normalized_shape": list(self.normalized_shape), "eps": self.eps,

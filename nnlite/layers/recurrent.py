@@ -2,7 +2,8 @@
 
 A recurrent layer applies one step T times, h_t = step(x_t, h_{t−1}), from h₀ = 0. Its
 VJP is backpropagation through time: the steps run backwards, each handing dL/dh_{t−1}
-to the one before, and every step's parameter gradient adds up. The input projections of
+to the one before, and every step's parameter gradient adds up. Its JVP runs the steps
+forwards, each passing the tangent dh_t (and the LSTM's dc_t) on. The input projections of
 all steps are one matrix product before the loop (and their gradients one after it); the
 loop over time is the only Python loop, each step whole-batch products.
 """
@@ -58,6 +59,10 @@ class _Recurrent(Layer):
         """All hidden states (N, T, H), or the last one (N, H)."""
         return hs[:, 1:].copy() if self.return_sequences else hs[:, -1].copy()
 
+    def _input_tangents(self, tangent: np.ndarray) -> np.ndarray:
+        """v W_ihᵀ for every step at once, as (T, N, G·H): the input parts' tangents."""
+        return (tangent @ self.weight_ih.data.T).transpose(1, 0, 2)
+
     def _step_grads(self, grad: np.ndarray, n: int, t: int) -> np.ndarray:
         """dL/dh_t from the output, for every step: (T, N, H), zero where not returned."""
         dh = np.zeros((t, n, self.hidden_size), grad.dtype)
@@ -99,6 +104,9 @@ class LSTM(_Recurrent):
     df = dc ⊙ c_{t−1};  dc_{t−1} = dc ⊙ f; each gate's pre-activation gradient is its
     derivative times that (σ' = σ(1 − σ), tanh' = 1 − tanh²), call it da, and
     dh_{t−1} = da W_hh;  dL/dW_ih += Σ_t daᵀ x_t;  dL/dW_hh += Σ_t daᵀ h_{t−1}.
+    JVP of one step, from the tangents of x_t, h_{t−1} and c_{t−1}: each gate's tangent is
+    its derivative times v_t W_ihᵀ + dh_{t−1} W_hhᵀ;  dc_t = df ⊙ c_{t−1} + f ⊙ dc_{t−1} +
+    di ⊙ g + i ⊙ dg;  dh_t = do ⊙ tanh(c_t) + o ⊙ (1 − tanh²c_t) ⊙ dc_t.
     """
 
     _n_gates = 4
@@ -152,6 +160,26 @@ class LSTM(_Recurrent):
             np.matmul(d, w_hh, out=dh)
         return self._finish(x, da, da, hs[:, :-1])
 
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        hs, cs, acts = (self._cached(k) for k in ("_hs", "_cs", "_acts"))
+        hsz = self.hidden_size
+        dpre = self._input_tangents(tangent)
+        dhs = np.zeros(hs.shape, dpre.dtype)
+        dc = np.zeros(cs.shape[1:], dpre.dtype)
+        w_hh = self.weight_hh.data.T
+        for s in range(len(acts)):
+            da = dpre[s] + dhs[:, s] @ w_hh
+            i, f, g, o = (acts[s][:, k * hsz:(k + 1) * hsz] for k in range(4))
+            di, df, dg, do = (da[:, k * hsz:(k + 1) * hsz] for k in range(4))
+            di *= i * (1 - i)
+            df *= f * (1 - f)
+            dg *= 1 - g * g
+            do *= o * (1 - o)
+            dc = df * cs[s] + f * dc + di * g + i * dg
+            tc = np.tanh(cs[s + 1])
+            dhs[:, s + 1] = do * tc + o * (1 - tc * tc) * dc
+        return self._output(dhs)
+
 
 class GRU(_Recurrent):
     """Gated recurrent unit, batch-first: (N, T, I) → (N, T, H), or (N, H) with
@@ -163,6 +191,9 @@ class GRU(_Recurrent):
     VJP of one step, from dh: dn = dh ⊙ (1 − z) ⊙ (1 − n²);  dz = dh ⊙ (h_{t−1} − n) ⊙
     z(1 − z);  dr = dn ⊙ b_n ⊙ r(1 − r); the input parts get (dr, dz, dn), the hidden
     parts (dr, dz, dn ⊙ r), and dh_{t−1} = dh ⊙ z + (hidden parts) W_hh.
+    JVP of one step, with da = v_t W_ihᵀ and db = dh_{t−1} W_hhᵀ: dr = r(1 − r)(da_r + db_r);
+    dz = z(1 − z)(da_z + db_z);  dn = (1 − n²)(da_n + dr ⊙ b_n + r ⊙ db_n);
+    dh_t = (1 − z) ⊙ dn + z ⊙ dh_{t−1} + dz ⊙ (h_{t−1} − n).
     """
 
     _n_gates = 3
@@ -217,3 +248,18 @@ class GRU(_Recurrent):
             dh *= z
             dh += dhid @ w_hh
         return self._finish(x, d_in, d_hidden, hs[:, :-1])
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        hs, gates, hidden_n = (self._cached(k) for k in ("_hs", "_gates_t", "_hidden_n"))
+        hsz = self.hidden_size
+        da = self._input_tangents(tangent)
+        dhs = np.zeros(hs.shape, da.dtype)
+        w_hh = self.weight_hh.data.T
+        for s in range(len(gates)):
+            db = dhs[:, s] @ w_hh
+            r, z, new = (gates[s][:, k * hsz:(k + 1) * hsz] for k in range(3))
+            dr = (da[s][:, :hsz] + db[:, :hsz]) * r * (1 - r)
+            dz = (da[s][:, hsz:2 * hsz] + db[:, hsz:2 * hsz]) * z * (1 - z)
+            dn = (da[s][:, 2 * hsz:] + dr * hidden_n[s] + r * db[:, 2 * hsz:]) * (1 - new * new)
+            dhs[:, s + 1] = (1 - z) * dn + z * dhs[:, s] + dz * (hs[:, s] - new)
+        return self._output(dhs)

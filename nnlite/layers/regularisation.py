@@ -12,7 +12,8 @@ class Dropout(Layer):
     """Inverted dropout: in training y = x ⊙ m / (1 − p), m ~ Bernoulli(1 − p);
     in eval mode y = x.
 
-    VJP: g ⊙ m / (1 − p) (the same mask as the forward pass), or g in eval mode.
+    VJP: g ⊙ m / (1 − p) (the same mask as the forward pass), or g in eval mode. J is
+    diagonal, so the JVP is the same product with v: ``jvp`` is ``backward``.
     Draws come from ``self.rng`` (set per epoch by ``fit``), else from the
     generator seeded by ``nnlite.set_seed``.
     """
@@ -39,13 +40,17 @@ class Dropout(Layer):
             raise RuntimeError(f"{self!r}: backward called before forward")
         return grad.copy() if self._scale is None else grad * self._scale
 
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return self.backward(tangent)
+
 
 class RandomShift(Layer):
     """Data augmentation for NCHW images: in training, each sample is shifted by its own
     random (dy, dx) ∈ [−s, s]², filling with zeros; in eval mode y = x.
 
     y[n, c, i, j] = x[n, c, i + dyₙ, j + dxₙ] (0 outside the image), a linear map whose
-    VJP shifts the gradient back: dL/dx[n, c, i, j] = g[n, c, i − dyₙ, j − dxₙ] (0 outside).
+    VJP shifts the gradient back: dL/dx[n, c, i, j] = g[n, c, i − dyₙ, j − dxₙ] (0 outside),
+    and whose JVP shifts the tangent as the forward shifts x.
     Draws come from ``self.rng`` (set per epoch by ``fit``), else nnlite's generator.
     """
 
@@ -61,12 +66,18 @@ class RandomShift(Layer):
         if not self.training or self.max_shift == 0:
             self._offsets = None
             return x.copy()
-        s = self.max_shift
         rng = self.rng if self.rng is not None else default_rng()
-        self._offsets = rng.integers(0, 2 * s + 1, (2, len(x)))
+        self._offsets = rng.integers(0, 2 * self.max_shift + 1, (2, len(x)))
         self._shape = x.shape
-        padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
-        return self._at_offsets(padded)
+        return self.jvp(x)  # a linear map: y = J · x
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        if "_offsets" not in self.__dict__:
+            raise RuntimeError(f"{self!r}: jvp called before forward")
+        if self._offsets is None:
+            return tangent.copy()
+        s = self.max_shift
+        return self._at_offsets(np.pad(tangent, ((0, 0), (0, 0), (s, s), (s, s))))
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         if "_offsets" not in self.__dict__:
@@ -95,7 +106,8 @@ class RandomHorizontalFlip(Layer):
     with probability ``p`` (as torchvision's RandomHorizontalFlip); in eval mode y = x.
 
     y[n, c, i, j] = x[n, c, i, W − 1 − j] for a mirrored sample, else x[n, c, i, j]: a
-    permutation, so the VJP mirrors the gradient of the same samples back.
+    permutation, so the VJP mirrors the gradient of the same samples back; mirroring twice
+    is the identity, so J is symmetric and the JVP is the same: ``jvp`` is ``backward``.
     Draws come from ``self.rng`` (set per epoch by ``fit``), else nnlite's generator.
     """
 
@@ -123,3 +135,6 @@ class RandomHorizontalFlip(Layer):
         if self._mirrored is not None:
             dx[self._mirrored] = grad[self._mirrored, :, :, ::-1]
         return dx
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return self.backward(tangent)

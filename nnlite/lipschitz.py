@@ -1,0 +1,220 @@
+"""Lipschitz constants: how far a model's output can move per unit its input moves (ℓ2).
+
+Near a sample x that is the spectral norm ‖J(x)‖₂ of the Jacobian, its largest singular
+value σ₁: ``lipschitz`` finds it by power iteration on JᵀJ, v ← Jᵀ(J·v)/‖Jᵀ(J·v)‖, one
+``jvp`` (J·v) and one ``backward`` (uᵀJ) per step, all samples at once, never building J;
+then σ₁ = ‖J·v‖. Everywhere at once, ``lipschitz_bound`` composes an upper bound layer by
+layer (AutoLip, Scaman & Virmaux, NeurIPS 2018): ‖f∘g‖ ≤ ‖f‖·‖g‖ along a chain, Lₐ + L_b
+where an Add meets two paths, √(Σ Lᵢ²) where a Concatenate joins them. Both look at the
+model in eval mode (no dropout, BatchNorm's running statistics).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator, svds
+
+from .graph import Model
+from .layer import Layer
+from .layers import (GELU, Add, AvgPool2D, BatchNorm, Concatenate, Conv2D, Dropout, Flatten,
+                     LayerNorm, LeakyReLU, Linear, MaxPool2D, PositionalEmbedding,
+                     RandomHorizontalFlip, RandomShift, ReLU, Sigmoid, Tanh)
+from .parameter import grads_kept
+from .sequential import Sequential
+from .validate import check_flag, check_number
+
+
+def lipschitz(model: Layer, x: np.ndarray, iters: int = 50, tol: float = 1e-6, *,
+              return_vectors: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """‖J(xₙ)‖₂ for each sample xₙ of ``x``: shape (N,), the local Lipschitz constant of
+    ``model`` (eval mode) at each sample. Power iteration stops after ``iters`` steps or
+    once no sample's estimate moved by more than ``tol`` (relative). With
+    ``return_vectors``, also the top right-singular vectors, shaped like ``x``: the input
+    direction each sample's output is most sensitive to. A model containing a layer
+    without ``jvp`` gets its per-sample Jacobians row by row, by reverse mode, instead.
+    """
+    iters = check_number("lipschitz", "iters", iters, integer=True, low=1)
+    tol = check_number("lipschitz", "tol", tol, low=0)
+    check_flag("lipschitz", "return_vectors", return_vectors)
+    x = np.asarray(x)
+    if isinstance(model, Model) and len(model.inputs) > 1:
+        raise ValueError("lipschitz: the model has several inputs; it takes one")
+    if x.ndim < 2 or x.dtype.kind not in "fiub" or getattr(model, "integer_input", False) or \
+            getattr(model, "input_dtypes", [None])[0] is not None:
+        raise ValueError(f"lipschitz needs a batch (N, ...) of floating inputs to a model "
+                         f"that takes them, got {x.dtype} of shape {x.shape}")
+    params = model.parameters()
+    x = x.astype(params[0].dtype if params else np.result_type(x.dtype, np.float32))
+    model.check_input(x)
+    with model.evaluating(), grads_kept(model.parameters()):
+        model.forward(x)
+        try:
+            sigma, v = _power_iteration(model, x, iters, tol)
+        except NotImplementedError:  # a layer without jvp
+            sigma, v = _by_rows(model, x)
+    return (sigma, v) if return_vectors else sigma
+
+
+def _norms(values: Any, n: int) -> np.ndarray:
+    """The ℓ2 norm of each sample's part of one array or of a list of them, joined."""
+    parts = values if isinstance(values, (list, tuple)) else [values]
+    return np.sqrt(sum(np.square(p.reshape(n, -1), dtype=np.float64).sum(axis=1)
+                       for p in parts))
+
+
+def _power_iteration(model: Layer, x: np.ndarray, iters: int, tol: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    n = len(x)
+    v = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
+    v /= _norms(v, n).reshape(n, *[1] * (x.ndim - 1))
+    sigma = np.zeros(n)
+    for _ in range(iters):
+        jv = model.jvp(v)
+        new = _norms(jv, n)                       # ‖J·v‖ for a unit v
+        w = model.backward(jv)                    # Jᵀ(J·v)
+        size = _norms(w, n)
+        moving = size > 0                         # J·v = 0: v stays (σ is 0 along it)
+        v[moving] = w[moving] / size[moving].reshape(-1, *[1] * (x.ndim - 1))
+        done = np.all(np.abs(new - sigma) <= tol * new)
+        sigma = new
+        if done:
+            break
+    return _norms(model.jvp(v), n), v
+
+
+def _by_rows(model: Layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's Jacobian, one reverse pass per output coordinate (samples are
+    independent in eval mode), and its largest singular value and right vector."""
+    outs = model.forward(x)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    n, rows = len(x), []
+    for k, out in enumerate(outs):
+        for i in range(out[0].size):
+            es = [np.zeros(o.shape, o.dtype) for o in outs]
+            es[k].reshape(n, -1)[:, i] = 1
+            rows.append(model.backward(es if len(outs) > 1 else es[0]).reshape(n, -1))
+    _, s, vt = np.linalg.svd(np.stack(rows, axis=1).astype(np.float64))
+    return s[:, 0], vt[:, 0].reshape(x.shape).astype(x.dtype)
+
+
+# -- the global bound -------------------------------------------------------------------
+
+#: Largest slopes: ReLU and Tanh 1, Sigmoid σ'(0) = 1/4, GELU Φ(x) + x·φ(x) at x = √2
+#: (tanh form: its maximum, found numerically, rounded up).
+_SLOPES = {ReLU: lambda m: 1.0, Tanh: lambda m: 1.0, Sigmoid: lambda m: 0.25,
+           LeakyReLU: lambda m: max(1.0, abs(m.negative_slope)),
+           GELU: lambda m: 1.128994 if m.approximate == "tanh" else
+           0.5 * (1 + math.erf(1)) + math.sqrt(2) * math.exp(-1) / math.sqrt(2 * math.pi)}
+#: Layers that move nothing further than it moved, in eval mode.
+_ONE = (Flatten, Dropout, RandomShift, RandomHorizontalFlip, PositionalEmbedding)
+
+
+def lipschitz_bound(model: Layer, input_shape: tuple[int, ...] | None = None) -> float:
+    """An upper bound on the ℓ2 Lipschitz constant of ``model`` (eval mode) everywhere,
+    composed layer by layer (see the module's docstring): σ_max(W) for Linear and Conv2D
+    and AvgPool2D's exact operator norm (by Lanczos iteration on the layer's own ``jvp`` and
+    ``backward``, so Conv2D's is that of the convolution, padding included, not of its
+    kernel matrix); the largest slope for activations; max |γ|/√(running_var + ε) for
+    BatchNorm (LayerNorm: max |γ|/√ε, loose); 1 for Flatten, Dropout and max-pooling
+    whose windows do not overlap (√(windows covering a pixel) when they do). A user's
+    layer gives its own by a ``lipschitz_bound()`` method. Conv2D and AvgPool2D need the
+    input's shape (one sample): a ``Model`` knows it, a Sequential after ``fit`` or
+    ``predict``, else pass ``input_shape``. A layer with no known bound (attention,
+    recurrent, Softmax, Multiply, Embedding) raises a ValueError naming it.
+    """
+    if input_shape is None:
+        input_shape = (model.__dict__.get("input_shapes") or [None])[0]
+    state = model.call_state()  # the shapes are found by running the layers on zeros
+    try:
+        with model.evaluating():
+            shape = None if input_shape is None else tuple(input_shape)
+            return _bound(model, shape, "model")[0]
+    finally:
+        model.restore_call_state(state)
+
+
+def _bound(layer: Layer, shape: tuple[int, ...] | None, name: str
+           ) -> tuple[float, tuple[int, ...] | None]:
+    """(a bound for ``layer``, its output's shape) for inputs of ``shape`` (or None)."""
+    if isinstance(layer, Sequential):
+        total = 1.0
+        for i, inner in enumerate(layer.layers):
+            bound, shape = _bound(inner, shape, f"{name}.{i}")
+            total *= bound
+        return total, shape
+    if isinstance(layer, Model):
+        return _graph_bound(layer, name), None
+    bound = _layer_bound(layer, shape, name)
+    return bound, None if shape is None else layer.forward(np.zeros((1, *shape))).shape[1:]
+
+
+def _layer_bound(layer: Layer, shape: tuple[int, ...] | None, name: str) -> float:
+    kind = type(layer)
+    if hasattr(layer, "lipschitz_bound"):
+        return float(layer.lipschitz_bound())
+    if kind in _SLOPES:
+        return _SLOPES[kind](layer)
+    if kind in _ONE:
+        return 1.0
+    if kind is Linear:
+        return operator_norm(layer, (layer.in_features,))
+    if kind is BatchNorm:
+        return float(np.max(np.abs(layer.weight.data) / np.sqrt(layer.running_var + layer.eps)))
+    if kind is LayerNorm:
+        gamma = 1.0 if layer.weight is None else float(np.max(np.abs(layer.weight.data)))
+        return gamma / math.sqrt(layer.eps) if layer.eps > 0 else math.inf
+    if kind is MaxPool2D:
+        (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+        return math.sqrt(math.ceil(kh / sh) * math.ceil(kw / sw))
+    if kind in (Conv2D, AvgPool2D):
+        if shape is None:
+            raise ValueError(f"lipschitz_bound: {name} ({kind.__name__})'s bound depends on "
+                             f"its input's height and width; pass input_shape=(C, H, W) of "
+                             f"the model's input, or fit or predict first")
+        return operator_norm(layer, shape)
+    raise ValueError(f"lipschitz_bound: {name} ({layer!r}) has no known Lipschitz bound; a "
+                     f"layer of your own can give one by a lipschitz_bound() method")
+
+
+def _graph_bound(model: Model, name: str) -> float:
+    """Bounds relative to the model's input, value by value: each Input 1 (it moves no
+    further than all inputs together), a layer's output its bound times its input's, an
+    Add's the sum, a Concatenate's the root of the sum of squares; the outputs joined."""
+    bounds = [0.0] * model._n_values
+    for s in model._in_slots:
+        bounds[s] = 1.0
+    for node, step in zip(model._nodes, model._steps):
+        ins = [bounds[s] for s in step.ins]
+        where = f"{name}.{step.name}"
+        if step.multi_in and type(step.layer) is Add:
+            out = sum(ins)
+        elif step.multi_in and type(step.layer) is Concatenate:
+            out = math.sqrt(sum(b * b for b in ins))
+        elif step.multi_in or step.multi_out:
+            raise ValueError(f"lipschitz_bound: {where} ({step.layer!r}) has several inputs "
+                             f"or outputs; only Add and Concatenate are composed")
+        else:
+            out = _bound(step.layer, node.inputs[0].shape, where)[0] * ins[0]
+        for s in step.outs:
+            bounds[s] = out
+    return math.sqrt(sum(bounds[s] ** 2 for s in model._out_slots))
+
+
+def operator_norm(layer: Layer, shape: tuple[int, ...]) -> float:
+    """‖J‖₂ of a linear ``layer`` on inputs of ``shape`` (one sample), to rounding: Lanczos
+    iteration (scipy's ``svds``, ARPACK) on J with the layer's ``jvp`` and ``backward``, in
+    a float64 copy (the layer is not touched). Plain power iteration crawls where the top
+    singular values cluster, as a convolution's do, and stops below σ₁: no bound."""
+    layer = copy.deepcopy(layer).astype(np.float64)
+    x = np.zeros((1, *shape))
+    y = layer.forward(x)
+    op = LinearOperator((y.size, x.size), dtype=np.float64,
+                        matvec=lambda v: layer.jvp(v.reshape(x.shape)).reshape(-1),
+                        rmatvec=lambda u: layer.backward(u.reshape(y.shape)).reshape(-1))
+    if min(op.shape) < 3:  # too small for ARPACK: the matrix itself
+        return float(np.linalg.norm(op.matmat(np.eye(x.size)), 2))
+    start = np.random.default_rng(0).standard_normal(min(op.shape))
+    return float(svds(op, k=1, v0=start, return_singular_vectors=False)[0])
