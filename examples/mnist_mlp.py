@@ -3,7 +3,8 @@
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/
 folder; missing files are downloaded there and verified by SHA-256.
 --quick trains on 10,000 images for 3 epochs (seconds); --plot DIR writes the training
-curves, misclassified test digits and the first layer's weights there as PNG.
+curves, misclassified test digits, the first layer's weights and the input direction each
+of eight test digits is most sensitive to (with its local Lipschitz constant) there as PNG.
 """
 import argparse
 import os
@@ -67,7 +68,8 @@ def main() -> None:
         paths = plot.save_figures(args.plot, {
             "history": history.plot(),
             "mistakes": plot.plot_mistakes(model, x_test, y_test, image_shape=(28, 28)),
-            "weights": plot.plot_weights(model[0], (28, 28), max_units=16)})
+            "weights": plot.plot_weights(model[0], (28, 28), max_units=16),
+            "sensitivity": plot.plot_sensitivity(model, x_test[:8], image_shape=(28, 28))})
         print("figures:", *paths)
     print(f"test accuracy: {accuracy:.4f}")
 

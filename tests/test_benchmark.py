@@ -56,3 +56,11 @@ def test_cnn_benchmark_prints_the_floor_and_where_the_time_goes(tmp_path, data_r
     assert re.search(r"^machine: .*numpy \S+ \(\w+ \S+, \S+ kernels, \d+ threads",
                      stdout, re.M), stdout
     assert rows["total"][2].endswith("ms")
+
+
+def test_forward_mode_benchmark_prints_its_ratios_and_the_lipschitz_check(tmp_path, data_root):
+    stdout = run("forward_mode.py", data_root, tmp_path, "--rounds", "1", "--batch", "64",
+                 "--epochs", "1")
+    assert re.search(r"\| +CNN of cnn_mnist.py \| +[\d.]+ \| +[\d.]+ \| +[\d.]+x \|", stdout)
+    error = float(re.search(r"from the SVD of the full Jacobians (\S+)", stdout).group(1))
+    assert error < 1e-3, stdout

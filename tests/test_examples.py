@@ -57,7 +57,7 @@ def test_mnist_mlp_quick_with_plots(tmp_path, data_root):
     out = run("mnist_mlp.py", "--data-dir", str(data_root), "--quick", *PLOT,
               cwd=tmp_path)
     assert accuracy(out) > 0.9 and (tmp_path / "mnist_mlp.npz").exists()
-    figures(tmp_path / "figs", ["history", "mistakes", "weights"])
+    figures(tmp_path / "figs", ["history", "mistakes", "weights", "sensitivity"])
 
 
 def test_fashion_mnist_mlp_one_epoch(tmp_path, data_root):

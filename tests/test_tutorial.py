@@ -29,9 +29,11 @@ def test_tutorial_executes(tmp_path):
     assert "J == J2 @ J1: True" in streams and "backward(g) == g @ J: True" in streams
     assert "check_layer(Swish(features=5)): OK" in streams
     assert "check_layer(WrongSwish(features=5)): FAILED" in streams
+    assert "jvp(v) == J @ v: True" in streams and "<u, Jv> == <uJ, v>: True" in streams
+    assert "local Lipschitz constants: [" in streams
     accuracy = float(streams.split("test accuracy: ")[1][:6])
     assert accuracy > 0.9
     pictures = [out for cell in notebook.cells if cell.cell_type == "code"
                 for out in cell.outputs if "image/png" in out.get("data", {})]
-    assert len(pictures) >= 6
+    assert len(pictures) >= 7
     assert "Warning" not in streams
