@@ -142,6 +142,25 @@ def test_random_layers_jvp_uses_the_forwards_own_draw(rng):
         _against_torch(torch, layer, lambda t: t * 1, x, v)
 
 
+def test_attention_with_dropout_in_training_uses_the_forwards_mask(rng):
+    torch = require("torch")
+    att = L.MultiHeadAttention(6, 2, causal=True, dropout=0.4, dtype=F64)
+    att.rng = np.random.default_rng(7)
+    x, v = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 4, 6))
+    att.forward(x)
+    keep = torch.from_numpy(att._keep)
+    w_in, b_in, w_out, b_out = (torch.from_numpy(p.data) for p in att.parameters())
+    mask = torch.triu(torch.full((4, 4), float("-inf"), dtype=torch.float64), 1)
+
+    def f(t):
+        q, k, val = (t @ w_in.T + b_in).reshape(2, 4, 3, 2, 3).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-1, -2) / np.sqrt(3) + mask, -1) * keep
+        return (a @ val).transpose(1, 2).reshape(2, 4, 6) @ w_out.T + b_out
+    att.rng = np.random.default_rng(7)
+    _against_torch(torch, att, f, x, v)
+    assert check_layer(att, x)
+
+
 def test_merge_layers_sum_the_paths_and_take_none_as_zero(rng):
     torch = require("torch")
     xs = [rng.standard_normal((3, 4)) for _ in range(3)]

@@ -12,7 +12,7 @@ import nnlite
 from nnlite import kernels
 from nnlite.layers.activations import relu_vjp
 from nnlite.layers.convolution import add_windows
-from nnlite.layers.pooling import max_pool_2d, max_pool_2d_adjoint
+from nnlite.layers.pooling import max_pool_2d, max_pool_2d_adjoint, max_pool_2d_tangent
 from nnlite.optim import adam_update, rmsprop_update, sgd_update
 
 from conftest import require
@@ -37,8 +37,8 @@ def same(a, b):
 
 
 def test_every_replaceable_reference_has_a_compiled_twin_tested_here(compiled):
-    tested = {"max_pool_2d", "max_pool_2d_adjoint", "add_windows", "relu_vjp", "adam_update",
-              "sgd_update", "rmsprop_update"}
+    tested = {"max_pool_2d", "max_pool_2d_adjoint", "max_pool_2d_tangent", "add_windows",
+              "relu_vjp", "adam_update", "sgd_update", "rmsprop_update"}
     assert set(kernels.REFERENCES) == tested
     assert all(callable(getattr(compiled, name)) for name in tested)
 
@@ -71,6 +71,12 @@ def test_max_pool_equals_numpy(compiled, rng, kernel, stride, dtype):
             # the state of either path feeds the other's adjoint alike
             assert same(dx, max_pool_2d_adjoint.reference(g, *got[1:], x.shape, kernel,
                                                             stride)), (shape, case)
+            v = rng.standard_normal(x.shape).astype(dtype)
+            if case == "view":
+                v = np.pad(v, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, 1:]
+            jv = max_pool_2d_tangent(v, *got[1:], kernel, stride)
+            assert same(jv, max_pool_2d_tangent.reference(v, *want[1:], kernel, stride))
+            assert same(jv, max_pool_2d_tangent.reference(v, *got[1:], kernel, stride))
 
 
 @pytest.mark.parametrize("n, ho, wo, kh, kw, c, stride",

@@ -183,6 +183,23 @@ def max_pool_2d_adjoint(g, arg_w, arg_h, in_shape, kernel, stride):
     return dx
 
 
+@_jit
+def max_pool_2d_tangent(vh, arg_w, arg_h, kernel, stride):
+    """Equals ``nnlite.layers.pooling.max_pool_2d_tangent``: each output copies the tangent
+    at its window's maximum, the row from ``arg_h`` and, in that row, the column from
+    ``arg_w``; one pass, where the reference makes two."""
+    sh, sw = stride
+    n, ho, wo, c = arg_h.shape
+    out = np.empty((n, ho, wo, c), vh.dtype)
+    for a in range(n):
+        for p in range(ho):
+            for q in range(wo):
+                for ch in range(c):
+                    r = p * sh + arg_h[a, p, q, ch]
+                    out[a, p, q, ch] = vh[a, r, q * sw + arg_w[a, r, q, ch], ch]
+    return out
+
+
 # -- activations: nnlite.layers.activations ----------------------------------------------
 def relu_vjp(g, x):
     """Equals ``nnlite.layers.activations.relu_vjp`` (g, or g·0, where x > 0 or not) for g

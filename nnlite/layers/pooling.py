@@ -95,6 +95,7 @@ def max_pool_1d_tangent(v: np.ndarray, arg: np.ndarray, axis: int, k: int, s: in
     return out
 
 
+@replaceable
 def max_pool_2d_tangent(vh: np.ndarray, arg_w: np.ndarray, arg_h: np.ndarray,
                         kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
     """The JVP of ``max_pool_2d``: the JVPs of its two passes, in order."""
