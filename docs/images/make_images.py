@@ -2,7 +2,7 @@
 
     python docs/images/make_images.py          (about half a minute; needs nnlite[plot])
 
-Writes history.png, mistakes.png and weights.png beside this file.
+Writes history.png, mistakes.png, weights.png and sensitivity.png beside this file.
 """
 import subprocess
 import sys
