@@ -46,6 +46,8 @@ def lipschitz(model: Layer, x: np.ndarray, iters: int = 50, tol: float = 1e-6, *
             getattr(model, "input_dtypes", [None])[0] is not None:
         raise ValueError(f"lipschitz needs a batch (N, ...) of floating inputs to a model "
                          f"that takes them, got {x.dtype} of shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"lipschitz: x (shape {x.shape}) holds NaN or infinite values")
     params = model.parameters()
     x = x.astype(params[0].dtype if params else np.result_type(x.dtype, np.float32))
     model.check_input(x)
@@ -127,6 +129,12 @@ def lipschitz_bound(model: Layer, input_shape: tuple[int, ...] | None = None) ->
     """
     if input_shape is None:
         input_shape = (model.__dict__.get("input_shapes") or [None])[0]
+    elif not isinstance(input_shape, (list, tuple)):
+        raise ValueError(f"lipschitz_bound: input_shape is one sample's shape, a tuple such "
+                         f"as (1, 28, 28), got {input_shape!r}")
+    else:
+        input_shape = [check_number("lipschitz_bound", "input_shape", d, integer=True, low=1)
+                       for d in input_shape]
     state = model.call_state()  # the shapes are found by running the layers on zeros
     try:
         with model.evaluating():
@@ -146,7 +154,8 @@ def _bound(layer: Layer, shape: tuple[int, ...] | None, name: str
             total *= bound
         return total, shape
     if isinstance(layer, Model):
-        return _graph_bound(layer, name), None
+        out = layer.outputs[0].shape if len(layer.outputs) == 1 else None
+        return _graph_bound(layer, name), out
     bound = _layer_bound(layer, shape, name)
     return bound, None if shape is None else layer.forward(np.zeros((1, *shape))).shape[1:]
 

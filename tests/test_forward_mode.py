@@ -461,6 +461,12 @@ def test_lipschitz_checks_its_arguments_at_the_door(rng):
         check.lipschitz(model, rng.standard_normal((2, 4)))
     with pytest.raises(ValueError, match="floating inputs"):
         check.lipschitz(Sequential(L.Embedding(5, 3)), np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check.lipschitz(model, np.array([[1.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="input_shape"):
+        check.lipschitz_bound(model, 3)
+    with pytest.raises(ValueError, match="input_shape"):
+        check.lipschitz_bound(model, (0,))
 
 
 def test_the_forward_mode_section_of_backprop_md_runs_as_written():
