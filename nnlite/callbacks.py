@@ -8,7 +8,9 @@ by setting ``self.model.stop_training = True``.
 """
 from __future__ import annotations
 
+import csv
 import math
+import os
 import sys
 import time
 import warnings
@@ -147,7 +149,70 @@ class ModelCheckpoint(Callback):
         self.model.save(path, optimizer=self.optimizer, epoch=epoch + 1)
 
 
+class CSVLogger(Callback):
+    """Each epoch's logs as one row of a CSV file, as Keras's ``CSVLogger``: the columns
+    ``epoch`` (counted from 0) and the logged metrics in sorted order, a header first; the
+    file is flushed after every row, so a run killed midway keeps its finished epochs.
+    With ``append``, rows are added to an existing file (without a second header)."""
+
+    def __init__(self, path: str, separator: str = ",", append: bool = False):
+        self.path, self.separator, self.append = str(path), separator, bool(append)
+        self.file: Any = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        has_rows = self.append and os.path.exists(self.path) and os.path.getsize(self.path)
+        self.file = open(self.path, "a" if self.append else "w", newline="")
+        self.writer, self.header = None, not has_rows
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, ["epoch", *sorted(logs)],
+                                         delimiter=self.separator)
+            if self.header:
+                self.writer.writeheader()
+        self.writer.writerow({"epoch": epoch, **logs})
+        self.file.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_end")
+
+
+class LambdaCallback(Callback):
+    """A callback from functions, as Keras's: ``on_epoch_begin(epoch, logs)``,
+    ``on_epoch_end(epoch, logs)``, ``on_batch_end(batch, logs)``, ``on_train_begin(logs)``,
+    ``on_train_end(logs)``; the hooks not given do nothing (and are not called)."""
+
+    def __init__(self, **hooks: Any):
+        for hook, fn in hooks.items():
+            if hook not in HOOKS:
+                raise ValueError(f"LambdaCallback: fit has no hook {hook!r}; it has "
+                                 f"{', '.join(HOOKS)}")
+            if fn is not None and not callable(fn):
+                raise ValueError(f"LambdaCallback: {hook} must be a function, got "
+                                 f"{type(fn).__name__}")
+            if fn is not None:
+                setattr(self, hook, _keras_call(fn, hook.startswith("on_train")))
+
+
+def _keras_call(fn: Any, train_hook: bool) -> Any:
+    """``fn`` called as Keras calls a hook: with the epoch or batch number (train hooks have
+    none) and the logs, {} where fit gives none."""
+    if train_hook:
+        return lambda logs=None: fn(logs or {})
+    return lambda index, logs=None: fn(index, logs or {})
+
+
+def _overrides(cb: Callback, hook: str) -> bool:
+    """Whether ``cb`` does something at ``hook``: its class or the instance replaces the
+    base class's empty method."""
+    fn = getattr(cb, hook)
+    return getattr(fn, "__func__", fn) is not getattr(Callback, hook)
 
 
 class CallbackList:
@@ -157,8 +222,7 @@ class CallbackList:
     def __init__(self, callbacks: Any, model: Any, optimizer: Any):
         for cb in callbacks:
             cb.set_context(model, optimizer)
-        self.hooks = {hook: [getattr(cb, hook) for cb in callbacks
-                             if getattr(type(cb), hook) is not getattr(Callback, hook)]
+        self.hooks = {hook: [getattr(cb, hook) for cb in callbacks if _overrides(cb, hook)]
                       for hook in HOOKS}
 
     def call(self, hook: str, *args: Any) -> None:

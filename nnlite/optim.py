@@ -15,9 +15,10 @@ import numpy as np
 
 from .flat import Group
 from .kernels import replaceable
+from .optimizer import Optimizer, positive
 from .parameter import Parameter
-from .schedules import (CosineAnnealingLR, LambdaLR, LRScheduler, StepLR,  # noqa: F401
-                        WarmupCosineLR)
+from .schedules import (CosineAnnealingLR, ExponentialLR, LambdaLR,  # noqa: F401
+                        LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupCosineLR)
 from .validate import check_flag, check_number
 
 
@@ -25,184 +26,6 @@ from .validate import check_flag, check_number
 #: that a model larger than the cache streams each array from memory once per step, not
 #: once per pass. A smaller model is one block.
 BLOCK = 1 << 18
-
-
-class Optimizer:
-    """Base class: ``step()`` updates parameters from their gradients; ``zero_grad()``.
-
-    ``params`` is an iterable of Parameters, or of parameter groups as in torch.optim:
-    dicts ``{"params": [...], "weight_decay": 0.0, ...}`` whose entries override the
-    keyword arguments for that group. Each group is one flat store, updated in a few
-    whole-array operations. ``max_grad_norm`` clips the global gradient norm (over every
-    group) before each step.
-    """
-
-    def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0,
-                 max_grad_norm: float | None = None, **hyper: Any):
-        name = type(self).__name__
-        specs = list(params)
-        if specs and all(isinstance(s, dict) for s in specs):
-            specs = [dict(s) for s in specs]
-        else:
-            specs = [{"params": specs}]
-        self.defaults = {"lr": lr, "weight_decay": weight_decay, **hyper}
-        self._check_hyper(dict(self.defaults))
-        self.param_groups: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        for i, spec in enumerate(specs):
-            if "params" not in spec:
-                raise ValueError(f"{name}: parameter group {i} has no 'params'")
-            unknown = set(spec) - set(self.defaults) - {"params", "initial_lr"}
-            if unknown:
-                raise ValueError(f"{name}: parameter group {i} has unknown settings "
-                                 f"{sorted(unknown)}; {name} takes {sorted(self.defaults)}")
-            group = {**self.defaults, **spec}
-            group["params"] = list({id(p): p for p in group["params"]}.values())
-            if not group["params"]:
-                raise ValueError(f"{name}: got an empty parameter list")
-            if not all(isinstance(p, Parameter) for p in group["params"]):
-                raise ValueError(f"{name}: expects Parameters, e.g. model.parameters()")
-            if any(id(p) in seen for p in group["params"]):
-                raise ValueError(f"{name}: a parameter appears in more than one group")
-            seen.update(id(p) for p in group["params"])
-            self._check_hyper(group)
-            group.setdefault("initial_lr", group["lr"])
-            self.param_groups.append(group)
-        if max_grad_norm is not None:
-            _positive(self, "max_grad_norm", max_grad_norm)
-        self.max_grad_norm = max_grad_norm
-        self.params = [p for g in self.param_groups for p in g["params"]]
-        self.steps = 0
-        self._groups = [Group(g) for g in self.param_groups]
-        for group in self._groups:  # zeros until the first step, as torch's empty state
-            for name in self.group_state_names(group.hyper):
-                group.buffer(name)
-        dtypes = {g.store.dtype for g in self._groups}
-        if len(dtypes) > 1:
-            raise ValueError(f"optimizer: parameter groups have different dtypes "
-                             f"({', '.join(sorted(map(str, dtypes)))}); convert the model with "
-                             f"model.astype(...) first")
-        self.dtype = dtypes.pop()
-
-    #: The state arrays each group keeps once a step is taken (torch.optim's names), and
-    #: those of them that are never negative.
-    state_names: tuple[str, ...] = ()
-    nonnegative: tuple[str, ...] = ()
-
-    def _check_hyper(self, group: dict[str, Any]) -> None:
-        """Raise ValueError for a group's hyper-parameter out of range (subclasses add theirs)."""
-        _positive(self, "lr", group["lr"])
-        check_number(type(self).__name__, "weight_decay", group["weight_decay"], low=0)
-
-    def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
-        """The state arrays a group with these hyper-parameters keeps after a step."""
-        return self.state_names
-
-    @property
-    def lr(self) -> float:
-        """The learning rate of the first group; setting it sets every group's."""
-        return self.param_groups[0]["lr"]
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        for group in self.param_groups:
-            group["lr"] = value
-
-    @property
-    def initial_lr(self) -> float:
-        return self.param_groups[0]["initial_lr"]
-
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        """Every state array by name (``"i/name"`` for group i when there are several)."""
-        if len(self._groups) == 1:
-            return self._groups[0].state
-        return {f"{i}/{k}": v for i, g in enumerate(self._groups) for k, v in g.state.items()}
-
-    def zero_grad(self) -> None:
-        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
-        for p in self.params:
-            p.zero_grad()
-
-    def step(self) -> None:
-        grads = [group.store.gradient() for group in self._groups]
-        if self.max_grad_norm is not None:
-            norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
-            if norm > self.max_grad_norm:
-                for g in grads:
-                    g *= self.max_grad_norm / (norm + 1e-6)
-        self.steps += 1
-        for group, grad in zip(self._groups, grads):
-            self._update(group, group.store.data, grad)
-
-    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def _decayed(self, group: Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """g + weight_decay · p (L2 coupled into the gradient), without touching .grad."""
-        decay = group.hyper["weight_decay"]
-        if not decay:
-            return g
-        out = group.buffer("_decayed_grad")
-        np.multiply(p, decay, out=out)
-        out += g
-        return out
-
-    def get_config(self) -> dict[str, Any]:
-        """Hyper-parameters that rebuild this optimizer over the same parameters."""
-        return {**self.defaults, "max_grad_norm": self.max_grad_norm}
-
-    def group_settings(self) -> list[dict[str, Any]]:
-        """Each group's hyper-parameters (without its parameters), for checkpoints."""
-        return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """The optimizer's state, as flat arrays, for checkpoints."""
-        return {k: v for k, v in self.state.items()
-                if self.steps and not k.split("/")[-1].startswith("_")}
-
-    def load_state(self, arrays: dict[str, np.ndarray], steps: int,
-                   initial_lr: float | list[float] | None = None) -> None:
-        """Take the state a checkpoint holds: after ``steps`` > 0 steps exactly the arrays
-        ``group_state_names`` lists per group ("i/name" when there are several), each
-        flat, of the optimizer's dtype, finite (and >= 0 where ``nonnegative``); after
-        none, no arrays. Anything else is a ValueError naming the entry, before any
-        change."""
-        name = type(self).__name__
-        steps = check_number(name, "steps", steps, integer=True, low=0, high=2 ** 53)
-        expected = {}
-        for i, group in enumerate(self._groups):
-            prefix = f"{i}/" if len(self._groups) > 1 else ""
-            for state in (self.group_state_names(group.hyper) if steps else ()):
-                expected[prefix + state] = group, state
-        for key in sorted(set(arrays) - set(expected)):
-            raise ValueError(f"{name}: state {key!r} is not one {name} keeps" +
-                             (" before its first step (steps is 0)" if not steps else ""))
-        for key in sorted(set(expected) - set(arrays)):
-            raise ValueError(f"{name}: state {key!r} is missing ({steps} steps taken)")
-        for key, (group, state) in expected.items():
-            value, size = arrays[key], group.store.data.size
-            if value.shape != (size,) or value.dtype != self.dtype:
-                raise ValueError(f"{name}: state {key!r} is {value.dtype} of shape "
-                                 f"{value.shape}; its parameters need {self.dtype} of shape "
-                                 f"({size},)")
-            if not np.isfinite(value).all() or (state in self.nonnegative and
-                                                (value < 0).any()):
-                kind = "finite values >= 0" if state in self.nonnegative else "finite values"
-                raise ValueError(f"{name}: state {key!r} must hold {kind}")
-        for key, (group, state) in expected.items():
-            group.buffer(state)[...] = arrays[key]
-        self.steps = steps
-        if initial_lr is not None:
-            values = initial_lr if isinstance(initial_lr, list) else [initial_lr] * len(
-                self.param_groups)
-            for group, value in zip(self.param_groups, values):
-                group["initial_lr"] = float(value)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
-        return f"{type(self).__name__}({args}{groups})"
 
 
 class SGD(Optimizer):
@@ -266,13 +89,8 @@ class Adam(Optimizer):
 
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
-        betas = group["betas"]
-        if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
-            raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got "
-                             f"{betas!r}")
-        group["betas"] = tuple(check_number(type(self).__name__, "betas", b, low=0, high=1,
-                                            open_high=True) for b in betas)
-        _positive(self, "eps", group["eps"])
+        _check_betas(self, group)
+        positive(self, "eps", group["eps"])
 
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h = group.hyper
@@ -337,7 +155,7 @@ class RMSprop(Optimizer):
         super()._check_hyper(group)
         check_number("RMSprop", "alpha", group["alpha"], low=0, high=1, open_high=True)
         check_number("RMSprop", "momentum", group["momentum"], low=0)
-        _positive(self, "eps", group["eps"])
+        positive(self, "eps", group["eps"])
 
     def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
         return ("square_avg",) + (("momentum_buffer",) if hyper["momentum"] else ())
@@ -371,6 +189,188 @@ def rmsprop_update(p: np.ndarray, g: np.ndarray, v: np.ndarray, b: np.ndarray | 
     p -= tmp
 
 
+class Adagrad(Optimizer):
+    """g ← grad + λθ;  s ← s + g² (s starts at ``initial_accumulator_value``);
+    θ ← θ − lr/(1 + (t − 1)·lr_decay) · g/(√s + ε), t the step count."""
+
+    state_names = ("sum",)
+    nonnegative = ("sum",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, *, max_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, max_grad_norm, lr_decay=lr_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps)
+        for group in self._groups:
+            group.state["sum"][...] = group.hyper["initial_accumulator_value"]
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        check_number("Adagrad", "lr_decay", group["lr_decay"], low=0)
+        check_number("Adagrad", "initial_accumulator_value",
+                     group["initial_accumulator_value"], low=0)
+        positive(self, "eps", group["eps"])
+
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
+        h, s, step = group.hyper, group.state["sum"], group.scratch
+        g = self._decayed(group, p, g)
+        clr = h["lr"] / (1 + (self.steps - 1) * h["lr_decay"])
+        s += g * g                                  # s ← s + g²
+        np.sqrt(s, out=step)
+        step += h["eps"]
+        np.divide(g, step, out=step)                # g/(√s + ε)
+        step *= clr
+        p -= step
+
+
+class Adadelta(Optimizer):
+    """g ← grad + λθ;  v ← ρv + (1−ρ)g²;  Δ ← √(u + ε)/√(v + ε) · g;  u ← ρu + (1−ρ)Δ²;
+    θ ← θ − lr·Δ.  The state holds torch's v (``square_avg``) and u (``acc_delta``)."""
+
+    state_names = ("square_avg", "acc_delta")
+    nonnegative = ("square_avg", "acc_delta")
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
+                 eps: float = 1e-6, weight_decay: float = 0.0, *,
+                 max_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, max_grad_norm, rho=rho, eps=eps)
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        check_number("Adadelta", "rho", group["rho"], low=0, high=1)
+        positive(self, "eps", group["eps"])
+
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
+        h, delta = group.hyper, group.scratch
+        rho, eps = h["rho"], h["eps"]
+        v, u = group.state["square_avg"], group.state["acc_delta"]
+        g = self._decayed(group, p, g)
+        v *= rho                                    # v ← ρv + (1−ρ)g²
+        v += (1 - rho) * (g * g)
+        np.add(u, eps, out=delta)                   # Δ ← √(u + ε)/√(v + ε) · g
+        np.sqrt(delta, out=delta)
+        delta /= np.sqrt(v + eps)
+        delta *= g
+        u *= rho                                    # u ← ρu + (1−ρ)Δ²
+        u += (1 - rho) * (delta * delta)
+        delta *= h["lr"]
+        p -= delta
+
+
+class NAdam(Optimizer):
+    """Adam with Nesterov momentum, as ``torch.optim.NAdam``: with t the step count,
+    μₜ = β₁(1 − ½·0.96^(t·ψ)) (ψ = ``momentum_decay``) and Πₜ = μ₁⋯μₜ;
+    m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  d = √(v/(1−β₂ᵗ)) + ε;
+    θ ← θ − lr(1 − μₜ)/(1 − Πₜ) · g/d − lr·μₜ₊₁/(1 − Πₜμₜ₊₁) · m/d.
+    Weight decay is L2, or decoupled (θ ← θ(1 − lr·λ)) with ``decoupled_weight_decay``."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    nonnegative = ("exp_avg_sq",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, max_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, max_grad_norm, betas=betas, eps=eps,
+                         momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay)
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        _check_betas(self, group)
+        positive(self, "eps", group["eps"])
+        check_number("NAdam", "momentum_decay", group["momentum_decay"], low=0)
+        check_flag("NAdam", "decoupled_weight_decay", group["decoupled_weight_decay"])
+
+    def _mu(self, group: Group, t: int) -> float:
+        return group.hyper["betas"][0] * (1 - 0.5 * 0.96 ** (t * group.hyper["momentum_decay"]))
+
+    def _product(self, group: Group, t: int) -> float:
+        """Πₜ = μ₁⋯μₜ, carried from step to step (recomputed once after a resume)."""
+        last, value = getattr(group, "mu_product", (0, 1.0))
+        if last != t - 1:
+            value = math.prod(self._mu(group, k) for k in range(1, t))
+        group.mu_product = (t, value * self._mu(group, t))
+        return group.mu_product[1]
+
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
+        h, t, d = group.hyper, self.steps, group.scratch
+        (b1, b2), lr = h["betas"], h["lr"]
+        g = _weight_decay(self, group, p, g, h["decoupled_weight_decay"])
+        mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
+        product = self._product(group, t)
+        m, v = group.state["exp_avg"], group.state["exp_avg_sq"]
+        m += (1 - b1) * (g - m)                     # m ← β₁m + (1−β₁)g, as torch's lerp
+        v *= b2
+        v += (1 - b2) * (g * g)
+        np.divide(v, 1 - b2 ** t, out=d)            # d = √(v/(1−β₂ᵗ)) + ε
+        np.sqrt(d, out=d)
+        d += h["eps"]
+        p += (-lr * (1 - mu) / (1 - product)) * g / d
+        p += (-lr * mu_next / (1 - product * mu_next)) * m / d
+
+
+class RAdam(Optimizer):
+    """Rectified Adam, as ``torch.optim.RAdam``: m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+    ρ∞ = 2/(1−β₂) − 1, ρₜ = ρ∞ − 2tβ₂ᵗ/(1−β₂ᵗ);  m̂ = m/(1−β₁ᵗ).  While ρₜ ≤ 5,
+    θ ← θ − lr·m̂; then, with r = √((ρₜ−4)(ρₜ−2)ρ∞/((ρ∞−4)(ρ∞−2)ρₜ)),
+    θ ← θ − lr·m̂ · √(1−β₂ᵗ)/(√v + ε) · r.  Weight decay as NAdam's."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    nonnegative = ("exp_avg_sq",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 max_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, max_grad_norm, betas=betas, eps=eps,
+                         decoupled_weight_decay=decoupled_weight_decay)
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        _check_betas(self, group)
+        positive(self, "eps", group["eps"])
+        check_flag("RAdam", "decoupled_weight_decay", group["decoupled_weight_decay"])
+
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
+        h, t, step = group.hyper, self.steps, group.scratch
+        (b1, b2), lr = h["betas"], h["lr"]
+        g = _weight_decay(self, group, p, g, h["decoupled_weight_decay"])
+        m, v = group.state["exp_avg"], group.state["exp_avg_sq"]
+        m += (1 - b1) * (g - m)                     # as torch's lerp
+        v *= b2
+        v += (1 - b2) * (g * g)
+        np.divide(m, 1 - b1 ** t, out=step)         # m̂
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        step *= lr
+        if rho_t > 5:                               # the variance is tractable: rectify
+            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
+                          ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            step *= math.sqrt(1 - b2 ** t) / (np.sqrt(v) + h["eps"])
+            step *= r
+        p -= step
+
+
+def _check_betas(owner: Optimizer, group: dict[str, Any]) -> None:
+    """Two numbers in [0, 1), stored as a tuple."""
+    name, betas = type(owner).__name__, group["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
+        raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {betas!r}")
+    group["betas"] = tuple(check_number(name, "betas", b, low=0, high=1, open_high=True)
+                           for b in betas)
+
+
+def _weight_decay(owner: Optimizer, group: Group, p: np.ndarray, g: np.ndarray,
+                  decoupled: bool) -> np.ndarray:
+    """θ ← θ(1 − lr·λ) and g unchanged when ``decoupled`` (AdamW's way), else g + λθ."""
+    decay = group.hyper["weight_decay"]
+    if decoupled and decay:
+        p *= 1 - group.hyper["lr"] * decay
+        return g
+    return owner._decayed(group, p, g)
+
+
 def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``;
     return the norm before clipping (as ``torch.nn.utils.clip_grad_norm_``)."""
@@ -380,10 +380,3 @@ def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:
         for p in params:
             p.grad *= max_norm / (norm + 1e-6)
     return norm
-
-
-def _positive(owner: object, name: str, value: float) -> None:
-    if not (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{type(owner).__name__}: {name} must be a positive number, "
-                         f"got {value!r}")

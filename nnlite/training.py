@@ -23,7 +23,7 @@ from .layer import Layer, default_rng
 from .parameter import get_default_dtype
 from .losses import CrossEntropy, Loss
 from .objective import Objective, loss_weights_of, per_output
-from .optim import Optimizer
+from .optimizer import Optimizer
 from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
 from .validate import (as_arrays, check_batch_size, check_fit_args, check_flag,

@@ -91,7 +91,10 @@ def test_a_checkpoint_with_altered_optimizer_state_is_refused(tmp_path, make, he
 
 
 @pytest.mark.parametrize("make", [ADAM, SGD, RMS, lambda p: optim.AdamW(p, lr=1e-2),
-                                  lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True)])
+                                  lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+                                  lambda p: optim.Adagrad(p, initial_accumulator_value=0.1),
+                                  lambda p: optim.Adadelta(p), lambda p: optim.NAdam(p),
+                                  lambda p: optim.RAdam(p, weight_decay=0.01)])
 def test_resuming_a_checkpoint_matches_the_uninterrupted_run_bit_for_bit(tmp_path, make):
     path, x, y = checkpoint(tmp_path, make, epochs=2)
     full = nnlite.load(path)  # the uninterrupted run's weights after 2 epochs

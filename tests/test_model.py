@@ -284,6 +284,47 @@ def test_schedule_as_callback(digits):
     np.testing.assert_allclose(seen, [0.1, 0.05, 0.025])
 
 
+def test_csv_logger_keeps_every_finished_epoch_of_a_killed_run(digits, tmp_path):
+    import csv
+    x, y, xv, yv = digits
+    path = tmp_path / "log.csv"
+
+    class Killed(Exception):
+        pass
+
+    class Kill(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                raise Killed   # the process dies during the fourth epoch
+
+    with pytest.raises(Killed):
+        train(mlp(), x, y, epochs=6, validation_data=(xv, yv),
+              callbacks=[callbacks.CSVLogger(path), Kill()])
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert all(0 < float(r["loss"]) < 3 for r in rows)
+    history, _ = train(mlp(), x, y, epochs=2, callbacks=[callbacks.CSVLogger(
+        path, separator=";", append=True)])
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + 3 + 2 and lines[-1].startswith("1;")
+    assert float(lines[-1].split(";")[2]) == pytest.approx(history.history["loss"][-1])
+
+
+def test_lambda_callback_calls_what_it_is_given_as_keras_does(digits):
+    x, y, *_ = digits
+    seen = []
+    cb = callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append((epoch, logs)),
+                                  on_train_begin=lambda logs: seen.append(("begin", logs)))
+    train(mlp(), x[:128], y[:128], epochs=2, callbacks=[cb])
+    assert seen[0] == ("begin", {}) and [s[0] for s in seen[1:]] == [0, 1]
+    assert "loss" in seen[1][1]
+    hooks = callbacks.CallbackList([cb], None, None).hooks
+    assert not hooks["on_batch_end"] and len(hooks["on_epoch_end"]) == 1  # no empty calls
+    with pytest.raises(ValueError, match="no hook 'on_batch_begin'"):
+        callbacks.LambdaCallback(on_batch_begin=print)
+
+
 def test_custom_layer_trains_inside_sequential(digits):
     class Scale(nnlite.Layer):
         """y = x ⊙ s; VJP: g ⊙ s, dL/ds += Σₙ gₙ ⊙ xₙ."""

@@ -5,6 +5,8 @@ import pytest
 import nnlite
 from nnlite import layers, optim
 
+from conftest import require
+
 #: These oracles run on both kernel paths: the compiled kernels (the numba extra) and NumPy.
 pytestmark = pytest.mark.usefixtures("kernel_path")
 
@@ -212,3 +214,141 @@ def test_mixed_dtypes_are_a_clear_error():
     with pytest.raises(ValueError, match="different dtypes"):
         optim.SGD([nnlite.Parameter(np.zeros(2), np.float32),
                    nnlite.Parameter(np.zeros(2), np.float64)], lr=0.1)
+
+
+# -- the optimizers and schedules of the recipes people port, against torch.optim ----------
+TORCH_CONFIGS = [
+    ("Adagrad", {}), ("Adagrad", {"lr_decay": 0.05, "weight_decay": 0.1,
+                                  "initial_accumulator_value": 0.3, "eps": 1e-8}),
+    ("Adadelta", {}), ("Adadelta", {"rho": 0.8, "eps": 1e-5, "weight_decay": 0.1}),
+    ("NAdam", {}), ("NAdam", {"weight_decay": 0.1, "momentum_decay": 0.01}),
+    ("NAdam", {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.8, 0.99)}),
+    ("RAdam", {}), ("RAdam", {"weight_decay": 0.1, "eps": 1e-6}),
+    ("RAdam", {"weight_decay": 0.1, "decoupled_weight_decay": True}),
+]
+
+
+@pytest.mark.parametrize("name, hp", TORCH_CONFIGS, ids=[f"{n}-{h}" for n, h in TORCH_CONFIGS])
+def test_new_optimizers_equal_torch_after_25_steps_with_groups(name, hp, rng):
+    torch = require("torch")
+    shapes = [(3, 4), (4,), (2, 2)]
+    start = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(25)]
+    ours = [nnlite.Parameter(w.copy(), np.float64) for w in start]
+    theirs = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in start]
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch's scalar state (NAdam's μ product) too
+    try:
+        mine = getattr(optim, name)([{"params": ours[:2]}, {"params": ours[2:], "lr": 0.02}],
+                                    lr=0.05, **hp)
+        reference = getattr(torch.optim, name)([{"params": theirs[:2]},
+                                                {"params": theirs[2:], "lr": 0.02}],
+                                               lr=0.05, **hp)
+        for step in grads:
+            mine.zero_grad()
+            for p, t, g in zip(ours, theirs, step):
+                p.grad += g
+                t.grad = torch.from_numpy(g.copy())
+            mine.step()
+            reference.step()
+    finally:
+        torch.set_default_dtype(before)
+    for p, t in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _lrs(scheduler, steps, momentum=None):
+    """The lr (and momentum) of each group at each of ``steps`` steps of ``scheduler``."""
+    seq = []
+    for _ in range(steps):
+        groups = scheduler.optimizer.param_groups
+        seq.append([(g["lr"], g[momentum] if momentum else None) for g in groups])
+        scheduler.step()
+    return seq
+
+
+def _momentum(value):
+    return value[0] if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("make, torch_name, args, momentum", [
+    (optim.SGD, "ExponentialLR", {"gamma": 0.9}, None),
+    (optim.SGD, "OneCycleLR", {"max_lr": 0.5, "total_steps": 30}, "momentum"),
+    (optim.Adam, "OneCycleLR", {"max_lr": [0.5, 0.2], "epochs": 3, "steps_per_epoch": 10,
+                                "anneal_strategy": "linear", "pct_start": 0.25}, "betas"),
+    (optim.SGD, "OneCycleLR", {"max_lr": 0.5, "total_steps": 30, "three_phase": True,
+                               "div_factor": 10, "final_div_factor": 100}, "momentum"),
+    (optim.RMSprop, "OneCycleLR", {"max_lr": 0.5, "total_steps": 30,
+                                   "cycle_momentum": False}, None)])
+def test_new_schedules_equal_torchs_over_30_steps(make, torch_name, args, momentum):
+    torch = require("torch")
+    extra = {"momentum": 0.9} if make is optim.SGD else {}
+    groups = [[nnlite.Parameter(np.zeros(2))], [nnlite.Parameter(np.zeros(3))]]
+    mine = getattr(optim, torch_name)(make([{"params": g} for g in groups], lr=0.1, **extra),
+                                      **args)
+    tensors = [[torch.zeros(2, requires_grad=True)], [torch.zeros(3, requires_grad=True)]]
+    torch_opt = getattr(torch.optim, make.__name__)([{"params": t} for t in tensors], lr=0.1,
+                                                    **extra)
+    theirs = getattr(torch.optim.lr_scheduler, torch_name)(torch_opt, **args)
+    ours_seq = _lrs(mine, 30, momentum)
+    for step, groups_now in enumerate(ours_seq):
+        want = [(g["lr"], g[momentum] if momentum else None) for g in torch_opt.param_groups]
+        for (lr, mom), (lr_t, mom_t) in zip(groups_now, want):
+            assert lr == pytest.approx(lr_t, rel=1e-12), step
+            if momentum:
+                assert _momentum(mom) == pytest.approx(_momentum(mom_t), rel=1e-12), step
+        torch_opt.step()
+        theirs.step()
+
+
+def test_one_cycle_refuses_to_step_past_its_total_and_an_optimizer_without_momentum():
+    opt = optim.SGD([nnlite.Parameter(np.zeros(2))], lr=0.1, momentum=0.9)
+    schedule = optim.OneCycleLR(opt, max_lr=1.0, total_steps=3)
+    for _ in range(3):
+        schedule.step()
+    with pytest.raises(ValueError, match="more than total_steps 3"):
+        schedule.step()
+    with pytest.raises(ValueError, match="no momentum or beta1"):
+        optim.OneCycleLR(optim.Adagrad([nnlite.Parameter(np.zeros(2))]), max_lr=1.0,
+                         total_steps=3)
+    with pytest.raises(ValueError, match="total_steps, or epochs and steps_per_epoch"):
+        optim.OneCycleLR(opt, max_lr=1.0)
+
+
+METRICS = [1.0, 0.9, 0.95, 0.95, 0.96, 0.9, 0.89, 0.91, 0.92, 0.93, 0.94, 0.95, 0.88, 0.88,
+           0.9, 0.95, 0.97, 0.99, 1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.49, 0.49, 0.5, 0.51, 0.5]
+
+
+@pytest.mark.parametrize("args", [
+    {}, {"patience": 2}, {"patience": 1, "cooldown": 2, "factor": 0.5},
+    {"mode": "max", "patience": 1, "threshold": 0.05},
+    {"patience": 0, "threshold_mode": "abs", "threshold": 0.02, "min_lr": [0.01, 0.002]}])
+def test_reduce_lr_on_plateau_equals_torchs_over_30_epochs(args):
+    torch = require("torch")
+    groups = [{"params": [nnlite.Parameter(np.zeros(2))]},
+              {"params": [nnlite.Parameter(np.zeros(2))], "lr": 0.02}]
+    opt = optim.SGD(groups, lr=0.1)
+    mine = optim.ReduceLROnPlateau(opt, **args)
+    torch_opt = torch.optim.SGD([{"params": [torch.zeros(2, requires_grad=True)]},
+                                 {"params": [torch.zeros(2, requires_grad=True)], "lr": 0.02}],
+                                lr=0.1)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **args)
+    for epoch, value in enumerate(METRICS):
+        mine.on_epoch_end(epoch, {"val_loss": value, "loss": 0.0})
+        theirs.step(value)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+            [g["lr"] for g in torch_opt.param_groups], rel=1e-12), epoch
+
+
+def test_reduce_lr_on_plateau_in_fit_reads_its_metric_and_names_a_missing_one(rng):
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    model = nnlite.Sequential(layers.Linear(4, 2))
+    opt = optim.SGD(model.parameters(), lr=1e-6)   # learns nothing: the loss plateaus
+    plateau = optim.ReduceLROnPlateau(opt, patience=0, monitor="loss", threshold=0.5)
+    model.fit(x, y, loss=nnlite.losses.CrossEntropy(), optimizer=opt, epochs=3, verbose=False,
+              callbacks=[plateau])
+    assert opt.lr == pytest.approx(1e-6 * 0.1 ** 2)
+    with pytest.raises(ValueError, match="'val_loss' is not among the logged metrics"):
+        model.fit(x, y, loss=nnlite.losses.CrossEntropy(), optimizer=opt, epochs=1,
+                  verbose=False, callbacks=[optim.ReduceLROnPlateau(opt)])

@@ -1,0 +1,198 @@
+"""The optimizer contract: parameter groups over flat stores, the state a checkpoint keeps,
+and the step that runs an update rule once per group (the rules are in ``nnlite.optim``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from .flat import Group
+from .parameter import Parameter
+from .validate import check_number
+
+
+class Optimizer:
+    """Base class: ``step()`` updates parameters from their gradients; ``zero_grad()``.
+
+    ``params`` is an iterable of Parameters, or of parameter groups as in torch.optim:
+    dicts ``{"params": [...], "weight_decay": 0.0, ...}`` whose entries override the
+    keyword arguments for that group. Each group is one flat store, updated in a few
+    whole-array operations. ``max_grad_norm`` clips the global gradient norm (over every
+    group) before each step.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0,
+                 max_grad_norm: float | None = None, **hyper: Any):
+        name = type(self).__name__
+        specs = list(params)
+        if specs and all(isinstance(s, dict) for s in specs):
+            specs = [dict(s) for s in specs]
+        else:
+            specs = [{"params": specs}]
+        self.defaults = {"lr": lr, "weight_decay": weight_decay, **hyper}
+        self._check_hyper(dict(self.defaults))
+        self.param_groups: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for i, spec in enumerate(specs):
+            if "params" not in spec:
+                raise ValueError(f"{name}: parameter group {i} has no 'params'")
+            unknown = set(spec) - set(self.defaults) - {"params", "initial_lr"}
+            if unknown:
+                raise ValueError(f"{name}: parameter group {i} has unknown settings "
+                                 f"{sorted(unknown)}; {name} takes {sorted(self.defaults)}")
+            group = {**self.defaults, **spec}
+            group["params"] = list({id(p): p for p in group["params"]}.values())
+            if not group["params"]:
+                raise ValueError(f"{name}: got an empty parameter list")
+            if not all(isinstance(p, Parameter) for p in group["params"]):
+                raise ValueError(f"{name}: expects Parameters, e.g. model.parameters()")
+            if any(id(p) in seen for p in group["params"]):
+                raise ValueError(f"{name}: a parameter appears in more than one group")
+            seen.update(id(p) for p in group["params"])
+            self._check_hyper(group)
+            group.setdefault("initial_lr", group["lr"])
+            self.param_groups.append(group)
+        if max_grad_norm is not None:
+            positive(self, "max_grad_norm", max_grad_norm)
+        self.max_grad_norm = max_grad_norm
+        self.params = [p for g in self.param_groups for p in g["params"]]
+        self.steps = 0
+        self._groups = [Group(g) for g in self.param_groups]
+        for group in self._groups:  # zeros until the first step, as torch's empty state
+            for name in self.group_state_names(group.hyper):
+                group.buffer(name)
+        dtypes = {g.store.dtype for g in self._groups}
+        if len(dtypes) > 1:
+            raise ValueError(f"optimizer: parameter groups have different dtypes "
+                             f"({', '.join(sorted(map(str, dtypes)))}); convert the model with "
+                             f"model.astype(...) first")
+        self.dtype = dtypes.pop()
+
+    #: The state arrays each group keeps once a step is taken (torch.optim's names), and
+    #: those of them that are never negative.
+    state_names: tuple[str, ...] = ()
+    nonnegative: tuple[str, ...] = ()
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        """Raise ValueError for a group's hyper-parameter out of range (subclasses add theirs)."""
+        positive(self, "lr", group["lr"])
+        check_number(type(self).__name__, "weight_decay", group["weight_decay"], low=0)
+
+    def group_state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        """The state arrays a group with these hyper-parameters keeps after a step."""
+        return self.state_names
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first group; setting it sets every group's."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = value
+
+    @property
+    def initial_lr(self) -> float:
+        return self.param_groups[0]["initial_lr"]
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Every state array by name (``"i/name"`` for group i when there are several)."""
+        if len(self._groups) == 1:
+            return self._groups[0].state
+        return {f"{i}/{k}": v for i, g in enumerate(self._groups) for k, v in g.state.items()}
+
+    def zero_grad(self) -> None:
+        """Mark every gradient as zero; the zeros are written lazily (see Parameter)."""
+        for p in self.params:
+            p.zero_grad()
+
+    def step(self) -> None:
+        grads = [group.store.gradient() for group in self._groups]
+        if self.max_grad_norm is not None:
+            norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
+            if norm > self.max_grad_norm:
+                for g in grads:
+                    g *= self.max_grad_norm / (norm + 1e-6)
+        self.steps += 1
+        for group, grad in zip(self._groups, grads):
+            self._update(group, group.store.data, grad)
+
+    def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _decayed(self, group: Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """g + weight_decay · p (L2 coupled into the gradient), without touching .grad."""
+        decay = group.hyper["weight_decay"]
+        if not decay:
+            return g
+        out = group.buffer("_decayed_grad")
+        np.multiply(p, decay, out=out)
+        out += g
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        """Hyper-parameters that rebuild this optimizer over the same parameters."""
+        return {**self.defaults, "max_grad_norm": self.max_grad_norm}
+
+    def group_settings(self) -> list[dict[str, Any]]:
+        """Each group's hyper-parameters (without its parameters), for checkpoints."""
+        return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The optimizer's state, as flat arrays, for checkpoints."""
+        return {k: v for k, v in self.state.items()
+                if self.steps and not k.split("/")[-1].startswith("_")}
+
+    def load_state(self, arrays: dict[str, np.ndarray], steps: int,
+                   initial_lr: float | list[float] | None = None) -> None:
+        """Take the state a checkpoint holds: after ``steps`` > 0 steps exactly the arrays
+        ``group_state_names`` lists per group ("i/name" when there are several), each
+        flat, of the optimizer's dtype, finite (and >= 0 where ``nonnegative``); after
+        none, no arrays. Anything else is a ValueError naming the entry, before any
+        change."""
+        name = type(self).__name__
+        steps = check_number(name, "steps", steps, integer=True, low=0, high=2 ** 53)
+        expected = {}
+        for i, group in enumerate(self._groups):
+            prefix = f"{i}/" if len(self._groups) > 1 else ""
+            for state in (self.group_state_names(group.hyper) if steps else ()):
+                expected[prefix + state] = group, state
+        for key in sorted(set(arrays) - set(expected)):
+            raise ValueError(f"{name}: state {key!r} is not one {name} keeps" +
+                             (" before its first step (steps is 0)" if not steps else ""))
+        for key in sorted(set(expected) - set(arrays)):
+            raise ValueError(f"{name}: state {key!r} is missing ({steps} steps taken)")
+        for key, (group, state) in expected.items():
+            value, size = arrays[key], group.store.data.size
+            if value.shape != (size,) or value.dtype != self.dtype:
+                raise ValueError(f"{name}: state {key!r} is {value.dtype} of shape "
+                                 f"{value.shape}; its parameters need {self.dtype} of shape "
+                                 f"({size},)")
+            if not np.isfinite(value).all() or (state in self.nonnegative and
+                                                (value < 0).any()):
+                kind = "finite values >= 0" if state in self.nonnegative else "finite values"
+                raise ValueError(f"{name}: state {key!r} must hold {kind}")
+        for key, (group, state) in expected.items():
+            group.buffer(state)[...] = arrays[key]
+        self.steps = steps
+        if initial_lr is not None:
+            values = initial_lr if isinstance(initial_lr, list) else [initial_lr] * len(
+                self.param_groups)
+            for group, value in zip(self.param_groups, values):
+                group["initial_lr"] = float(value)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
+        return f"{type(self).__name__}({args}{groups})"
+
+
+def positive(owner: object, name: str, value: float) -> None:
+    if not (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{type(owner).__name__}: {name} must be a positive number, "
+                         f"got {value!r}")
