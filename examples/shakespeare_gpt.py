@@ -6,8 +6,9 @@ dropout, no biases in Linear and LayerNorm, exact GELU, the output head tied to 
 embedding, weights drawn from N(0, 0.02) (the residual projections 0.02/√(2·layers)),
 AdamW lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on matrices only, gradients clipped at
 norm 1.0, 100 warmup steps, then cosine decay to 1e-4 at step 2000; 2,000 steps.
-Prints a sample, then the mean cross-entropy over the whole validation split in windows of
-64 (nanoGPT's README: 1.88, estimated on 20 random batches).
+Prints a sample that continues --prompt for --tokens characters (``model.generate``), then
+the mean cross-entropy over the whole validation split in windows of 64 (nanoGPT's README:
+1.88, estimated on 20 random batches). Saves the model and, beside it, its vocabulary.
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
 --quick trains 100 steps and validates on a tenth of the split (seconds); --plot DIR
 writes the loss of every step there as PNG.
@@ -53,17 +54,6 @@ def windows(data: np.ndarray, starts: np.ndarray, context: int) -> tuple[np.ndar
     return data[index], data[index + 1]
 
 
-def sample(model: nnlite.Model, chars: list[str], length: int, context: int,
-           rng: np.random.Generator) -> str:
-    """Characters drawn one at a time from the model's softmax, after a newline."""
-    out = [chars.index("\n")]
-    for _ in range(length):
-        logits = model.predict(np.array([out[-context:]]))[0, -1].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        out.append(int(rng.choice(len(p), p=p / p.sum())))
-    return "".join(chars[i] for i in out[1:])
-
-
 class StepLosses(nnlite.callbacks.Callback):
     """Records the training loss of every step (one epoch here is the whole run)."""
 
@@ -81,7 +71,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="default 2000, or 100 with --quick")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--sample", type=int, default=300, help="characters to sample")
+    parser.add_argument("--prompt", default="ROMEO:", help="the text the sample continues")
+    parser.add_argument("--tokens", type=int, default=300, help="characters to sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default="shakespeare_gpt.npz", help="where to save the model")
     parser.add_argument("--quick", action="store_true",
@@ -94,14 +85,14 @@ def main() -> None:
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
         Path(__file__).resolve().parent.parent / "datasets"
     text = nnlite.datasets.load_tiny_shakespeare(root)
-    chars = sorted(set(text))
-    data = np.searchsorted(np.array(chars), np.array(list(text)))      # ids 0..64
+    vocab = nnlite.datasets.CharVocab(text)
+    data = vocab.encode(text)                                           # ids 0..64
     split = int(0.9 * len(data))
     train, val = data[:split], data[split:]
 
     rng = np.random.default_rng(args.seed)
     nnlite.set_seed(args.seed)
-    model = build(len(chars), context, rng=rng)
+    model = build(len(vocab), context, rng=rng)
     # One epoch of `steps` random windows is nanoGPT's `steps` random batches.
     x, y = windows(train, rng.integers(0, len(train) - context - 1,
                                        args.steps * args.batch_size), context)
@@ -120,7 +111,9 @@ def main() -> None:
     print(f"trained {args.steps} steps in {seconds:.0f} s ({1000 * seconds / args.steps:.0f} "
           f"ms per step)")
     model.save(args.save)
-    print(sample(model, chars, args.sample, context, np.random.default_rng(args.seed)))
+    vocab.save(Path(args.save).with_suffix(".vocab.json"))
+    prompt = vocab.encode(args.prompt)[None]
+    print(vocab.decode(model.generate(prompt, args.tokens, seed=args.seed)[0]))
     if args.quick:
         val = val[:len(val) // 10]
     vx, vy = windows(val, np.arange(0, len(val) - context - 1, context), context)

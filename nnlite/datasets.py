@@ -1,5 +1,5 @@
 """Datasets (MNIST, Fashion-MNIST, tiny-shakespeare, scikit-learn's digits), the IDX format,
-and mini-batches.
+and mini-batches; ``CharVocab`` (text to ids, from ``nnlite.text``).
 
 MNIST-style loaders read the four original IDX gzip files from
 ``root/<name>/``; ``root`` defaults to ``$NNLITE_DATA``, else ``~/.cache/nnlite``.
@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from .text import CharVocab  # noqa: F401  (nnlite.datasets.CharVocab)
 from .validate import check_batch_size
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -97,8 +98,9 @@ def load_fashion_mnist(root: str | os.PathLike | None = None,
 
 def load_tiny_shakespeare(root: str | os.PathLike | None = None, download: bool = True) -> str:
     """The tiny-shakespeare text (``input.txt`` of char-rnn's ``data/tinyshakespeare``, the
-    one nanoGPT uses): 1,115,394 characters, from ``root/tinyshakespeare/``, found or
-    downloaded and verified by SHA-256 like the other datasets."""
+    one nanoGPT uses) as one str: 1,115,394 characters, 65 distinct, from
+    ``root/tinyshakespeare/``, found or downloaded and verified by SHA-256 like the other
+    datasets. ``CharVocab(text)`` turns it into ids."""
     folder = data_root(root) / "tinyshakespeare"
     return fetch("tinyshakespeare", "input.txt", folder, download).read_text(encoding="utf-8")
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import io
+from . import generation, io
 from .budget import probe_rows
 from .callbacks import Callback, CallbackList, EpochLine, History, ProgressBar, interactive
 from .datasets import batches
@@ -101,6 +101,14 @@ class Trainable(Layer):
         if outs is None:
             outs = [np.empty((0,), self.dtype) for _ in range(self.n_outputs)]
         return outs if self.n_outputs > 1 else outs[0]
+
+    def generate(self, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int | None = None) -> np.ndarray:
+        """``ids`` (N, T) and ``max_new_tokens`` more, sampled one at a time from the logits
+        (N, T, vocab) this model returns, as nanoGPT's ``generate``: see
+        ``nnlite.generation.generate``."""
+        return generation.generate(self, ids, max_new_tokens, temperature=temperature,
+                                   top_k=top_k, seed=seed)
 
     def evaluate(self, x: Any, y: Any, loss: Loss | Sequence[Loss] | None = None,
                  metrics: Sequence[str] | None = None, batch_size: int = 1024,

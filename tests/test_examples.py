@@ -109,11 +109,16 @@ def test_digits_lstm_quick_with_plots(tmp_path):
 
 def test_shakespeare_gpt_quick_with_plot(tmp_path, data_root):
     """The GPT example, shortened: it trains, samples and reports its loss."""
-    out = run("shakespeare_gpt.py", "--data-dir", str(data_root), "--quick", "--sample", "40",
-              "--save", "g.npz", *PLOT, cwd=tmp_path)
-    match = re.search(r"^val loss: (\d\.\d{4})$", out.strip().splitlines()[-1])
+    out = run("shakespeare_gpt.py", "--data-dir", str(data_root), "--quick", "--tokens", "40",
+              "--prompt", "ROMEO:", "--save", "g.npz", *PLOT, cwd=tmp_path)
+    lines = out.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ROMEO:"))
+    assert len("\n".join(lines[start:])) >= len("ROMEO:") + 40 - 1  # the sample, then more
+    match = re.search(r"^val loss: (\d\.\d{4})$", lines[-1])
     assert match, out[-500:]
     assert float(match.group(1)) < 3.0          # uniform guessing over 65 characters: 4.17
-    model = __import__("nnlite").load(tmp_path / "g.npz")
+    nnlite = __import__("nnlite")
+    model = nnlite.load(tmp_path / "g.npz")
     assert model.layers[-1].weight is model.layers[0].weight
+    assert len(nnlite.datasets.CharVocab.load(tmp_path / "g.vocab.json")) == 65
     figures(tmp_path / "figs", ["loss"])
