@@ -185,7 +185,7 @@ def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: floa
     multi_out = len(ys) > 1  # forward returned a list (of one output, it is taken as bare)
     rng = np.random.default_rng(seed + 1)
     gs = [rng.standard_normal(y.shape) for y in ys]
-    params = dict(layer.named_parameters())
+    params = {name: p for name, p in layer.named_parameters() if p.requires_grad}  # not frozen
     for p in params.values():
         p.grad[...] = 0
     before = [v.copy() for v in xs + gs]

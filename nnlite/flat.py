@@ -19,22 +19,24 @@ from .parameter import Parameter
 class FlatStore:
     """One contiguous data array and one grad array with a view per parameter."""
 
-    def __init__(self, params: list[Parameter]):
+    def __init__(self, params: list[Parameter], dtype: np.dtype):
         dtypes = {p.data.dtype for p in params}
         if len(dtypes) > 1:
             raise ValueError(f"optimizer: parameters have different dtypes "
                              f"({', '.join(sorted(map(str, dtypes)))}); convert the model with "
                              f"model.astype(...) first")
         self.params = params
-        self.dtype = dtypes.pop()
+        self.dtype = dtypes.pop() if dtypes else dtype
         self.shapes = [p.data.shape for p in params]
         total = sum(p.data.size for p in params)
         self.data = np.empty(total, self.dtype)
         self.grad = np.empty(total, self.dtype)
         self.data_views, self.grad_views = [], []
+        self.where: dict[int, slice] = {}  # id of each parameter -> its slice of the store
         offset = 0
         for p, shape in zip(params, self.shapes):
             n = p.data.size
+            self.where[id(p)] = slice(offset, offset + n)
             self.data_views.append(self.data[offset:offset + n].reshape(shape))
             self.grad_views.append(self.grad[offset:offset + n].reshape(shape))
             offset += n
@@ -73,13 +75,22 @@ class FlatStore:
 
 class Group:
     """One parameter group: its hyper-parameters (the dict in ``param_groups``), one flat
-    store of its parameters, its state arrays and a scratch array of the same size."""
+    store of its trainable parameters (``requires_grad``), its state arrays and a scratch
+    array of the same size. Built again when a layer is frozen or unfrozen, it keeps the
+    state of the parameters that stay (``previous``); a parameter that joins starts from
+    zeros, as a parameter's state does in torch.optim when it first has a gradient."""
 
-    def __init__(self, hyper: dict[str, Any]):
+    def __init__(self, hyper: dict[str, Any], previous: Group | None = None):
         self.hyper = hyper
-        self.store = FlatStore(hyper["params"])
+        self.store = FlatStore([p for p in hyper["params"] if p.requires_grad],
+                               hyper["params"][0].data.dtype)
         self.state: dict[str, np.ndarray] = {}
         self.scratch = np.empty_like(self.store.data)
+        for name, old in (previous.state.items() if previous is not None else ()):
+            new = self.buffer(name)
+            for p in self.store.params:
+                if id(p) in previous.store.where:
+                    new[self.store.where[id(p)]] = old[previous.store.where[id(p)]]
 
     def buffer(self, name: str) -> np.ndarray:
         if name not in self.state:

@@ -30,8 +30,8 @@ class _Step(NamedTuple):
     multi_in: bool
     multi_out: bool
     shared: bool            # the layer runs at other steps too: keep this call's state
-    trainable: bool         # the layer has parameters
-    flows: tuple[bool, ...]  # per input: does a parameter lie upstream of it?
+    trainable: bool         # the layer has trainable parameters
+    flows: tuple[bool, ...]  # per input: does a trainable parameter lie upstream of it?
 
 
 class Model(Trainable):
@@ -76,12 +76,12 @@ class Model(Trainable):
                 slot[id(v)] = len(slot)
         index = {id(layer): i for i, layer in enumerate(self.layers)}
         shared = shared_positions([node.layer for node in self._nodes])
-        upstream = [False] * len(slot)  # does a parameter lie upstream of this value?
+        upstream = [False] * len(slot)  # does a trainable parameter lie upstream of it?
         steps = []
         for k, node in enumerate(self._nodes):
             ins = tuple(slot[id(v)] for v in node.inputs)
             outs = tuple(slot[id(v)] for v in node.outputs)
-            trainable = bool(node.layer.parameters())
+            trainable = bool(node.layer.trainable_parameters())
             flows = tuple(upstream[s] for s in ins)
             for s in outs:
                 upstream[s] = trainable or any(flows)
@@ -216,7 +216,9 @@ class Model(Trainable):
         return dx if self._multi_in else dx[0]
 
     def _pass_input_grad(self, needed: bool) -> None:
-        """A layer whose every node has no parameter upstream may skip its dL/dx."""
+        """A layer whose every node has no trainable parameter upstream may skip its dL/dx
+        (the plan first sees which layers are frozen now)."""
+        self._plan()
         upstream: dict[int, bool] = {}
         for step in self._steps:
             upstream[id(step.layer)] = upstream.get(id(step.layer), False) or any(step.flows)

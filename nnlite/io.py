@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import layers, optim
+from .architecture import build, describe, subclasses
 from .archive import HEADER, Archive, atomic_write
 from .budget import probe_budget, probe_model
 from .budget import allocation_budget
@@ -37,8 +38,6 @@ VERSION = 3  # 2: layers inside configs, shared layers, tied parameters, Linear'
 #: Bytes a file's architecture may declare beyond the arrays it holds (small buffers that
 #: files of an older version did not store).
 _SLACK = 1 << 16
-#: nnlite's public containers, by the name files give them.
-_CONTAINERS = {"Sequential": "nnlite.sequential:Sequential", "Model": "nnlite.graph:Model"}
 
 
 def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | None = None,
@@ -57,9 +56,9 @@ def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | 
     arrays.update({f"buffer/{name}": b for name, b in model.named_buffers()})
     if optimizer is not None:
         names = {id(p): name for name, p in model.named_parameters()}
-        if sorted(id(p) for p in optimizer.params) != sorted(names):
-            raise ValueError(f"cannot checkpoint {path}: the optimizer's parameters are not "
-                             f"exactly the model's")
+        problem = _uncovered(model, optimizer)
+        if problem:
+            raise ValueError(f"cannot checkpoint {path}: {problem}")
         groups = [{**{k: v for k, v in settings.items() if k != "initial_lr"},
                    "params": [names[id(p)] for p in group["params"]]}
                   for settings, group in zip(optimizer.group_settings(), optimizer.param_groups)]
@@ -87,116 +86,6 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Layer, optim.Optimizer, in
     """Rebuild ``(model, optimizer, epochs_done)`` from a checkpoint written during ``fit``."""
     model, opt, epoch = _read(path, want_optimizer=True)
     return model, opt, epoch
-
-
-def describe(layer: Layer, described: dict[int, int] | None = None) -> dict[str, Any]:
-    """The JSON description of a layer: its class and config, where a layer inside the
-    config is described in turn, and one described before is referred to by number."""
-    described = {} if described is None else described  # id -> number, in order
-    if id(layer) in described:
-        return {"same_as": described[id(layer)]}
-    config = {name: _encode(value, described) for name, value in layer.get_config().items()}
-    described[id(layer)] = len(described)  # numbered after the layers inside it, as build
-    return {"class": _class_name(type(layer)), "config": config}  # makes them
-
-
-def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
-    """The layer a ``describe`` result stands for, freshly initialised."""
-    built = [] if built is None else built
-    if not isinstance(desc, dict) or not isinstance(desc.get("config", {}), dict):
-        raise ValueError(f"a layer description must be a JSON object with a config, got "
-                         f"{str(desc)[:80]}")
-    if "same_as" in desc:
-        k = desc["same_as"]
-        if not whole(k) or not 0 <= k < len(built):
-            raise ValueError(f"a layer refers to layer {k!r}, which is not described before it")
-        return built[k]
-    cls = _buildable(desc.get("class"))
-    config = {name: _decode(value, built) for name, value in desc.get("config", {}).items()}
-    if "layers" in desc:  # version 1: a Sequential's layers beside its config
-        if not isinstance(desc["layers"], list):
-            raise ValueError("a Sequential's layers must be a list")
-        config["layers"] = [build(child, built) for child in desc["layers"]]
-    try:
-        layer = cls.from_config(config)
-    except Exception as e:
-        raise ValueError(f"{cls.__name__} cannot be built from the config "
-                         f"{json.dumps(desc.get('config'))[:200]}: {e}") from None
-    built.append(layer)
-    return layer
-
-
-def class_key(cls: type) -> str:
-    """How a file names a class that is not one of nnlite's: ``"module:qualified name"``."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _subclasses(base: type) -> list[type]:
-    """Every class the running program has derived from ``base``, in order of definition
-    within each family."""
-    found, todo = [], list(base.__subclasses__())
-    while todo:
-        found.append(todo.pop(0))
-        todo.extend(found[-1].__subclasses__())
-    return found
-
-
-def _layer_classes() -> dict[str, type]:
-    """Every Layer class by ``class_key`` (of one key, the one defined last, as when a
-    notebook cell runs again)."""
-    return {class_key(cls): cls for cls in _subclasses(Layer)}
-
-
-def _public(name: str) -> type | None:
-    """nnlite's public layer or container called ``name``."""
-    if name in layers.__all__:
-        return getattr(layers, name)
-    return _layer_classes().get(_CONTAINERS.get(name, ""))
-
-
-def _class_name(cls: type) -> str:
-    """How a file names ``cls``: nnlite's public classes bare, others module:qualname."""
-    return cls.__name__ if _public(cls.__name__) is cls else class_key(cls)
-
-
-def _buildable(name: Any) -> type:
-    """The Layer class a file names: nnlite's public class of a bare name, else the
-    program's class of that ``"module:qualified name"``, else the program's only layer
-    class of that bare name; never a private helper or another of nnlite's classes."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"unknown layer class {name!r}: define or import it before loading")
-    bare = name.rpartition(":")[2].rpartition(".")[2]
-    public = _public(bare)
-    if public is not None and name in (bare, class_key(public)):
-        return public
-    classes = _layer_classes()
-    cls = classes.get(name)
-    if cls is not None and not name.startswith("nnlite.") and not bare.startswith("_"):
-        return cls
-    mine = sorted(key for key, c in classes.items()
-                  if c.__name__ == bare and not key.startswith("nnlite."))
-    if len(mine) > 1:
-        raise ValueError(f"the layer class {name!r} could be any of {', '.join(mine)}; "
-                         f"define only one of them before loading")
-    if not mine or bare.startswith("_"):
-        raise ValueError(f"unknown layer class {name!r}: define or import it before loading")
-    return classes[mine[0]]
-
-
-def _encode(value: Any, described: dict[int, int]) -> Any:
-    if isinstance(value, Layer):
-        return {"layer": describe(value, described)}
-    if isinstance(value, (list, tuple)) and any(isinstance(v, Layer) for v in value):
-        return [_encode(v, described) for v in value]
-    return value
-
-
-def _decode(value: Any, built: list[Layer]) -> Any:
-    if isinstance(value, dict) and set(value) == {"layer"}:
-        return build(value["layer"], built)
-    if isinstance(value, list):
-        return [_decode(v, built) for v in value]
-    return value
 
 
 def _tie(model: Layer, tied: dict[str, str]) -> None:
@@ -359,9 +248,26 @@ def _optimizer(header: dict[str, Any], archive: Archive, model: Layer) -> optim.
         if not all(values):
             raise ValueError(f"{cls.__name__}: initial_lr must be positive, got {initial_lr}")
         initial_lr = values if isinstance(initial_lr, list) else values[0]
+    problem = _uncovered(model, opt)
+    if problem:
+        raise ValueError(problem)
     state = {k[len("optim/"):]: archive.read(k) for k in archive.names if k.startswith("optim/")}
     opt.load_state(state, spec.get("steps"), initial_lr)
     return opt
+
+
+def _uncovered(model: Layer, optimizer: optim.Optimizer) -> str | None:
+    """What is wrong with ``optimizer`` as the one training ``model``: it must hold only
+    the model's parameters, and every trainable one (frozen ones it may leave out)."""
+    mine = {id(p) for p in optimizer.params}
+    if not mine <= {id(p) for p in model.parameters()}:
+        return "the optimizer holds parameters that are not the model's"
+    left_out = [name for name, p in model.named_parameters()
+                if p.requires_grad and id(p) not in mine]
+    if left_out:
+        return (f"the optimizer does not hold the model's trainable parameter "
+                f"{left_out[0]!r} ({len(left_out)} left out)")
+    return None
 
 
 def _groups(groups: Any, model: Layer) -> list[Any]:
@@ -379,5 +285,5 @@ def _groups(groups: Any, model: Layer) -> list[Any]:
 
 def _optimizer_classes() -> dict[str, type]:
     """The public optimizer classes, nnlite's and the running program's, by name."""
-    return {cls.__name__: cls for cls in _subclasses(optim.Optimizer)
+    return {cls.__name__: cls for cls in subclasses(optim.Optimizer)
             if not cls.__name__.startswith("_")}

@@ -64,6 +64,8 @@ class Layer:
     integer_input: bool = False
     #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
     rng: np.random.Generator | None = None
+    #: What ``trainable`` reads; a layer's ``backward`` adds dL/dθ only while it is True.
+    _trainable: bool = True
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, (Parameter, Layer, list, tuple)) or name in self.__dict__.get(
@@ -205,6 +207,33 @@ class Layer:
         finally:
             for m, mode in modes:
                 m.training = mode
+
+    @property
+    def trainable(self) -> bool:
+        """Whether ``fit`` may change this layer's parameters (Keras's name). Setting it sets
+        it for every layer inside too: a frozen layer's parameters stay as they are
+        (optimizers skip them), its ``backward`` computes no dL/dθ, and a frozen BatchNorm
+        normalises with its running statistics and keeps them, as Keras's does."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{type(self).__name__}: trainable must be True or False, got "
+                             f"{value!r}")
+        for m in self.modules():
+            m._set_own_trainable(bool(value))
+
+    def _set_own_trainable(self, value: bool) -> None:
+        """This layer's flag and its own parameters' ``requires_grad``, not those inside
+        (``load`` restores each layer's own)."""
+        self.__dict__["_trainable"] = value
+        for p in self.__dict__.get("_params", {}).values():
+            p.requires_grad = value
+
+    def trainable_parameters(self) -> list[Parameter]:
+        """The parameters of trainable layers: what an optimizer should hold."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def zero_grad(self) -> None:
         for p in self.parameters():

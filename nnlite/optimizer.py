@@ -59,6 +59,7 @@ class Optimizer:
         self.max_grad_norm = max_grad_norm
         self.params = [p for g in self.param_groups for p in g["params"]]
         self.steps = 0
+        self._freeze_count = Parameter.freeze_count
         self._groups = [Group(g) for g in self.param_groups]
         for group in self._groups:  # zeros until the first step, as torch's empty state
             for name in self.group_state_names(group.hyper):
@@ -111,6 +112,8 @@ class Optimizer:
             p.zero_grad()
 
     def step(self) -> None:
+        if Parameter.freeze_count != self._freeze_count:  # a layer was frozen or unfrozen
+            self._regroup()
         grads = [group.store.gradient() for group in self._groups]
         if self.max_grad_norm is not None:
             norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
@@ -123,6 +126,12 @@ class Optimizer:
 
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
+
+    def _regroup(self) -> None:
+        """The flat stores again, over the parameters now trainable: a frozen one is left
+        out (never updated), the state of those that stay is kept."""
+        self._freeze_count = Parameter.freeze_count
+        self._groups = [Group(g.hyper, previous=g) for g in self._groups]
 
     def _decayed(self, group: Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
         """g + weight_decay · p (L2 coupled into the gradient), without touching .grad."""

@@ -52,10 +52,26 @@ class Parameter:
     ``add_matmul`` can write its product straight into the gradient.
     """
 
+    #: Bumped whenever any parameter's ``requires_grad`` changes, so an optimizer sees with
+    #: one comparison per step that it must regroup (``Optimizer.step``).
+    freeze_count = 0
+    _requires_grad = True
+
     def __init__(self, data: Any, dtype: Any = None):
         self.data = np.asarray(data, dtype=resolve_dtype(dtype))
         self._grad = np.zeros_like(self.data)
         self._zero_pending = False
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether optimizers update it (PyTorch's name); ``layer.trainable`` sets it."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value is not self._requires_grad:
+            self._requires_grad = bool(value)
+            Parameter.freeze_count += 1
 
     @property
     def grad(self) -> np.ndarray:

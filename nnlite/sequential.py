@@ -106,8 +106,8 @@ class Sequential(Trainable):
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         """dL/dx = g · J_L ⋯ J₁: each layer's backward, last to first; with ``input_grad``
-        False, down to the first layer with parameters only (whose dL/dx, skipped, is
-        None)."""
+        False, down to the first layer with trainable parameters only (whose dL/dx,
+        skipped, is None)."""
         states = self._cached("_states")
         for i in reversed(self._order[self._stop:]):  # (no swapped pair straddles _stop)
             if i in states:
@@ -125,10 +125,11 @@ class Sequential(Trainable):
         return tangent
 
     def _pass_input_grad(self, needed: bool) -> None:
-        """Without dL/dx, backward stops at the first layer with parameters, which may skip
-        its own dL/dx too, unless it also runs at another position."""
-        first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
-                     len(self.layers))
+        """Without dL/dx, backward stops at the first layer with trainable parameters (a
+        frozen stem is not visited at all), which may skip its own dL/dx too, unless it
+        also runs at another position."""
+        first = next((i for i, layer in enumerate(self.layers)
+                      if layer.trainable_parameters()), len(self.layers))
         self._stop = 0 if needed else first
         if first < len(self.layers) and first not in self._shared and \
                 self.layers[first].skips_input_grad:
@@ -136,10 +137,13 @@ class Sequential(Trainable):
 
     def _summary_rows(self, input_shape):
         """Output shapes need the input's shape without the batch axis; it is inferred from
-        a first Linear layer when not given."""
+        a first layer that is a Linear (in a Sequential first in this one, perhaps) when not
+        given."""
         if input_shape is None:
-            first = next((m for m in self.modules() if hasattr(m, "in_features")), None)
-            input_shape = (first.in_features,) if first is not None else None
+            first = self.layers[0] if self.layers else None
+            while isinstance(first, Sequential) and first.layers:
+                first = first.layers[0]
+            input_shape = (first.in_features,) if hasattr(first, "in_features") else None
         shapes = ["?"] * len(self.layers)
         if input_shape is not None:
             x = np.zeros((1, *input_shape), self.dtype)

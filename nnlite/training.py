@@ -308,7 +308,8 @@ class Trainable(Layer):
     # -- description and files ----------------------------------------------------------
     def summary(self, input_shape: tuple[int, ...] | None = None) -> str:
         """Print (and return) each layer, its output shape and parameter count, Keras-style
-        (and, for a graph, the layers that feed it)."""
+        (and, for a graph, the layers that feed it); then the totals, trainable and not
+        (frozen layers' parameters, and buffers such as BatchNorm's running statistics)."""
         rows = self._summary_rows(input_shape)
         connected = any(row[3] for row in rows)
         width = 64 + 24 * connected
@@ -317,8 +318,11 @@ class Trainable(Layer):
         for name, shape, count, inputs in rows:
             line = f"{name:<26}{shape:<24}{count:>14,}"
             lines.append(line + (f"  {inputs}" if connected else ""))
-        total = sum(p.size for p in self.parameters())
-        lines += ["=" * width, f"Total params: {total:,} ({self.dtype})"]
+        trainable = sum(p.size for p in self.trainable_parameters())
+        fixed = sum(p.size for p in self.parameters()) - trainable + sum(
+            np.size(b) for _, b in self.named_buffers())
+        lines += ["=" * width, f"Total params: {trainable + fixed:,} ({self.dtype})",
+                  f"Trainable params: {trainable:,}", f"Non-trainable params: {fixed:,}"]
         text = "\n".join(lines)
         print(text)
         return text

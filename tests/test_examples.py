@@ -122,3 +122,14 @@ def test_shakespeare_gpt_quick_with_plot(tmp_path, data_root):
     assert model.layers[-1].weight is model.layers[0].weight
     assert len(nnlite.datasets.CharVocab.load(tmp_path / "g.vocab.json")) == 65
     figures(tmp_path / "figs", ["loss"])
+
+
+def test_fine_tune_quick_with_plot(tmp_path, data_root):
+    """A frozen MNIST CNN body under a new head learns Fashion-MNIST; unfreezing its last
+    block goes on from there."""
+    out = run("fine_tune.py", "--data-dir", str(data_root), "--quick", *PLOT, cwd=tmp_path)
+    head = float(re.search(r"head alone: .* test accuracy: (\d\.\d{4})", out).group(1))
+    both = float(re.search(r"last block unfrozen: .* test accuracy: (\d\.\d{4})", out).group(1))
+    assert head > 0.7 and both > 0.7, out[-800:]
+    assert "Trainable params: 31,370" in out and "Non-trainable params: 19,202" in out
+    figures(tmp_path / "figs", ["history"])

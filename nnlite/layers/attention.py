@@ -105,10 +105,10 @@ class MultiHeadAttention(Layer):
         np.matmul(ds, k, out=dqkv[0])                                     # dL/dQ
         np.matmul(ds.transpose(0, 1, 3, 2), q, out=dqkv[1])               # dL/dK
         rows = dqkv.transpose(1, 3, 0, 2, 4).reshape(n * t, 3 * e)
-        x2 = x.reshape(n * t, e)
-        self.in_proj_weight.add_matmul(rows.T, x2)
-        if self.in_proj_bias is not None:
-            self.in_proj_bias.add_matmul(self._filled((n * t,), rows.dtype, 1), rows)
+        if self._trainable:  # dL/dθ only for a layer fit may change
+            self.in_proj_weight.add_matmul(rows.T, x.reshape(n * t, e))
+            if self.in_proj_bias is not None:
+                self.in_proj_bias.add_matmul(self._filled((n * t,), rows.dtype, 1), rows)
         if not self.input_grad:
             return None
         return (rows @ self.in_proj_weight.data).reshape(n, t, e)

@@ -140,16 +140,18 @@ class Conv2D(Layer):
         dw = None
         for start, stop, rows in self._im2col(xh, reuse=self._last):
             gc = g2[start * ho * wo:stop * ho * wo]
-            part = gc.T @ rows            # and, from the column of ones, Σ G for the bias
-            dw = part if dw is None else np.add(dw, part, out=dw)
+            if self._trainable:  # dL/dθ only for a layer fit may change
+                part = gc.T @ rows        # and, from the column of ones, Σ G for the bias
+                dw = part if dw is None else np.add(dw, part, out=dw)
             if dxh is not None:
                 drows = np.matmul(gc, w, out=buf[:len(rows)])
                 add_windows(dxh[start:stop], drows.reshape(-1, ho, wo, kh, kw, c),
                              self.stride)
-        self.weight.grad += dw[:, :width].reshape(self.out_channels, kh, kw, c
-                                                  ).transpose(0, 3, 1, 2)
-        if self.bias is not None:
-            self.bias.grad += dw[:, width]
+        if dw is not None:
+            self.weight.grad += dw[:, :width].reshape(self.out_channels, kh, kw, c
+                                                      ).transpose(0, 3, 1, 2)
+            if self.bias is not None:
+                self.bias.grad += dw[:, width]
         if dxh is None:
             return None
         (ph, pw), (hp, wp) = self.padding, xh.shape[1:3]

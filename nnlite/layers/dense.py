@@ -62,9 +62,10 @@ class Linear(Layer):
         x = self._cached("_x")
         x2, g2 = (x, grad) if x.ndim == 2 else (x.reshape(-1, self.in_features),
                                                 grad.reshape(-1, self.out_features))
-        self.weight.add_matmul(g2.T, x2)
-        if self.bias is not None:  # the column sums of g, as 1ᵀg
-            self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
+        if self._trainable:  # dL/dθ only for a layer fit may change
+            self.weight.add_matmul(g2.T, x2)
+            if self.bias is not None:  # the column sums of g, as 1ᵀg
+                self.bias.add_matmul(self._filled((len(g2),), g2.dtype, 1), g2)
         return grad @ self.weight.data if self.input_grad else None
 
     def jvp(self, tangent: np.ndarray) -> np.ndarray:

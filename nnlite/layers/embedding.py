@@ -52,6 +52,8 @@ class Embedding(Layer):
 
     def backward(self, grad: np.ndarray) -> None:
         ids = self._cached("_ids")
+        if not self._trainable:  # dL/dθ only for a layer fit may change; ids have no dL/dx
+            return None
         rows = grad.reshape(-1, self.embedding_dim)
         flat = ids.reshape(-1)
         if self.num_embeddings <= 4 * len(flat):
@@ -109,7 +111,8 @@ class PositionalEmbedding(Layer):
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         t = self._cached("_t")
-        self.weight.grad[:t] += grad.sum(axis=0)
+        if self._trainable:
+            self.weight.grad[:t] += grad.sum(axis=0)
         return grad
 
     def jvp(self, tangent: np.ndarray) -> np.ndarray:

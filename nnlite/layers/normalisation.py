@@ -18,7 +18,8 @@ class BatchNorm(Layer):
     biased batch variance, y = γ x̂ + β. Running statistics move by ``momentum``:
     μ ← (1 − m)μ + m·μ_B, σ² ← (1 − m)σ² + m·σ²_B·M/(M − 1) (unbiased, M values per
     channel), and replace the batch statistics in eval mode; ``num_batches_tracked`` counts
-    the training batches, as torch's.
+    the training batches, as torch's. A frozen BatchNorm (``trainable = False``) runs as in
+    eval mode, with and without changing its running statistics, as Keras's.
     VJP (training), per channel over its M values, with ĝ = g ⊙ γ:
     dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / √(σ²_B + ε);
     dL/dγ += Σ g ⊙ x̂;  dL/dβ += Σ g.  In eval mode dL/dx = g ⊙ γ/√(σ² + ε).
@@ -45,7 +46,7 @@ class BatchNorm(Layer):
         if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"{self!r} expects input of shape (N, {self.num_features}) or "
                              f"(N, {self.num_features}, H, W), got {x.shape}")
-        if self.training and x.size // self.num_features < 2:
+        if self.training and self._trainable and x.size // self.num_features < 2:
             raise ValueError(f"{self!r} needs more than one value per channel in training, "
                              f"got input of shape {x.shape}")
 
@@ -63,7 +64,7 @@ class BatchNorm(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         rows = self._rows(x)
         m = len(rows)
-        if self.training:
+        if self.training and self._trainable:
             mean = _column_sums(rows) / m
             centred = rows - mean
             var = np.einsum("ij,ij->j", centred, centred) / m
@@ -76,7 +77,8 @@ class BatchNorm(Layer):
             centred = rows - self.running_mean
             var = self.running_var
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype)
-        self._centred, self._inv_std, self._batch_stats = centred, inv_std, self.training
+        self._centred, self._inv_std = centred, inv_std
+        self._batch_stats = self.training and self._trainable
         y = np.multiply(centred, inv_std * self.weight.data)    # γ x̂ = γ/σ · (x − μ)
         y += self.bias.data
         return self._back(y, x)
@@ -85,13 +87,16 @@ class BatchNorm(Layer):
         centred, inv_std = self._cached("_centred"), self._cached("_inv_std")
         g = self._rows(grad)
         m = len(g)
+        scale = self.weight.data * inv_std                      # γ/σ
+        if not self._batch_stats:
+            if self._trainable:
+                self.weight.grad += np.einsum("ij,ij->j", g, centred) * inv_std
+                self.bias.grad += _column_sums(g)
+            return self._back(g * scale, grad)
         sum_g = _column_sums(g)
         sum_g_xhat = np.einsum("ij,ij->j", g, centred) * inv_std
         self.weight.grad += sum_g_xhat
         self.bias.grad += sum_g
-        scale = self.weight.data * inv_std                      # γ/σ
-        if not self._batch_stats:
-            return self._back(g * scale, grad)
         # γ/σ · (g − mean(g) − x̂ mean(g x̂)), with x̂ = (x − μ)/σ, as a·(g − ḡ) + k·(x − μ)
         dx = np.subtract(g, sum_g / m)
         dx *= scale
@@ -172,9 +177,11 @@ class LayerNorm(Layer):
         xhat, inv_std = self._cached("_xhat"), self._inv_std
         g = grad.reshape(xhat.shape)
         if self.weight is not None:
-            self.weight.grad += np.einsum("ij,ij->j", g, xhat).reshape(self.normalized_shape)
-            if self.bias is not None:
-                self.bias.grad += _column_sums(g).reshape(self.normalized_shape)
+            if self._trainable:
+                self.weight.grad += np.einsum("ij,ij->j", g, xhat).reshape(
+                    self.normalized_shape)
+                if self.bias is not None:
+                    self.bias.grad += _column_sums(g).reshape(self.normalized_shape)
             g = g * self.weight.data.reshape(-1)
         d = xhat.shape[1]
         mean_g = g.mean(axis=1, keepdims=True)

@@ -79,11 +79,12 @@ class _Recurrent(Layer):
         n, t, _ = x.shape
         rows_in = d_in.transpose(1, 0, 2).reshape(n * t, -1)
         rows_hidden = d_hidden.transpose(1, 0, 2).reshape(n * t, -1)
-        ones = self._filled((n * t,), rows_in.dtype, 1)
-        self.weight_ih.add_matmul(rows_in.T, x.reshape(n * t, -1))
-        self.weight_hh.add_matmul(rows_hidden.T, hs_prev.reshape(n * t, -1))
-        self.bias_ih.add_matmul(ones, rows_in)
-        self.bias_hh.add_matmul(ones, rows_hidden)
+        if self._trainable:  # dL/dθ only for a layer fit may change
+            ones = self._filled((n * t,), rows_in.dtype, 1)
+            self.weight_ih.add_matmul(rows_in.T, x.reshape(n * t, -1))
+            self.weight_hh.add_matmul(rows_hidden.T, hs_prev.reshape(n * t, -1))
+            self.bias_ih.add_matmul(ones, rows_in)
+            self.bias_hh.add_matmul(ones, rows_hidden)
         if not self.input_grad:
             return None
         return (rows_in @ self.weight_ih.data).reshape(x.shape)

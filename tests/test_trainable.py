@@ -1,0 +1,137 @@
+"""Frozen layers (``trainable = False``, Keras's name): fit and optimizers leave them as
+they are, backward computes none of their gradients, files keep the flag."""
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import layers as L, losses, optim
+
+
+def cnn():
+    nnlite.set_seed(0)
+    body = nnlite.Sequential(L.Conv2D(1, 4, 3, padding=1), L.BatchNorm(4), L.ReLU(),
+                             L.MaxPool2D(2), L.Flatten())
+    return nnlite.Sequential(body, L.Linear(4 * 4 * 4, 16), L.ReLU(), L.Linear(16, 3))
+
+
+def data(rng, n=96):
+    return rng.standard_normal((n, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def snapshot(layer):
+    return [p.data.copy() for p in layer.parameters()] + [b.copy() for _, b in
+                                                          layer.named_buffers()]
+
+
+def test_a_frozen_body_stays_bit_identical_buffers_included_and_the_head_learns(rng):
+    model = cnn()
+    x, y = data(rng)
+    model[0].trainable = False
+    assert not model[0].trainable and not model[0][1].trainable and model[1].trainable
+    before, head = snapshot(model[0]), snapshot(model[1])
+    model.fit(x, y, loss=losses.CrossEntropy(), epochs=2, batch_size=32, verbose=False,
+              optimizer=optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1))
+    for a, b in zip(before, snapshot(model[0])):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(head, snapshot(model[1])))
+    assert model.trainable_parameters() == model[1].parameters() + model[3].parameters()
+
+
+def test_a_frozen_stem_is_not_visited_by_backward_and_computes_no_gradient(rng):
+    model = cnn()
+    x, y = data(rng)
+    model[0].trainable = False
+    calls = []
+    for layer in model[0]:
+        layer.backward = lambda g, original=layer.backward: calls.append(1) or original(g)
+    model.fit(x, y, loss=losses.CrossEntropy(), epochs=1, batch_size=32, verbose=False,
+              optimizer=optim.SGD(model.parameters(), lr=0.1))
+    assert not calls
+    model.forward(x)                               # by hand, dL/dx through the frozen body
+    model.backward(np.ones((len(x), 3), np.float32))
+    assert calls and not any(p.grad.any() for p in model[0].parameters())
+    assert all(p.grad.any() for p in model[1].parameters())
+
+
+def test_a_frozen_batchnorm_normalises_with_its_running_statistics_and_keeps_them(rng):
+    bn = L.BatchNorm(3)
+    bn.running_mean[:] = [0.5, -1.0, 2.0]
+    bn.running_var[:] = [4.0, 0.25, 1.0]
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    with bn.evaluating():
+        expected = bn.forward(x)
+    bn.trainable = False
+    assert bn.training
+    np.testing.assert_array_equal(bn.forward(x), expected)
+    assert bn.running_mean.tolist() == [0.5, -1.0, 2.0] and int(bn.num_batches_tracked) == 0
+    assert nnlite.check.check_layer(bn, x.astype(np.float64)[:1])   # one row is fine frozen
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.Adam(p, lr=0.1, weight_decay=0.1),
+                                  lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: optim.NAdam(p)])
+def test_an_optimizer_over_frozen_parameters_leaves_them_and_keeps_the_others_state(make, rng):
+    model = nnlite.Sequential(L.Linear(3, 4), L.Linear(4, 2))
+    opt = make(model.parameters())
+    model[0].trainable = False                     # after the optimizer was made
+    frozen = [p.data.copy() for p in model[0].parameters()]
+    for step in range(3):
+        opt.zero_grad()
+        for p in model.parameters():
+            p.grad[...] = rng.standard_normal(p.shape)   # even a gradient does not move it
+        opt.step()
+        if step == 1:
+            state = {k: v.copy() for k, v in opt.state.items()}
+    for p, want in zip(model[0].parameters(), frozen):
+        np.testing.assert_array_equal(p.data, want)
+    model[0].trainable = True                     # unfrozen: it learns again, the rest goes on
+    opt.zero_grad()
+    for p in model.parameters():
+        p.grad[...] = 1.0
+    opt.step()
+    assert not np.array_equal(model[0].weight.data, frozen[0])
+    assert all(opt.state[k].size == 4 * 3 + 4 + 4 * 2 + 2 for k in state)
+
+
+def test_files_and_checkpoints_keep_trainable_and_resume_exactly(rng, tmp_path):
+    x, y = data(rng)
+    model = cnn()
+    model[0][0].trainable = False                 # the first convolution only
+    model.save(tmp_path / "m.npz")
+    loaded = nnlite.load(tmp_path / "m.npz")
+    assert [m.trainable for m in loaded.modules()] == [m.trainable for m in model.modules()]
+    assert not loaded[0][0].weight.requires_grad and loaded[0][1].weight.requires_grad
+
+    def run(epochs, initial=0, start=None):
+        m, opt = start or (cnn(), None)
+        if start is None:
+            m[0][0].trainable = False
+            opt = optim.Adam(m.trainable_parameters(), lr=1e-2)
+        m.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, epochs=epochs,
+              initial_epoch=initial, batch_size=32, verbose=False, seed=3,
+              callbacks=[nnlite.callbacks.ModelCheckpoint(tmp_path / f"c{epochs}.npz")])
+        return m
+    full = run(2)
+    run(1)
+    model, opt, epoch = nnlite.load_checkpoint(tmp_path / "c1.npz")
+    assert epoch == 1 and not model[0][0].trainable and len(opt.params) == 8 - 2
+    resumed = run(2, 1, (model, opt))
+    for a, b in zip(snapshot(full), snapshot(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_summary_counts_trainable_and_non_trainable_parameters_as_keras(capsys):
+    model = cnn()
+    model[0].trainable = False
+    text = model.summary()
+    conv, bn = 4 * 9 + 4, 4 + 4
+    buffers = 4 + 4 + 1                            # running mean and variance, the batch count
+    head = 64 * 16 + 16 + 16 * 3 + 3
+    assert f"Trainable params: {head:,}" in text
+    assert f"Non-trainable params: {conv + bn + buffers:,}" in text
+    assert f"Total params: {head + conv + bn + buffers:,}" in text
+
+
+def test_trainable_takes_true_or_false():
+    with pytest.raises(ValueError, match="trainable must be True or False"):
+        L.Linear(2, 2).trainable = "no"
