@@ -176,6 +176,53 @@ def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
         yield _rows(x, rows), _rows(y, rows)
 
 
+class Dataset:
+    """A dataset of batches, as Keras's ``keras.utils.PyDataset``: ``len(dataset)`` is its
+    number of batches and ``dataset[i]`` batch i, ``(x, y)`` (lists for several inputs or
+    outputs; ``x`` alone for ``predict``). ``fit``, ``evaluate`` and ``predict`` take any
+    object that has these two, and call its ``set_epoch(epoch)`` before an epoch and its
+    ``on_epoch_end()`` after one when it has them; this class documents the protocol."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define __len__: its batches")
+
+    def __getitem__(self, index: int) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(i): batch i")
+
+
+class ArrayDataset(Dataset):
+    """Arrays as a dataset of ``batch_size`` rows per batch: ``x`` (and ``y``, when given)
+    are arrays or lists of them, or memory maps (``np.load(path, mmap_mode="r")``), of
+    which each batch reads only its rows. With ``shuffle``, each epoch's order of rows is
+    drawn from ``(seed, epoch)`` (``set_epoch``), so a resumed run gets the same batches."""
+
+    def __init__(self, x: Any, y: Any = None, batch_size: int = 32, shuffle: bool = False,
+                 seed: int = 0):
+        self.x, self.y = x, y
+        self.n = len(x[0]) if isinstance(x, list) else len(x)
+        for v in ([] if y is None else y if isinstance(y, list) else [y]):
+            if len(v) != self.n:
+                raise ValueError(f"ArrayDataset: x has {self.n} rows but y has {len(v)}")
+        check_batch_size(batch_size)
+        self.batch_size, self.shuffle, self.seed, self.order = int(batch_size), bool(shuffle), \
+            seed, None
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle:
+            self.order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(f"ArrayDataset: batch {index} of {len(self)}")
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        rows = rows if self.order is None else self.order[rows]
+        return _rows(self.x, rows) if self.y is None else (_rows(self.x, rows),
+                                                            _rows(self.y, rows))
+
+
 def _rows(a: Any, rows: Any) -> Any:
     """The given rows of an array (or of each array in a list): a view for a slice, else a
     copy by ``take``, which copies whole rows a little faster than ``a[indices]``."""

@@ -19,6 +19,7 @@ from . import generation, io
 from .budget import probe_rows
 from .callbacks import Callback, CallbackList, EpochLine, History, ProgressBar, interactive
 from .datasets import batches
+from .feed import Feed, bare, checked_batch, is_stream, predict_stream
 from .layer import Layer, default_rng
 from .parameter import get_default_dtype
 from .losses import CrossEntropy, Loss
@@ -26,7 +27,7 @@ from .objective import Objective, loss_weights_of, per_output
 from .optimizer import Optimizer
 from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
-from .validate import (as_arrays, check_batch_size, check_fit_args, check_flag,
+from .validate import (as_arrays, check_batch_size, check_fit_args, check_flag, no_y,
                        check_last_batch, check_lengths)
 
 
@@ -80,9 +81,15 @@ class Trainable(Layer):
         return [""] if self.n_outputs == 1 else [f"output_{i}_" for i in range(self.n_outputs)]
 
     # -- inference ----------------------------------------------------------------
-    def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray | list[np.ndarray]:
+    def predict(self, x: Any, batch_size: int = 1024, *, steps: int | None = None
+                ) -> np.ndarray | list[np.ndarray]:
         """The model's outputs for ``x``, computed in eval mode, ``batch_size`` rows at a time
-        (one array, or a list of one array per output)."""
+        (one array, or a list of one array per output). ``x`` may be a dataset or an
+        iterator of batches (``nnlite.feed``; an iterator's ``steps`` batches), whose
+        outputs are joined."""
+        if is_stream(x):
+            outs = predict_stream(self, Feed(x, "predict", steps))[0]
+            return outs if self.n_outputs > 1 else outs[0]
         xs = self._as_inputs(x, "predict")
         check_batch_size(batch_size)
         shapes = [(v.shape[1:], v.dtype.str) for v in xs]
@@ -110,9 +117,10 @@ class Trainable(Layer):
         return generation.generate(self, ids, max_new_tokens, temperature=temperature,
                                    top_k=top_k, seed=seed)
 
-    def evaluate(self, x: Any, y: Any, loss: Loss | Sequence[Loss] | None = None,
+    def evaluate(self, x: Any, y: Any = None, loss: Loss | Sequence[Loss] | None = None,
                  metrics: Sequence[str] | None = None, batch_size: int = 1024,
-                 loss_weights: Sequence[float] | None = None) -> dict[str, float]:
+                 loss_weights: Sequence[float] | None = None, *,
+                 steps: int | None = None) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode.
 
         The loss is ``loss``, else the one ``fit`` last trained the model with. Accuracy
@@ -120,10 +128,16 @@ class Trainable(Layer):
         BinaryCrossEntropy loss, or, with no loss known, integer targets; asking for
         ``metrics=("accuracy",)`` on a regression output is a ValueError. With several
         outputs, ``loss`` is the weighted sum and each output has its own
-        ``output_i_loss`` (and ``output_i_accuracy``).
+        ``output_i_loss`` (and ``output_i_accuracy``). ``x`` may be a dataset or an iterator
+        of (x, y) batches (``nnlite.feed``), ``y`` then left out.
         """
-        xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
-        check_lengths(xs, ys, "evaluate")
+        if is_stream(x):
+            no_y(y, "evaluate")
+            preds, ys = predict_stream(self, Feed(x, "evaluate", steps), with_targets=True)
+        else:
+            xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
+            check_lengths(xs, ys, "evaluate")
+            preds = None
         for metric in metrics or ():
             if metric != "accuracy":
                 raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
@@ -140,8 +154,9 @@ class Trainable(Layer):
                 raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
                                  f"fit the model first (its targets are {t.dtype}, not labels)")
         weights = loss_weights_of(loss_weights, self.n_outputs)
-        preds = self.predict(_bare(xs), batch_size)
-        preds = preds if self.n_outputs > 1 else [preds]
+        if preds is None:
+            preds = self.predict(bare(xs), batch_size)
+            preds = preds if self.n_outputs > 1 else [preds]
         results: dict[str, float] = {}
         if known is not None:
             for fn, p, t in zip(losses, preds, ys):
@@ -157,12 +172,12 @@ class Trainable(Layer):
         return results
 
     # -- training -----------------------------------------------------------------
-    def fit(self, x: Any, y: Any, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
+    def fit(self, x: Any, y: Any = None, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
             epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
+            validation_data: Any = None, shuffle: bool = True,
             callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
             initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
-            drop_last: bool = False) -> History:
+            drop_last: bool = False, steps_per_epoch: int | None = None) -> History:
         """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
         the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
         validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
@@ -177,27 +192,45 @@ class Trainable(Layer):
         leaves model and optimizer as they were at the start of the last epoch
         whose weights were finite. Ctrl-C stops after the current batch. ``drop_last``
         leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
+
+        ``x`` may instead be a dataset object or an iterator of (x, y) batches, ``y`` then
+        left out (``nnlite.feed``: Keras's ``PyDataset`` protocol, or ``steps_per_epoch``
+        batches of an iterator); ``shuffle`` shuffles a dataset's batch order, and every
+        batch is checked as it arrives. ``validation_data`` may be a dataset too.
         """
-        xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
+        feed = Feed(x, "fit", steps_per_epoch) if is_stream(x) else None
+        if feed is not None:
+            no_y(y, "fit")
         losses = per_output(loss, self.n_outputs)
         weights = loss_weights_of(loss_weights, self.n_outputs)
         check_fit_args(self, optimizer, epochs, batch_size, initial_epoch)
-        self._check_data(xs, ys, losses, "fit")
-        check_last_batch(self, len(xs[0]), batch_size, check_flag("fit", "drop_last",
-                                                                  drop_last))
-        val = None
-        if validation_data is not None:
+        if feed is None:
+            xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
+            self._check_data(xs, ys, losses, "fit")
+            check_last_batch(self, len(xs[0]), batch_size, check_flag("fit", "drop_last",
+                                                                      drop_last))
+        else:
+            checked_batch(self, feed.first(), 0, "fit", losses)
+        val = None  # evaluate's x and y
+        if is_stream(validation_data):
+            Feed(validation_data, "validation_data", None if hasattr(
+                validation_data, "__len__") else 0)   # a dataset; an iterator would run out
+            val = (validation_data, None)
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-            val = (self._as_inputs(validation_data[0], "validation_data"),
-                   self._as_targets(validation_data[1], "validation_data"))
-            self._check_data(*val, losses, "validation_data")
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val) or a "
+                                 "dataset")
+            vx, vy = (self._as_inputs(validation_data[0], "validation_data"),
+                      self._as_targets(validation_data[1], "validation_data"))
+            self._check_data(vx, vy, losses, "validation_data")
+            val = (bare(vx), bare(vy))
         history = History()
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         objective = Objective(losses, weights, self.output_names())
         shown = [EpochLine(epochs)] if verbose else []
         if verbose and interactive():  # a bar where it can redraw: a terminal, a notebook
-            total = len(xs[0]) // batch_size if drop_last else math.ceil(len(xs[0]) / batch_size)
+            total = feed.steps if feed is not None else len(xs[0]) // batch_size if drop_last \
+                else math.ceil(len(xs[0]) / batch_size)
             shown.insert(0, ProgressBar(epochs, total))
         cbs = CallbackList([*shown, *callbacks, history], self, optimizer)
         self.stop_training, self.initial_epoch = False, initial_epoch
@@ -213,8 +246,10 @@ class Trainable(Layer):
                     for m in self.modules():
                         m.rng = rng
                     cbs.call("on_epoch_begin", epoch)
-                    data = batches(_bare(xs), _bare(ys), batch_size, shuffle=shuffle, rng=rng,
-                                   drop_last=drop_last)
+                    data = batches(bare(xs), bare(ys), batch_size, shuffle=shuffle, rng=rng,
+                                   drop_last=drop_last) if feed is None else feed.batches(
+                        lambda b, i: checked_batch(self, b, i, "fit", losses),
+                        rng if shuffle else None, epoch)
                     try:
                         logs = self._train_epoch(data, objective, optimizer, cbs, interrupted)
                     except _Diverged as d:
@@ -227,9 +262,8 @@ class Trainable(Layer):
                     if interrupted.raised:  # a partial epoch is not reported as done
                         break
                     if val is not None:
-                        scores = self.evaluate(  # in batches of batch_size, as Keras
-                            _bare(val[0]), _bare(val[1]), losses, loss_weights=weights,
-                            batch_size=batch_size)
+                        scores = self.evaluate(*val, losses, loss_weights=weights,
+                                               batch_size=batch_size)  # Keras's batches
                         logs.update({f"val_{k}": v for k, v in scores.items()})
                     if not snapshot.take(epoch + 1):
                         snapshot.restore()
@@ -286,13 +320,13 @@ class Trainable(Layer):
         """The door's one-row probe (``nnlite.budget.probe_rows``): every layer's
         ``check_input`` on the way; the outputs."""
         try:
-            out = probe_rows(self, _bare(xs))
+            out = probe_rows(self, bare(xs))
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
         return out if self.n_outputs > 1 else [out]
 
     def _forward_list(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        out = self.forward(_bare(xs))
+        out = self.forward(bare(xs))
         return out if self.n_outputs > 1 else [out]
 
     # -- data in -------------------------------------------------------------------
@@ -354,11 +388,6 @@ class _Diverged(Exception):
     def __init__(self, value: float, batch: int):
         super().__init__(value, batch)
         self.value, self.batch = value, batch
-
-
-def _bare(values: list[Any]) -> Any:
-    """One array bare, several as the list: how containers take inputs and outputs."""
-    return values if len(values) > 1 else values[0]
 
 
 def _accuracy_of(fn: Loss | None, target: np.ndarray) -> Loss | None:

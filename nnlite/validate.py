@@ -105,6 +105,13 @@ def as_arrays(value: Any, dtypes: list[Any], what: str, kind: str) -> list[np.nd
     return arrays
 
 
+def no_y(y: Any, what: str) -> None:
+    """A dataset or an iterator of batches carries its targets: ``y`` is left out."""
+    if y is not None:
+        raise ValueError(f"{what}: x is a dataset or an iterator of (x, y) batches, which "
+                         f"hold the targets; leave y out")
+
+
 def check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> None:
     """Some samples, and as many in every input and target."""
     n = len(xs[0])

@@ -396,7 +396,8 @@ def test_batchnorm_and_a_last_batch_of_one_is_caught_before_the_first_step(digit
     ({"initial_epoch": 1.5}, r"initial_epoch must be a whole number"),
     ({"batch_size": True}, r"batch_size must be a positive whole number, got True"),
     ({"epochs": True}, r"epochs must be a whole number .* got True"),
-    ({"x": (row for row in range(3))}, r"fit: x is a generator; .* take arrays"),
+    ({"x": (row for row in range(3))}, r"fit: x is an iterator of batches, so give "
+                                       r"steps_per_epoch="),
     ({"y": np.full((1797, 10), -0.1)}, r"probability targets must be >= 0"),
     ({"drop_last": "yes"}, r"drop_last must be True or False"),
 ])

@@ -1,0 +1,128 @@
+"""Data that does not fit in memory: fit, evaluate and predict read a dataset object
+(Keras's PyDataset protocol) or an iterator of batches, checking every batch."""
+import numpy as np
+import pytest
+
+import nnlite
+from nnlite import layers as L, losses, optim
+from nnlite.datasets import ArrayDataset, Dataset
+
+
+def mlp():
+    nnlite.set_seed(0)
+    return nnlite.Sequential(L.Linear(6, 8), L.ReLU(), L.Dropout(0.2), L.Linear(8, 3))
+
+
+@pytest.fixture
+def data(rng):
+    return rng.standard_normal((100, 6)).astype(np.float32), rng.integers(0, 3, 100)
+
+
+def trained(x, y=None, **kw):
+    model = mlp()
+    model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters(),
+              lr=1e-2), epochs=3, verbose=False, seed=5, **kw)
+    return [p.data.copy() for p in model.parameters()], model
+
+
+def same(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_a_dataset_and_a_generator_train_to_the_weights_of_the_same_batches_as_arrays(data):
+    x, y = data
+    arrays, _ = trained(x, y, batch_size=16, shuffle=False)
+    dataset, _ = trained(ArrayDataset(x, y, batch_size=16), shuffle=False)
+    assert same(arrays, dataset)
+
+    def generator():
+        while True:
+            for start in range(0, 100, 16):
+                yield x[start:start + 16], y[start:start + 16]
+    assert same(arrays, trained(generator(), steps_per_epoch=7)[0])
+
+
+def test_a_memory_mapped_npy_file_streams_through_a_dataset(data, tmp_path):
+    x, y = data
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert same(trained(x, y, batch_size=16, shuffle=False)[0],
+                trained(ArrayDataset(mapped, y, batch_size=16), shuffle=False)[0])
+
+
+def test_shuffled_batches_follow_the_seed_and_a_resumed_run_is_bit_identical(data, tmp_path):
+    x, y = data
+    first, _ = trained(ArrayDataset(x, y, 16, shuffle=True))
+    assert same(first, trained(ArrayDataset(x, y, 16, shuffle=True))[0])
+    assert not same(first, trained(ArrayDataset(x, y, 16))[0])
+    model = mlp()
+    path = tmp_path / "c.npz"
+    fit = dict(loss=losses.CrossEntropy(), verbose=False, seed=5)
+    model.fit(ArrayDataset(x, y, 16, shuffle=True), optimizer=optim.Adam(
+        model.parameters(), lr=1e-2), epochs=1, callbacks=[
+        nnlite.callbacks.ModelCheckpoint(path)], **fit)
+    resumed, opt, epoch = nnlite.load_checkpoint(path)
+    resumed.fit(ArrayDataset(x, y, 16, shuffle=True), optimizer=opt, epochs=3,
+                initial_epoch=epoch, **fit)
+    assert same(first, [p.data for p in resumed.parameters()])
+
+
+class Counting(Dataset):
+    def __init__(self, x, y, broken=None):
+        self.x, self.y, self.broken, self.ends, self.epochs = x, y, broken, 0, []
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        rows = slice(20 * i, 20 * i + 20)
+        if i == self.broken == 3:
+            return self.x[rows]                     # no targets
+        x = self.x[rows].copy()
+        if i == self.broken == 2:
+            x[4, 1] = np.nan
+        if i == self.broken == 4:
+            x = x[:, :5]
+        return x, self.y[rows]
+
+    def on_epoch_end(self):
+        self.ends += 1
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+
+def test_fit_calls_the_datasets_hooks_and_validates_and_predicts_from_datasets(data):
+    x, y = data
+    counting = Counting(x, y)
+    _, model = trained(counting, validation_data=Counting(x, y))
+    assert counting.ends == 3 and counting.epochs == [0, 1, 2]
+    scores = model.evaluate(Counting(x, y))
+    assert scores == pytest.approx(model.evaluate(x, y))
+    np.testing.assert_array_equal(model.predict(ArrayDataset(x, batch_size=30)),
+                                  model.predict(x))
+    np.testing.assert_array_equal(model.predict(iter([x[:50], x[50:]]), steps=2),
+                                  model.predict(x))
+
+
+@pytest.mark.parametrize("broken, message", [
+    (2, r"fit: batch 2 of the dataset: x has NaN or infinite values, first in row 4"),
+    (3, r"fit: batch 3 of the dataset is ndarray, not a pair \(x, y\)"),
+    (4, r"fit: batch 4 of the dataset.*expects input of shape \(N, 6\)"),
+])
+def test_every_batch_is_checked_and_a_bad_one_named(data, broken, message):
+    x, y = data
+    with pytest.raises(ValueError, match=message):
+        trained(Counting(x, y, broken), shuffle=False)
+
+
+def test_the_arguments_streams_need(data):
+    x, y = data
+    with pytest.raises(ValueError, match="leave y out"):
+        trained(ArrayDataset(x, y), y)
+    with pytest.raises(ValueError, match="steps_per_epoch="):
+        trained(iter([(x, y)]))
+    with pytest.raises(ValueError, match=r"ran out after 1 batches of the 2"):
+        trained(iter([(x, y)]), steps_per_epoch=2)
+    with pytest.raises(ValueError, match=r"steps_per_epoch must be a whole number in \[1, 7"):
+        trained(ArrayDataset(x, y, 16), steps_per_epoch=8)
