@@ -5,9 +5,15 @@ folder; missing files are downloaded there and verified by SHA-256.
 --quick trains on 10,000 images for 3 epochs (seconds); --plot DIR writes the training
 curves, misclassified test digits, the first layer's weights and the input direction each
 of eight test digits is most sensitive to (with its local Lipschitz constant) there as PNG.
+--stream reads the images from their IDX files a batch at a time (decompressed once into a
+temporary folder, then memory-mapped) instead of loading them, and prints the peak memory.
 """
 import argparse
+import gzip
 import os
+import resource
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,43 @@ from nnlite.layers import Dropout, Linear, ReLU
 
 LOADERS = {"mnist": nnlite.datasets.load_mnist,
            "fashion-mnist": nnlite.datasets.load_fashion_mnist}
+
+
+class IdxStream(nnlite.datasets.Dataset):
+    """Rows ``start:stop`` of memory-mapped IDX images and their labels, a batch at a time,
+    each batch scaled to float32 rows in [0, 1] as it is read."""
+
+    def __init__(self, images, labels, start, stop, batch_size):
+        self.images, self.labels, self.start, self.stop = images, labels, start, stop
+        self.batch_size = batch_size
+
+    def __len__(self):
+        return -(-(self.stop - self.start) // self.batch_size)
+
+    def __getitem__(self, i):
+        rows = slice(self.start + i * self.batch_size,
+                     min(self.stop, self.start + (i + 1) * self.batch_size))
+        x = self.images[rows]
+        return x.reshape(len(x), -1).astype(np.float32) / 255, self.labels[rows]
+
+
+def streams(root, dataset, folder, batch_size, quick):
+    """Training, validation and test streams over the dataset's IDX files, decompressed
+    into ``folder`` (verified by SHA-256 first, downloaded if missing)."""
+    files = {}
+    for name in nnlite.datasets.FILES:
+        packed = nnlite.datasets.fetch(dataset, name, Path(nnlite.datasets.data_root(root)) /
+                                       dataset)
+        files[name] = Path(folder) / name[:-3]
+        with gzip.open(packed, "rb") as src, open(files[name], "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    images, labels, test_images, test_labels = (
+        nnlite.datasets.read_idx(files[name], mmap_mode="r") if i % 2 == 0 else
+        nnlite.datasets.read_idx(files[name]) for i, name in enumerate(nnlite.datasets.FILES))
+    n = len(images) - 5000
+    train = IdxStream(images, labels, 0, 10000 if quick else n, batch_size)
+    return (train, IdxStream(images, labels, n, len(images), batch_size),
+            IdxStream(test_images, test_labels, 0, len(test_images), 1000))
 
 
 def main() -> None:
@@ -33,19 +76,35 @@ def main() -> None:
     parser.add_argument("--save", default="mnist_mlp.npz", help="where to save the model")
     parser.add_argument("--quick", action="store_true", help="10,000 images, 3 epochs")
     parser.add_argument("--plot", metavar="DIR", help="write the figures there as PNG")
+    parser.add_argument("--stream", action="store_true",
+                        help="read the images a batch at a time instead of loading them")
     args = parser.parse_args()
-    epochs = args.epochs or (3 if args.quick else 12)
+    if args.stream:
+        with tempfile.TemporaryDirectory() as folder:
+            train(args, streams(args.data_dir or os.environ.get("NNLITE_DATA") or
+                                Path(__file__).resolve().parent.parent / "datasets",
+                                args.dataset, folder, args.batch_size, args.quick))
+    else:
+        train(args)
 
-    root = args.data_dir or os.environ.get("NNLITE_DATA") or \
-        Path(__file__).resolve().parent.parent / "datasets"
-    (x_train, y_train), (x_test, y_test) = LOADERS[args.dataset](root)
-    # Cast once: float32 in [0, 1], one row per image.
-    x_train = x_train.reshape(len(x_train), -1).astype(np.float32) / 255
-    x_test = x_test.reshape(len(x_test), -1).astype(np.float32) / 255
-    x_val, y_val = x_train[-5000:], y_train[-5000:]
-    x_train, y_train = x_train[:-5000], y_train[:-5000]
-    if args.quick:
-        x_train, y_train = x_train[:10000], y_train[:10000]
+
+def train(args, stream=None):
+    """Build and train the MLP on arrays, or on the (train, validation, test) streams."""
+    epochs = args.epochs or (3 if args.quick else 12)
+    if stream is None:
+        root = args.data_dir or os.environ.get("NNLITE_DATA") or \
+            Path(__file__).resolve().parent.parent / "datasets"
+        (x_train, y_train), (x_test, y_test) = LOADERS[args.dataset](root)
+        # Cast once: float32 in [0, 1], one row per image.
+        x_train = x_train.reshape(len(x_train), -1).astype(np.float32) / 255
+        x_test = x_test.reshape(len(x_test), -1).astype(np.float32) / 255
+        val = x_train[-5000:], y_train[-5000:]
+        x_train, y_train = x_train[:-5000], y_train[:-5000]
+        if args.quick:
+            x_train, y_train = x_train[:10000], y_train[:10000]
+        data, test = (x_train, y_train), (x_test, y_test)
+    else:
+        data, val, test = (stream[0], None), stream[1], (stream[2], None)
 
     nnlite.set_seed(args.seed)
     sizes = [784, *(int(h) for h in args.hidden.split(",") if h)]
@@ -57,13 +116,16 @@ def main() -> None:
 
     optimizer = nnlite.optim.Adam(model.parameters(), lr=args.lr)
     schedule = nnlite.optim.CosineAnnealingLR(optimizer, T_max=epochs)
-    history = model.fit(x_train, y_train, loss=nnlite.losses.CrossEntropy(),
-                        optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
-                        validation_data=(x_val, y_val), callbacks=[schedule], seed=args.seed)
+    history = model.fit(*data, loss=nnlite.losses.CrossEntropy(), optimizer=optimizer,
+                        epochs=epochs, batch_size=args.batch_size, validation_data=val,
+                        callbacks=[schedule], seed=args.seed)
     model.save(args.save)
     print(f"saved the model to {args.save}")
-    accuracy = model.evaluate(x_test, y_test)["accuracy"]
+    accuracy = model.evaluate(*test)["accuracy"]
     if args.plot:
+        if stream is not None:  # the pictures need the test images as one array
+            x_test = np.concatenate([stream[2][i][0] for i in range(len(stream[2]))])
+            y_test = np.asarray(stream[2].labels)
         plot = nnlite.plot
         paths = plot.save_figures(args.plot, {
             "history": history.plot(),
@@ -71,6 +133,7 @@ def main() -> None:
             "weights": plot.plot_weights(model[0], (28, 28), max_units=16),
             "sensitivity": plot.plot_sensitivity(model, x_test[:8], image_shape=(28, 28))})
         print("figures:", *paths)
+    print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print(f"test accuracy: {accuracy:.4f}")
 
 

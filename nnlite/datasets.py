@@ -120,15 +120,24 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Split, Split
     return (x_train, y_train), (x_test, y_test)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, mmap_mode: str | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or not) of any element type and rank.
 
-    Validates the magic number and that the payload matches the header's shape.
+    Validates the magic number and that the payload matches the header's shape. With
+    ``mmap_mode`` (``"r"``, as ``np.load``'s), an uncompressed file is memory-mapped instead
+    of read: its rows are read from disk when used (a gzip file must be decompressed first).
     """
     path = Path(path)
     try:
         with open(path, "rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
+            head = raw.read(4 + 4 * 255)
+            gzipped = head[:2] == b"\x1f\x8b"
+        if mmap_mode is not None:
+            if gzipped:
+                raise ValueError(f"{path}: a gzip file cannot be memory-mapped; decompress "
+                                 f"it first")
+            dtype, shape, header = _idx_header(head, str(path), path.stat().st_size)
+            return np.memmap(path, dtype, mmap_mode, header, shape)
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
             data = f.read()
     except (OSError, EOFError) as e:
@@ -140,6 +149,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     """The array stored in the bytes of an (uncompressed) IDX file."""
+    dtype, shape, header = _idx_header(data, name, len(data))
+    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _idx_header(data: bytes, name: str, size: int) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The element type (big-endian), shape and header length that the first bytes of an
+    IDX file of ``size`` bytes declare, checked against that size."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
         raise ValueError(f"{name}: not an IDX file (bad magic number {data[:4].hex()!r})")
     ndim = data[3]
@@ -149,11 +166,10 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, offset=4))
     dtype = np.dtype(_IDX_TYPES[data[2]])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    if size - header != expected:
         raise ValueError(f"{name}: header says shape {shape} ({expected:,} bytes of data), "
-                         f"but the file holds {len(data) - header:,}")
-    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+                         f"but the file holds {size - header:,}")
+    return dtype, shape, header
 
 
 def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,

@@ -133,3 +133,10 @@ def test_fine_tune_quick_with_plot(tmp_path, data_root):
     assert head > 0.7 and both > 0.7, out[-800:]
     assert "Trainable params: 31,370" in out and "Non-trainable params: 19,202" in out
     figures(tmp_path / "figs", ["history"])
+
+
+def test_mnist_mlp_streams_its_images_from_the_idx_files(tmp_path, data_root):
+    out = run("mnist_mlp.py", "--data-dir", str(data_root), "--quick", "--stream", *PLOT,
+              cwd=tmp_path)
+    assert accuracy(out) > 0.9 and re.search(r"^peak memory: \d+ MiB$", out, re.M)
+    figures(tmp_path / "figs", ["history", "mistakes", "weights", "sensitivity"])
