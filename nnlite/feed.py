@@ -63,8 +63,8 @@ class Feed:
                 self.dataset.on_epoch_end()
             return
         for i in range(self.steps):
-            batch, self.peeked = (self.peeked, None) if self.peeked is not None else \
-                (self._next(i), None)
+            batch = self.peeked if self.peeked is not None else self._next(i)
+            self.peeked = None
             yield check(batch, i)
 
     def _next(self, i: int) -> Any:

@@ -213,8 +213,9 @@ class Trainable(Layer):
             checked_batch(self, feed.first(), 0, "fit", losses)
         val = None  # evaluate's x and y
         if is_stream(validation_data):
-            Feed(validation_data, "validation_data", None if hasattr(
-                validation_data, "__len__") else 0)   # a dataset; an iterator would run out
+            if not hasattr(validation_data, "__getitem__"):
+                raise ValueError("fit: validation_data may be a dataset (len and [i]), not an "
+                                 "iterator, which the first epoch would use up")
             val = (validation_data, None)
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:

@@ -140,3 +140,19 @@ def test_mnist_mlp_streams_its_images_from_the_idx_files(tmp_path, data_root):
               cwd=tmp_path)
     assert accuracy(out) > 0.9 and re.search(r"^peak memory: \d+ MiB$", out, re.M)
     figures(tmp_path / "figs", ["history", "mistakes", "weights", "sensitivity"])
+
+
+def test_pytorchs_mnist_example_ported_trains_and_its_weights_load_into_torchs_net(tmp_path,
+                                                                                 data_root):
+    out = run("pytorch_mnist.py", "--data-dir", str(data_root), "--quick", "--save-model",
+              *PLOT, cwd=tmp_path)
+    assert "Train Epoch: 1 [640/6400 (10%)]" in out and "Test set: Average loss:" in out
+    assert accuracy(out) > 0.85
+    figures(tmp_path / "figs", ["history"])
+    torch = require("torch")
+    from safetensors.torch import load_file
+    nn = torch.nn
+    theirs = nn.Sequential(nn.Conv2d(1, 32, 3, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 1),
+                           nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+                           nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+    theirs.load_state_dict(load_file(tmp_path / "mnist_cnn.safetensors"))

@@ -126,3 +126,5 @@ def test_the_arguments_streams_need(data):
         trained(iter([(x, y)]), steps_per_epoch=2)
     with pytest.raises(ValueError, match=r"steps_per_epoch must be a whole number in \[1, 7"):
         trained(ArrayDataset(x, y, 16), steps_per_epoch=8)
+    with pytest.raises(ValueError, match="not an iterator, which the first epoch would use"):
+        trained(x, y, validation_data=iter([(x, y)]))
