@@ -18,7 +18,7 @@ import numpy as np
 
 import nnlite
 
-from cnn_mnist import BATCH, nnlite_cnn, torch_cnn
+import cnn_mnist
 from mlp_mnist import PAUSE, machine, table
 
 try:
@@ -27,41 +27,25 @@ except ImportError:
     torch = None
 
 
-class NNLite:
+class NNLite(cnn_mnist.NNLite):
     def __init__(self, name, frozen, x, y):
-        nnlite.set_seed(0)
-        self.name, self.model, self.x, self.y, self.done = name, nnlite_cnn(), x, y, 0
+        super().__init__(x, y)
+        self.name = name
         if frozen:
             for layer in self.model.layers[:7]:   # the convolutions, up to Flatten
                 layer.trainable = False
         self.opt = nnlite.optim.Adam(self.model.trainable_parameters(), lr=1e-3)
 
-    def epoch(self):
-        self.model.fit(self.x, self.y, loss=nnlite.losses.CrossEntropy(), optimizer=self.opt,
-                       batch_size=BATCH, epochs=self.done + 1, initial_epoch=self.done,
-                       seed=0, verbose=False)
-        self.done += 1
 
-
-class Torch:
+class Torch(cnn_mnist.Torch):
     def __init__(self, name, frozen, x, y):
-        torch.manual_seed(0)
-        self.name, self.model = name, torch_cnn()
+        super().__init__(x, y)
+        self.name = name
         if frozen:
             for layer in list(self.model)[:7]:
                 layer.requires_grad_(False)
         self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
                                     lr=1e-3)
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def epoch(self):
-        loss = torch.nn.CrossEntropyLoss()
-        order = torch.randperm(len(self.x))
-        for start in range(0, len(order), BATCH):
-            idx = order[start:start + BATCH]
-            self.opt.zero_grad()
-            loss(self.model(self.x[idx]), self.y[idx]).backward()
-            self.opt.step()
 
 
 def main() -> None:

@@ -64,3 +64,8 @@ def test_forward_mode_benchmark_prints_its_ratios_and_the_lipschitz_check(tmp_pa
     assert re.search(r"\| +CNN of cnn_mnist.py \| +[\d.]+ \| +[\d.]+ \| +[\d.]+x \|", stdout)
     error = float(re.search(r"from the SVD of the full Jacobians (\S+)", stdout).group(1))
     assert error < 1e-3, stdout
+
+
+def test_fine_tune_benchmark_prints_the_speed_up_of_a_frozen_body(tmp_path, data_root):
+    stdout = run("fine_tune.py", data_root, tmp_path, "--rounds", "1", "--samples", "640")
+    assert re.search(r"\| +nnlite \| +[\d.]+ \| +[\d.]+ \| +[\d.]+x \|", stdout), stdout
