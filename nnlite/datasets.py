@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .text import CharVocab  # noqa: F401  (nnlite.datasets.CharVocab)
-from .validate import check_batch_size
+from .validate import check_batch_size, check_lengths
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -216,9 +216,8 @@ class ArrayDataset(Dataset):
                  seed: int = 0):
         self.x, self.y = x, y
         self.n = len(x[0]) if isinstance(x, list) else len(x)
-        for v in ([] if y is None else y if isinstance(y, list) else [y]):
-            if len(v) != self.n:
-                raise ValueError(f"ArrayDataset: x has {self.n} rows but y has {len(v)}")
+        check_lengths(x if isinstance(x, list) else [x],
+                      [] if y is None else y if isinstance(y, list) else [y], "ArrayDataset")
         check_batch_size(batch_size)
         self.batch_size, self.shuffle, self.seed, self.order = int(batch_size), bool(shuffle), \
             seed, None

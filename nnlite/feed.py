@@ -26,6 +26,7 @@ class Feed:
 
     def __init__(self, source: Any, what: str, steps: int | None = None):
         self.what, self.peeked = what, None
+        self.seen: dict[Any, Any] = {}  # batch shapes probed through the model: its outputs
         if hasattr(source, "__len__") and hasattr(source, "__getitem__"):
             self.dataset, self.iterator = source, None
             length = check_number(what, "len(dataset)", len(source), integer=True, low=1)
@@ -75,21 +76,25 @@ class Feed:
                              f"{self.steps} an epoch takes (steps_per_epoch)") from None
 
 
-def checked_batch(model: Any, batch: Any, index: int, what: str, losses: list | None = None
-                  ) -> tuple[Any, Any]:
+def checked_batch(model: Any, batch: Any, index: int, what: str, seen: dict[Any, Any],
+                  losses: list | None = None) -> tuple[Any, Any]:
     """Batch ``index`` of a dataset as ``model``'s arrays, checked as arrays are at its door
-    (one row through the model; the targets by each of ``losses``), or a ValueError naming
+    (cast, NaN and inf, lengths, the targets by each of ``losses``, and one row through the
+    model: once per shape, ``seen`` keeping what each shape gave), or a ValueError naming
     the batch. With ``losses`` None (predict) a batch is x, or a tuple whose first item is
     x."""
     where = f"{what}: batch {index} of the dataset"
     if losses is None:
         xs = model._as_inputs(batch[0] if isinstance(batch, tuple) else batch, where)
-        model._check_inputs(xs, where)
-        return bare(xs), None
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+    elif not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise ValueError(f"{where} is {type(batch).__name__}, not a pair (x, y)")
-    xs, ys = model._as_inputs(batch[0], where), model._as_targets(batch[1], where)
-    model._check_data(xs, ys, losses, where)
+    else:
+        xs, ys = model._as_inputs(batch[0], where), model._as_targets(batch[1], where)
+    shapes = tuple((v.shape[1:], v.dtype.str) for v in xs)
+    if losses is None:
+        seen[shapes] = seen.get(shapes) or model._check_inputs(xs, where)
+        return bare(xs), None
+    seen[shapes] = model._check_data(xs, ys, losses, where, seen.get(shapes))
     return bare(xs), bare(ys)
 
 
@@ -100,7 +105,7 @@ def predict_stream(model: Any, feed: Feed, with_targets: bool = False
     outs, targets = [], []
     with model.evaluating():
         for x, y in feed.batches(lambda b, i: checked_batch(
-                model, b, i, feed.what, [] if with_targets else None), None):
+                model, b, i, feed.what, feed.seen, [] if with_targets else None), None):
             outs.append(model._forward_list(x if isinstance(x, list) else [x]))
             targets.append(y if isinstance(y, list) else [y])
     ys = [np.concatenate(parts) for parts in zip(*targets)] if with_targets else None

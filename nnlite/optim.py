@@ -96,10 +96,7 @@ class Adam(Optimizer):
         h = group.hyper
         (b1, b2), lr, t = h["betas"], h["lr"], self.steps
         if h["weight_decay"]:  # AdamW decays the weights, Adam adds λθ to the gradient
-            if self.decoupled:
-                p *= 1 - lr * h["weight_decay"]
-            else:
-                g = self._decayed(group, p, g)
+            g = self._decayed(group, p, g, self.decoupled)
         # lr/(1-b1ᵗ)·m/(√v/√(1-b2ᵗ) + ε) = step · m/(√v + eps_hat), with
         step = lr / (1 - b1 ** t) * math.sqrt(1 - b2 ** t)
         eps_hat = h["eps"] * math.sqrt(1 - b2 ** t)
@@ -296,7 +293,7 @@ class NAdam(Optimizer):
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h, t, d = group.hyper, self.steps, group.scratch
         (b1, b2), lr = h["betas"], h["lr"]
-        g = _weight_decay(self, group, p, g, h["decoupled_weight_decay"])
+        g = self._decayed(group, p, g, h["decoupled_weight_decay"])
         mu, mu_next = self._mu(group, t), self._mu(group, t + 1)
         product = self._product(group, t)
         m, v = group.state["exp_avg"], group.state["exp_avg_sq"]
@@ -335,7 +332,7 @@ class RAdam(Optimizer):
     def _update(self, group: Group, p: np.ndarray, g: np.ndarray) -> None:
         h, t, step = group.hyper, self.steps, group.scratch
         (b1, b2), lr = h["betas"], h["lr"]
-        g = _weight_decay(self, group, p, g, h["decoupled_weight_decay"])
+        g = self._decayed(group, p, g, h["decoupled_weight_decay"])
         m, v = group.state["exp_avg"], group.state["exp_avg_sq"]
         m += (1 - b1) * (g - m)                     # as torch's lerp
         v *= b2
@@ -359,16 +356,6 @@ def _check_betas(owner: Optimizer, group: dict[str, Any]) -> None:
         raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {betas!r}")
     group["betas"] = tuple(check_number(name, "betas", b, low=0, high=1, open_high=True)
                            for b in betas)
-
-
-def _weight_decay(owner: Optimizer, group: Group, p: np.ndarray, g: np.ndarray,
-                  decoupled: bool) -> np.ndarray:
-    """θ ← θ(1 − lr·λ) and g unchanged when ``decoupled`` (AdamW's way), else g + λθ."""
-    decay = group.hyper["weight_decay"]
-    if decoupled and decay:
-        p *= 1 - group.hyper["lr"] * decay
-        return g
-    return owner._decayed(group, p, g)
 
 
 def clip_grad_norm_(params: Iterable[Parameter], max_norm: float) -> float:

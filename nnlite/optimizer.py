@@ -133,10 +133,15 @@ class Optimizer:
         self._freeze_count = Parameter.freeze_count
         self._groups = [Group(g.hyper, previous=g) for g in self._groups]
 
-    def _decayed(self, group: Group, p: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """g + weight_decay · p (L2 coupled into the gradient), without touching .grad."""
+    def _decayed(self, group: Group, p: np.ndarray, g: np.ndarray, decoupled: bool = False
+                 ) -> np.ndarray:
+        """g + weight_decay · p (L2 coupled into the gradient), without touching .grad; or,
+        ``decoupled`` (AdamW's way), θ ← θ(1 − lr · weight_decay) and g unchanged."""
         decay = group.hyper["weight_decay"]
         if not decay:
+            return g
+        if decoupled:
+            p *= 1 - group.hyper["lr"] * decay
             return g
         out = group.buffer("_decayed_grad")
         np.multiply(p, decay, out=out)

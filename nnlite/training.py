@@ -210,7 +210,7 @@ class Trainable(Layer):
             check_last_batch(self, len(xs[0]), batch_size, check_flag("fit", "drop_last",
                                                                       drop_last))
         else:
-            checked_batch(self, feed.first(), 0, "fit", losses)
+            checked_batch(self, feed.first(), 0, "fit", feed.seen, losses)
         val = None  # evaluate's x and y
         if is_stream(validation_data):
             if not hasattr(validation_data, "__getitem__"):
@@ -249,7 +249,7 @@ class Trainable(Layer):
                     cbs.call("on_epoch_begin", epoch)
                     data = batches(bare(xs), bare(ys), batch_size, shuffle=shuffle, rng=rng,
                                    drop_last=drop_last) if feed is None else feed.batches(
-                        lambda b, i: checked_batch(self, b, i, "fit", losses),
+                        lambda b, i: checked_batch(self, b, i, "fit", feed.seen, losses),
                         rng if shuffle else None, epoch)
                     try:
                         logs = self._train_epoch(data, objective, optimizer, cbs, interrupted)
@@ -305,17 +305,18 @@ class Trainable(Layer):
         return objective.logs()
 
     def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
-                    what: str) -> None:
-        """Lengths and shapes of data for ``fit`` (or its validation data),
-        checked before any training: a one-row probe through the model."""
+                    what: str, outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Lengths, shapes (a one-row probe, unless its ``outs`` for these shapes are given)
+        and targets of data for ``fit``, checked before any training; the probe's outputs."""
         check_lengths(xs, ys, what)
-        outs = self._check_inputs(xs, what)
+        outs = self._check_inputs(xs, what) if outs is None else outs
         for i, (fn, out, t) in enumerate(zip(losses, outs, ys)):
             try:
                 fn.check_target((len(t),) + out.shape[1:], t)
             except ValueError as e:
                 where = f"output {i}: " if len(ys) > 1 else ""
                 raise ValueError(f"{what}: {where}{e}") from None
+        return outs
 
     def _check_inputs(self, xs: list[np.ndarray], what: str) -> list[np.ndarray]:
         """The door's one-row probe (``nnlite.budget.probe_rows``): every layer's

@@ -128,3 +128,35 @@ def test_the_arguments_streams_need(data):
         trained(ArrayDataset(x, y, 16), steps_per_epoch=8)
     with pytest.raises(ValueError, match="not an iterator, which the first epoch would use"):
         trained(x, y, validation_data=iter([(x, y)]))
+
+
+def test_each_shape_goes_through_the_model_once_and_every_batch_through_the_rest(data):
+    x, y = data
+    model = mlp()
+    probes = []
+    probe = model._check_inputs
+    model._check_inputs = lambda xs, what: probes.append(what) or probe(xs, what)
+    model.fit(Counting(x, y), loss=losses.CrossEntropy(), epochs=2, verbose=False,
+              optimizer=optim.SGD(model.parameters(), lr=0.1))
+    assert probes == ["fit: batch 0 of the dataset"]      # five batches of one shape, twice
+    bad = Counting(x, y.copy())
+    bad.y[45] = 7                                         # batch 2's labels: no probe needed
+    with pytest.raises(ValueError, match="batch 2 of the dataset.*7"):
+        model.fit(bad, loss=losses.CrossEntropy(), epochs=1, verbose=False,
+                  optimizer=optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="ArrayDataset: x has 100 samples but y has 99"):
+        ArrayDataset(x, y[:99])
+
+
+def test_an_idx_file_is_memory_mapped_as_read_and_a_gzip_one_refused(data_root, tmp_path):
+    import gzip
+    packed = data_root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    with pytest.raises(ValueError, match="cannot be memory-mapped; decompress it first"):
+        nnlite.datasets.read_idx(packed, mmap_mode="r")
+    raw = tmp_path / "labels.idx"
+    raw.write_bytes(gzip.decompress(packed.read_bytes()))
+    mapped = nnlite.datasets.read_idx(raw, mmap_mode="r")
+    np.testing.assert_array_equal(mapped, nnlite.datasets.read_idx(packed))
+    raw.write_bytes(raw.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="header says shape"):
+        nnlite.datasets.read_idx(raw, mmap_mode="r")

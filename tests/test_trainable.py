@@ -135,3 +135,31 @@ def test_summary_counts_trainable_and_non_trainable_parameters_as_keras(capsys):
 def test_trainable_takes_true_or_false():
     with pytest.raises(ValueError, match="trainable must be True or False"):
         L.Linear(2, 2).trainable = "no"
+
+
+def test_a_frozen_first_node_of_a_graph_is_not_visited_by_backward(rng):
+    x, y = data(rng)
+    stem = cnn()[0]
+    inputs = nnlite.Input((1, 8, 8))
+    model = nnlite.Model(inputs, L.Linear(64, 3)(stem(inputs)))
+    stem.trainable = False                             # after the graph was planned
+    calls = []
+    stem.backward = lambda g, original=stem.backward: calls.append(1) or original(g)
+    before = snapshot(stem)
+    model.fit(x, y, loss=losses.CrossEntropy(), epochs=1, batch_size=32, verbose=False,
+              optimizer=optim.Adam(model.parameters(), lr=1e-2))
+    assert not calls and all(np.array_equal(a, b) for a, b in zip(before, snapshot(stem)))
+
+
+def test_a_checkpoint_whose_optimizer_leaves_out_a_trainable_parameter_is_refused(rng, tmp_path):
+    model = cnn()
+    opt = optim.Adam(model[1].parameters())          # nothing is frozen
+    with pytest.raises(ValueError, match="does not hold the model's trainable parameter"):
+        model.save(tmp_path / "c.npz", optimizer=opt, epoch=1)
+    model[1].trainable = False                        # the first Linear of the head
+    model.save(tmp_path / "c.npz", optimizer=optim.Adam(model.trainable_parameters()), epoch=1)
+    from conftest import rewrite
+    rewrite(tmp_path / "c.npz", change_header=lambda h: h["architecture"]["config"][
+        "layers"][1]["layer"].pop("trainable"))       # the file's Linear is trainable again
+    with pytest.raises(ValueError, match="does not hold the model's trainable parameter"):
+        nnlite.load_checkpoint(tmp_path / "c.npz")
