@@ -65,6 +65,31 @@ def test_conv2d_in_chunks_of_images_matches_the_definition(rng, monkeypatch, str
     np.testing.assert_allclose(whole[0], expected, rtol=1e-12, atol=1e-12)
 
 
+def test_conv2d_with_rows_no_wider_than_its_output_builds_them_once(rng, monkeypatch):
+    """A first convolution (1 channel in, 3×3, 16 out: rows of 10 for outputs of 16) builds
+    its rows for the whole batch however small the chunks, and backward, reusing them, builds
+    none; the results are the definition's."""
+    from nnlite.layers import convolution
+
+    monkeypatch.setattr(convolution, "_CHUNK_BYTES", 1)
+    conv = layers.Conv2D(1, 16, 3, padding=1, dtype=np.float64)
+    conv.bias.data[...] = rng.standard_normal(16)
+    x = rng.standard_normal((5, 1, 6, 7))
+    assert conv._images_per_chunk(6, 7) >= len(x)
+    y = conv(x)
+    np.testing.assert_allclose(y, naive_conv(x, conv.weight.data, conv.bias.data, 1, 1),
+                               rtol=1e-12, atol=1e-12)
+    kept, used, im2col = conv._last[1], [], conv._im2col
+
+    def spy(*args, **kwargs):
+        for start, stop, rows in im2col(*args, **kwargs):
+            used.append(rows)
+            yield start, stop, rows
+    monkeypatch.setattr(conv, "_im2col", spy)
+    conv.backward(rng.standard_normal(y.shape))
+    assert len(used) == 1 and used[0] is kept and conv.weight.grad.any()
+
+
 def test_conv2d_by_hand():
     conv = layers.Conv2D(1, 1, 2, dtype=np.float64)
     conv.weight.data[...] = [[[[1, 2], [3, 4]]]]

@@ -67,7 +67,11 @@ class Conv2D(Layer):
     dL/dx = col2im(G · W): each window's gradient added back where the window was read.
     JVP: the convolution is linear in x, so J · v is the same product on v, without b.
     Both directions go a few images at a time, so that each chunk's rows are still in
-    cache when read; backward builds the windows' rows again rather than keep them.
+    cache when read; backward builds the windows' rows again rather than keep them. Rows no
+    wider than the output (a first convolution of few channels) are built once, for the
+    whole batch, and backward reuses them: their product streams its larger output anyway,
+    and the rebuild cost more than the cache saved (conv 1→32 on MNIST, batch 128: 10-15%
+    less time, forward and backward).
     """
 
     skips_input_grad = True
@@ -187,8 +191,10 @@ class Conv2D(Layer):
 
     def _images_per_chunk(self, ho: int, wo: int) -> int:
         kh, kw = self.kernel_size
-        row_bytes = (kh * kw * self.in_channels + 1) * self.dtype.itemsize
-        return max(1, _CHUNK_BYTES // (ho * wo * row_bytes))
+        width = kh * kw * self.in_channels + 1
+        if width <= self.out_channels:  # rows no wider than the output: the whole batch at
+            return 2 ** 31              # once (see the class docstring)
+        return max(1, _CHUNK_BYTES // (ho * wo * width * self.dtype.itemsize))
 
     def _weight_rows(self) -> np.ndarray:
         """W as (O, kh·kw·C), matching the im2col rows."""
