@@ -71,7 +71,7 @@ class Conv2D(Layer):
     wider than the output (a first convolution of few channels) are built once, for the
     whole batch, and backward reuses them: their product streams its larger output anyway,
     and the rebuild cost more than the cache saved (conv 1→32 on MNIST, batch 128: 10-15%
-    less time, forward and backward).
+    less time, forward and backward). They are held column by column, (K, M) in memory.
     """
 
     skips_input_grad = True
@@ -145,7 +145,9 @@ class Conv2D(Layer):
         for start, stop, rows in self._im2col(xh, reuse=self._last):
             gc = g2[start * ho * wo:stop * ho * wo]
             if self._trainable:  # dL/dθ only for a layer fit may change
-                part = gc.T @ rows        # and, from the column of ones, Σ G for the bias
+                # Gᵀ·rows (and, from the column of ones, Σ G for the bias), computed as
+                # (rowsᵀ·G)ᵀ, which OpenBLAS runs 10-30% faster for these shapes
+                part = (rows.T @ gc).T
                 dw = part if dw is None else np.add(dw, part, out=dw)
             if dxh is not None:
                 drows = np.matmul(gc, w, out=buf[:len(rows)])
@@ -174,27 +176,39 @@ class Conv2D(Layer):
         width = kh * kw * c
         step = self._images_per_chunk(ho, wo)
         starts = range(0, n, step) if reuse is None else reversed(range(0, n, step))
-        buf = None
+        buf, narrow = None, self._narrow()
         for start in starts:
             stop = min(n, start + step)
             if reuse is not None and start == reuse[0]:
                 yield start, stop, reuse[1]
                 continue
             if buf is None:
-                buf = np.empty((min(step, n) * ho * wo, width + (self.bias is not None)),
-                               xh.dtype)
+                shape = (min(step, n) * ho * wo, width + (self.bias is not None))
+                # Narrow rows are held column by column: each window offset's values, one
+                # contiguous slab to copy (5x faster for 10-value rows than row by row).
+                buf = np.empty(shape[::-1], xh.dtype).T if narrow else np.empty(shape, xh.dtype)
                 buf[:, width:] = 1
             rows = buf[:(stop - start) * ho * wo]
-            rows[:, :width].reshape(-1, ho, wo, kh, kw, c)[...] = \
-                win[start:stop].transpose(0, 1, 2, 4, 5, 3)
+            if narrow:
+                rows.T[:width].reshape(kh, kw, c, -1, ho, wo)[...] = \
+                    win[start:stop].transpose(4, 5, 3, 0, 1, 2)
+            else:
+                rows[:, :width].reshape(-1, ho, wo, kh, kw, c)[...] = \
+                    win[start:stop].transpose(0, 1, 2, 4, 5, 3)
             yield start, stop, rows
 
-    def _images_per_chunk(self, ho: int, wo: int) -> int:
+    def _narrow(self) -> bool:
+        """Whether a window's row (and its 1) is no wider than the output: see the class
+        docstring."""
         kh, kw = self.kernel_size
-        width = kh * kw * self.in_channels + 1
-        if width <= self.out_channels:  # rows no wider than the output: the whole batch at
-            return 2 ** 31              # once (see the class docstring)
-        return max(1, _CHUNK_BYTES // (ho * wo * width * self.dtype.itemsize))
+        return kh * kw * self.in_channels + 1 <= self.out_channels
+
+    def _images_per_chunk(self, ho: int, wo: int) -> int:
+        if self._narrow():  # the whole batch at once
+            return 2 ** 31
+        kh, kw = self.kernel_size
+        row_bytes = (kh * kw * self.in_channels + 1) * self.dtype.itemsize
+        return max(1, _CHUNK_BYTES // (ho * wo * row_bytes))
 
     def _weight_rows(self) -> np.ndarray:
         """W as (O, kh·kw·C), matching the im2col rows."""
