@@ -108,8 +108,17 @@ def test_relu_vjp_equals_numpy_in_every_layout(compiled, rng, dtype):
               -np.abs(rng.standard_normal((4, 5, 6, 3))).astype(dtype).transpose(0, 3, 1, 2)):
         got, want = relu_vjp(g, x), relu_vjp.reference(g, x)
         assert same(got, want) and got.strides == want.strides
-    sliced = rng.standard_normal((4, 8)).astype(dtype)[:, ::2]  # not dense: the reference
-    assert same(relu_vjp(sliced, sliced), relu_vjp.reference(sliced, sliced))
+    cropped = rng.standard_normal((4, 7, 8, 3)).astype(dtype)[:, 1:6, 1:7].transpose(0, 3, 1, 2)
+    cases = [(cropped, x), (cropped[:, :, ::-1], x)]  # conv's dL/dx: padding cropped; reversed
+    for shape in [(7,), (4, 8), (2, 5, 3), (2, 3, 2, 2)]:  # 1 to 4 dimensions, views
+        v = rng.standard_normal(shape).astype(dtype)
+        wide = rng.standard_normal(shape[:-1] + (2 * shape[-1],)).astype(dtype)
+        cases += [(v, v), (wide[..., ::2], wide[..., 1::2]), (v, v.T.copy().T), (v.T, -v.T)]
+    for g, x in cases:  # all on the compiled path, none left to the reference
+        got, want = compiled.relu_vjp(g, x), relu_vjp.reference(g, x)
+        assert same(got, want) and got.strides == want.strides
+    five = rng.standard_normal((2, 3, 2, 2, 2)).astype(dtype)
+    assert compiled.relu_vjp(five, five) is NotImplemented
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -202,21 +202,23 @@ def max_pool_2d_tangent(vh, arg_w, arg_h, kernel, stride):
 
 # -- activations: nnlite.layers.activations ----------------------------------------------
 def relu_vjp(g, x):
-    """Equals ``nnlite.layers.activations.relu_vjp`` (g, or g·0, where x > 0 or not) for g
-    and x laid out alike in one dense block of memory (a view of NHWC memory as NCHW
-    included), in one pass in memory order; NotImplemented for anything else."""
-    if g.dtype != x.dtype:
+    """Equals ``nnlite.layers.activations.relu_vjp`` (g, or g·0, where x > 0 or not), laid
+    out as NumPy lays it out: in the memory order g and x share (a view of NHWC memory as
+    NCHW included), else row-major. One pass in that order, whatever the strides, for up
+    to 4 dimensions; NotImplemented for more, or for two dtypes."""
+    if g.dtype != x.dtype or x.ndim > 4:
         return NotImplemented
     if g.flags.c_contiguous and x.flags.c_contiguous:
         out = np.empty(g.shape, g.dtype)
         _relu_vjp(g.reshape(-1), x.reshape(-1), out.reshape(-1))
         return out
     order = tuple(np.argsort([-abs(s) for s in x.strides], kind="stable"))
+    if order != tuple(np.argsort([-abs(s) for s in g.strides], kind="stable")):
+        order = tuple(range(x.ndim))
     gt, xt = g.transpose(order), x.transpose(order)
-    if not (gt.flags.c_contiguous and xt.flags.c_contiguous):
-        return NotImplemented
-    out = np.empty(gt.shape, g.dtype)
-    _relu_vjp(gt.reshape(-1), xt.reshape(-1), out.reshape(-1))
+    out = np.empty(xt.shape, g.dtype)
+    four = (1,) * (4 - x.ndim) + xt.shape  # (the same loop for 2 to 4 dimensions)
+    _relu_vjp_4d(gt.reshape(four), xt.reshape(four), out.reshape(four))
     return out.transpose(np.argsort(order))
 
 
@@ -225,6 +227,18 @@ def _relu_vjp(g, x, out):
     zero = np.zeros(1, g.dtype)[0]
     for i in range(g.size):
         out[i] = g[i] if x[i] > 0 else g[i] * zero
+
+
+@_jit
+def _relu_vjp_4d(g, x, out):
+    zero = np.zeros(1, g.dtype)[0]
+    n0, n1, n2, n3 = x.shape
+    for a in range(n0):
+        for b in range(n1):
+            for c in range(n2):
+                for d in range(n3):
+                    v = g[a, b, c, d]
+                    out[a, b, c, d] = v if x[a, b, c, d] > 0 else v * zero
 
 
 # -- col2im: nnlite.layers.convolution ----------------------------------------------------
