@@ -217,7 +217,7 @@ def relu_vjp(g, x):
         order = tuple(range(x.ndim))
     gt, xt = g.transpose(order), x.transpose(order)
     out = np.empty(xt.shape, g.dtype)
-    four = (1,) * (4 - x.ndim) + xt.shape  # (the same loop for 2 to 4 dimensions)
+    four = (1,) * (4 - x.ndim) + xt.shape  # (one loop for 1 to 4 dimensions)
     _relu_vjp_4d(gt.reshape(four), xt.reshape(four), out.reshape(four))
     return out.transpose(np.argsort(order))
 

@@ -185,7 +185,7 @@ class Conv2D(Layer):
             if buf is None:
                 shape = (min(step, n) * ho * wo, width + (self.bias is not None))
                 # Narrow rows are held column by column: each window offset's values, one
-                # contiguous slab to copy (5x faster for 10-value rows than row by row).
+                # contiguous slab to copy (6x faster for 10-value rows than row by row).
                 buf = np.empty(shape[::-1], xh.dtype).T if narrow else np.empty(shape, xh.dtype)
                 buf[:, width:] = 1
             rows = buf[:(stop - start) * ho * wo]
