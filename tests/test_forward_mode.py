@@ -50,7 +50,7 @@ def _single_cases(torch):
               ("GELU tanh", L.GELU("tanh"), nn.GELU(approximate="tanh"), (3, 5)),
               ("Softmax", L.Softmax(axis=1), nn.Softmax(dim=1), (3, 5, 2))]
     for c_in, c_out, k, s, p, bias in ((3, 4, 3, 1, 1, True), (2, 3, (3, 2), 2, (0, 1), True),
-                                       (2, 2, 1, 1, 0, False)):
+                                       (2, 2, 1, 1, 0, False), (1, 12, 3, 2, 1, True)):
         ours = L.Conv2D(c_in, c_out, k, s, p, bias=bias, dtype=F64)
         theirs = nn.Conv2d(c_in, c_out, k, s, p, bias=bias)
         cases.append((f"Conv2D k{k} s{s} p{p}", ours, _torch_twin(torch, ours, theirs),

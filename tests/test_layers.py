@@ -31,7 +31,9 @@ EXAMPLES = {
                              (lambda: layers.RandomHorizontalFlip().eval(), [(2, 1, 3, 3)])],
     "Conv2D": [(lambda: layers.Conv2D(2, 3, 3), [(2, 2, 5, 5)]),
                (lambda: layers.Conv2D(3, 2, (2, 3), stride=2, padding=1), [(2, 3, 5, 6)]),
-               (lambda: layers.Conv2D(1, 2, 1, bias=False), [(3, 1, 3, 2)])],
+               (lambda: layers.Conv2D(1, 2, 1, bias=False), [(3, 1, 3, 2)]),
+               # rows of 10 for 12 outputs: built once, held column by column
+               (lambda: layers.Conv2D(1, 12, 3, stride=2, padding=1), [(2, 1, 5, 6)])],
     "MaxPool2D": [(lambda: layers.MaxPool2D(2), [(2, 3, 4, 4), (1, 2, 5, 5)]),
                   (lambda: layers.MaxPool2D(3, stride=2), [(2, 2, 7, 5)])],
     "AvgPool2D": [(lambda: layers.AvgPool2D(2), [(2, 3, 4, 4)]),

@@ -212,14 +212,20 @@ def relu_vjp(g, x):
         out = np.empty(g.shape, g.dtype)
         _relu_vjp(g.reshape(-1), x.reshape(-1), out.reshape(-1))
         return out
-    order = tuple(np.argsort([-abs(s) for s in x.strides], kind="stable"))
-    if order != tuple(np.argsort([-abs(s) for s in g.strides], kind="stable")):
+    order = _memory_order(x)
+    if order != _memory_order(g):
         order = tuple(range(x.ndim))
     gt, xt = g.transpose(order), x.transpose(order)
     out = np.empty(xt.shape, g.dtype)
     four = (1,) * (4 - x.ndim) + xt.shape  # (one loop for 1 to 4 dimensions)
     _relu_vjp_4d(gt.reshape(four), xt.reshape(four), out.reshape(four))
     return out.transpose(np.argsort(order))
+
+
+def _memory_order(a):
+    """a's axes from the largest stride to the smallest: ``nnlite.layer.memory_order``,
+    written again since the kernels import nothing of nnlite."""
+    return tuple(np.argsort([-abs(s) for s in a.strides], kind="stable"))
 
 
 @_jit
