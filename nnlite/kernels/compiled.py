@@ -208,6 +208,8 @@ def relu_vjp(g, x):
     to 4 dimensions; NotImplemented for more, or for two dtypes."""
     if g.dtype != x.dtype or x.ndim > 4:
         return NotImplemented
+    # Both row-major (the MLP's case): a flat loop, without the layout work below (6.5
+    # against 25 µs a call on 128×256).
     if g.flags.c_contiguous and x.flags.c_contiguous:
         out = np.empty(g.shape, g.dtype)
         _relu_vjp(g.reshape(-1), x.reshape(-1), out.reshape(-1))
