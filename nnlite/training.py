@@ -19,7 +19,8 @@ from . import generation, io
 from .budget import probe_rows
 from .callbacks import Callback, CallbackList, EpochLine, History, ProgressBar, interactive
 from .datasets import batches
-from .feed import Feed, bare, checked_batch, is_stream, predict_stream
+from .feed import (Feed, bare, checked_batch, is_stream, predict_stream,
+                   validation_source)
 from .layer import Layer, default_rng
 from .parameter import get_default_dtype
 from .losses import CrossEntropy, Loss
@@ -211,20 +212,7 @@ class Trainable(Layer):
                                                                       drop_last))
         else:
             checked_batch(self, feed.first(), 0, "fit", feed.seen, losses)
-        val = None  # evaluate's x and y
-        if is_stream(validation_data):
-            if not hasattr(validation_data, "__getitem__"):
-                raise ValueError("fit: validation_data may be a dataset (len and [i]), not an "
-                                 "iterator, which the first epoch would use up")
-            val = (validation_data, None)
-        elif validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val) or a "
-                                 "dataset")
-            vx, vy = (self._as_inputs(validation_data[0], "validation_data"),
-                      self._as_targets(validation_data[1], "validation_data"))
-            self._check_data(vx, vy, losses, "validation_data")
-            val = (bare(vx), bare(vy))
+        val = validation_source(self, validation_data, losses)  # evaluate's x and y
         history = History()
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         objective = Objective(losses, weights, self.output_names())
