@@ -223,8 +223,8 @@ class Model(Trainable):
         for step in self._steps:
             upstream[id(step.layer)] = upstream.get(id(step.layer), False) or any(step.flows)
         for step in self._steps:
-            if step.layer.skips_input_grad and not upstream[id(step.layer)]:
-                step.layer.input_grad = needed
+            if step.layer.skips_input_grad:
+                step.layer.input_grad = needed or upstream[id(step.layer)]
 
     # -- description and files -----------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

@@ -131,9 +131,9 @@ class Sequential(Trainable):
         first = next((i for i, layer in enumerate(self.layers)
                       if layer.trainable_parameters()), len(self.layers))
         self._stop = 0 if needed else first
-        if first < len(self.layers) and first not in self._shared and \
-                self.layers[first].skips_input_grad:
-            self.layers[first].input_grad = needed
+        for i, layer in enumerate(self.layers):  # (the first may have moved: a layer unfrozen)
+            if layer.skips_input_grad:
+                layer.input_grad = needed or i != first or i in self._shared
 
     def _summary_rows(self, input_shape):
         """Output shapes need the input's shape without the batch axis; it is inferred from

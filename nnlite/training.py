@@ -22,7 +22,7 @@ from .datasets import batches
 from .feed import (Feed, bare, checked_batch, is_stream, predict_stream,
                    validation_source)
 from .layer import Layer, default_rng
-from .parameter import get_default_dtype
+from .parameter import Parameter, get_default_dtype
 from .losses import CrossEntropy, Loss
 from .objective import Objective, loss_weights_of, per_output
 from .optimizer import Optimizer
@@ -227,7 +227,6 @@ class Trainable(Layer):
         self.train()
         cbs.call("on_train_begin")
         try:
-            self.input_grad = False  # nobody uses dL/dx of the data
             snapshot = Snapshot(self, optimizer)
             with InterruptFlag() as interrupted:
                 for epoch in range(initial_epoch, epochs):
@@ -277,7 +276,10 @@ class Trainable(Layer):
                      interrupted: InterruptFlag) -> dict[str, float]:
         """One pass over ``data``; the epoch's means of ``objective``'s metrics."""
         objective.reset()
+        frozen = None  # the freeze count backward's reach was last set for
         for b, (x, y) in enumerate(data):
+            if Parameter.freeze_count != frozen:  # each epoch, and when a layer is (un)frozen
+                frozen, self.input_grad = Parameter.freeze_count, False  # no dL/dx of the data
             out = self.forward(x)                   # forward
             value = objective.forward(out, y)       # the loss
             if not math.isfinite(value):

@@ -163,3 +163,46 @@ def test_a_checkpoint_whose_optimizer_leaves_out_a_trainable_parameter_is_refuse
         "layers"][1]["layer"].pop("trainable"))       # the file's Linear is trainable again
     with pytest.raises(ValueError, match="does not hold the model's trainable parameter"):
         nnlite.load_checkpoint(tmp_path / "c.npz")
+
+
+
+class Unfreeze(nnlite.callbacks.Callback):
+    """Keeps ``layer`` frozen in epoch 0, unfreezes it from epoch 1 on, and notes whether its
+    weights moved in each epoch."""
+
+    def __init__(self, layer):
+        self.layer, self.moved = layer, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.layer.trainable = epoch >= 1
+        self.before = [p.data.copy() for p in self.layer.parameters()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.moved.append(any(not np.array_equal(a, p.data)
+                              for a, p in zip(self.before, self.layer.parameters())))
+
+
+def stems():
+    """(model, its first layer with parameters): a Sequential, one inside another, a graph."""
+    nnlite.set_seed(0)
+    conv = L.Conv2D(1, 4, 3, padding=1)
+    yield nnlite.Sequential(conv, L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Linear(64, 3)), conv
+    conv = L.Conv2D(1, 4, 3, padding=1)
+    body = nnlite.Sequential(conv, L.ReLU(), L.MaxPool2D(2), L.Flatten())
+    yield nnlite.Sequential(body, L.Linear(64, 16), L.ReLU(), L.Linear(16, 3)), conv
+    conv, x = L.Conv2D(1, 4, 3, padding=1), nnlite.Input((1, 8, 8))
+    h = L.Flatten()(L.MaxPool2D(2)(L.ReLU()(conv(x))))
+    yield nnlite.Model(x, L.Linear(16, 3)(L.ReLU()(L.Linear(64, 16)(h)))), conv
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_a_stem_a_callback_unfreezes_learns_from_then_on(which, rng):
+    # backward's reach is set for the frozen stem at the start of fit, and again when
+    # the callback unfreezes it (before, the stem stayed as it was, silently)
+    model, stem = list(stems())[which]
+    x, y = data(rng)
+    unfreeze = Unfreeze(stem)
+    model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters()),
+              epochs=3, batch_size=32, verbose=False, callbacks=[unfreeze])
+    assert unfreeze.moved == [False, True, True]
+
