@@ -3,10 +3,11 @@
 by round; prints the ratios, then where nnlite's time goes, layer by layer, beside each
 layer's share of the floor.
 
-    python benchmarks/cnn_mnist.py [--rounds 3] [--samples 60000] [--data-dir DIR]
+    python benchmarks/cnn_mnist.py [--rounds 3] [--samples 60000] [--threads 2] [--data-dir DIR]
 
 CNN: conv 3x3 32 → ReLU → max-pool 2 → conv 3x3 64 → ReLU → max-pool 2 → 128 → 10,
 Adam lr 1e-3, batch 128, float32. PyTorch is optional (pip install -e ".[bench]").
+``--threads 2`` races nnlite's ``fit(threads=2)`` too, as a contender of its own.
 """
 from __future__ import annotations
 
@@ -48,15 +49,18 @@ def torch_cnn():
 class NNLite:
     name = "nnlite"
 
-    def __init__(self, x, y):
+    def __init__(self, x, y, threads=1):
         nnlite.set_seed(0)
-        self.model, self.x, self.y, self.done = nnlite_cnn(), x, y, 0
+        self.model, self.x, self.y, self.done, self.threads = nnlite_cnn(), x, y, 0, threads
+        if threads > 1:
+            self.name = f"nnlite, {threads} threads"
         self.opt = nnlite.optim.Adam(self.model.parameters(), lr=1e-3)
 
     def epoch(self, x=None, y=None):
         self.model.fit(self.x if x is None else x, self.y if y is None else y,
                        loss=nnlite.losses.CrossEntropy(), optimizer=self.opt, batch_size=BATCH,
-                       epochs=self.done + 1, initial_epoch=self.done, seed=0, verbose=False)
+                       epochs=self.done + 1, initial_epoch=self.done, seed=0, verbose=False,
+                       threads=self.threads)
         self.done += 1
 
     def accuracy(self, x, y):
@@ -144,6 +148,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=60000, help="training images per epoch")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="also race nnlite's fit(threads=THREADS)")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
@@ -154,7 +160,8 @@ def main() -> None:
     xt = (xt[:, None] / np.float32(255)).astype(np.float32)
 
     print(machine(torch))
-    contenders = [NNLite(x, y), *([Torch(x, y)] if torch else []), GemmFloor(x, y)]
+    contenders = [NNLite(x, y), *([NNLite(x, y, args.threads)] if args.threads > 1 else []),
+                  *([Torch(x, y)] if torch else []), GemmFloor(x, y)]
     print(f"MNIST ({len(x):,} images), batch {BATCH}, median of {args.rounds} alternating "
           f"rounds (ratios: median of the per-round ratios)")
     times = race(contenders, args.rounds)

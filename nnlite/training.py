@@ -26,6 +26,7 @@ from .parameter import Parameter, get_default_dtype
 from .losses import CrossEntropy, Loss
 from .objective import Objective, loss_weights_of, per_output
 from .optimizer import Optimizer
+from .parallel import Replicas, check_threads
 from .rollback import InterruptFlag, Snapshot
 from .state import load_weights, save_weights
 from .validate import (as_arrays, check_batch_size, check_fit_args, check_flag, no_y,
@@ -178,7 +179,8 @@ class Trainable(Layer):
             validation_data: Any = None, shuffle: bool = True,
             callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
             initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
-            drop_last: bool = False, steps_per_epoch: int | None = None) -> History:
+            drop_last: bool = False, steps_per_epoch: int | None = None,
+            threads: int = 1) -> History:
         """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
         the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
         validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
@@ -193,6 +195,8 @@ class Trainable(Layer):
         leaves model and optimizer as they were at the start of the last epoch
         whose weights were finite. Ctrl-C stops after the current batch. ``drop_last``
         leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
+        ``threads`` > 1 splits each batch among that many threads (``nnlite.parallel``):
+        it pays where a batch takes tens of milliseconds, as a convolutional network's.
 
         ``x`` may instead be a dataset object or an iterator of (x, y) batches, ``y`` then
         left out (``nnlite.feed``: Keras's ``PyDataset`` protocol, or ``steps_per_epoch``
@@ -205,6 +209,7 @@ class Trainable(Layer):
         losses = per_output(loss, self.n_outputs)
         weights = loss_weights_of(loss_weights, self.n_outputs)
         check_fit_args(self, optimizer, epochs, batch_size, initial_epoch)
+        threads, net = check_threads(self, threads), self  # net: what runs each batch
         if feed is None:
             xs, ys = self._as_inputs(x, "fit"), self._as_targets(y, "fit")
             self._check_data(xs, ys, losses, "fit")
@@ -227,6 +232,7 @@ class Trainable(Layer):
         self.train()
         cbs.call("on_train_begin")
         try:
+            net = Replicas(self, threads) if threads > 1 else self
             snapshot = Snapshot(self, optimizer)
             with InterruptFlag() as interrupted:
                 for epoch in range(initial_epoch, epochs):
@@ -239,7 +245,8 @@ class Trainable(Layer):
                         lambda b, i: checked_batch(self, b, i, "fit", feed.seen, losses),
                         rng if shuffle else None, epoch)
                     try:
-                        logs = self._train_epoch(data, objective, optimizer, cbs, interrupted)
+                        logs = self._train_epoch(data, objective, optimizer, cbs, interrupted,
+                                                 net)
                     except _Diverged as d:
                         snapshot.restore()
                         raise FloatingPointError(
@@ -265,6 +272,8 @@ class Trainable(Layer):
             for m in self.modules():
                 m.rng = None
             self.input_grad = True
+            if net is not self:
+                net.close()
         if interrupted.raised:
             warnings.warn(f"training interrupted by Ctrl-C after {len(history.epoch)} "
                           f"complete epoch(s); returning the history so far", stacklevel=2)
@@ -272,20 +281,21 @@ class Trainable(Layer):
         return history
 
     def _train_epoch(self, data: Iterable[tuple[Any, Any]], objective: Objective,
-                     optimizer: Optimizer, cbs: CallbackList,
-                     interrupted: InterruptFlag) -> dict[str, float]:
-        """One pass over ``data``; the epoch's means of ``objective``'s metrics."""
+                     optimizer: Optimizer, cbs: CallbackList, interrupted: InterruptFlag,
+                     net: Any) -> dict[str, float]:
+        """One pass over ``data``, each batch run by ``net`` (the model, or its
+        ``Replicas``); the epoch's means of ``objective``'s metrics."""
         objective.reset()
         frozen = None  # the freeze count backward's reach was last set for
         for b, (x, y) in enumerate(data):
             if Parameter.freeze_count != frozen:  # each epoch, and when a layer is (un)frozen
                 frozen, self.input_grad = Parameter.freeze_count, False  # no dL/dx of the data
-            out = self.forward(x)                   # forward
+            out = net.forward(x)                    # forward
             value = objective.forward(out, y)       # the loss
             if not math.isfinite(value):
                 raise _Diverged(value, b)
             optimizer.zero_grad()
-            self.backward(objective.backward())     # backward: dL/dout, through every layer
+            net.backward(objective.backward())      # backward: dL/dout, through every layer
             optimizer.step()                        # step
             objective.count(value)
             for hook in cbs.hooks["on_batch_end"]:

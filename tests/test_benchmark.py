@@ -45,10 +45,13 @@ def test_gpt_benchmark_prints_its_ratio_and_where_the_time_goes(tmp_path, data_r
 
 
 def test_cnn_benchmark_prints_the_floor_and_where_the_time_goes(tmp_path, data_root):
-    stdout = run("cnn_mnist.py", data_root, tmp_path, "--rounds", "1", "--samples", "384")
+    stdout = run("cnn_mnist.py", data_root, tmp_path, "--rounds", "1", "--samples", "384",
+                 "--threads", "2")
     rows = {m.group(1): [v.strip() for v in m.group(2).split("|")]
             for m in TABLE_ROW.finditer(stdout)}
     assert rows["GEMM floor"][2] == "1.00x" and rows["nnlite"][2].endswith("x")
+    assert rows["nnlite, 2 threads"][2].endswith("x")  # the same training, to rounding:
+    assert abs(float(rows["nnlite, 2 threads"][3]) - float(rows["nnlite"][3])) <= 0.002
     conv = rows["3 Conv2D"]                 # forward ms, backward ms, share, its floor ms
     assert float(conv[0]) > 0 and float(conv[1]) > 0 and float(conv[3]) > 0
     assert rows["2 MaxPool2D"][3] == "-"   # no matrix products in pooling

@@ -196,13 +196,14 @@ def stems():
 
 
 @pytest.mark.parametrize("which", range(3))
-def test_a_stem_a_callback_unfreezes_learns_from_then_on(which, rng):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_stem_a_callback_unfreezes_learns_from_then_on(which, threads, rng):
     # backward's reach is set for the frozen stem at the start of fit, and again when
     # the callback unfreezes it (before, the stem stayed as it was, silently)
     model, stem = list(stems())[which]
     x, y = data(rng)
     unfreeze = Unfreeze(stem)
     model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters()),
-              epochs=3, batch_size=32, verbose=False, callbacks=[unfreeze])
+              epochs=3, batch_size=32, verbose=False, callbacks=[unfreeze], threads=threads)
     assert unfreeze.moved == [False, True, True]
 

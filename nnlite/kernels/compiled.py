@@ -19,9 +19,10 @@ def _jit(fn):
     """Compile on first call, cached on disk; where the install is read-only (no cache
     locator, numba issue #4908), compiled in memory each process instead. NumPy's error
     model: x/0 is inf or NaN as in NumPy, not a ZeroDivisionError (whose check would also
-    keep loops from running as vector instructions)."""
+    keep loops from running as vector instructions). Without the GIL, as NumPy's loops, so
+    that ``fit(threads=n)``'s replicas run them at once."""
     try:
-        return numba.njit(cache=True, error_model="numpy")(fn)
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
     except RuntimeError:
         return numba.njit(error_model="numpy")(fn)
 

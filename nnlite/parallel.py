@@ -1,0 +1,135 @@
+"""Data parallelism on threads: ``fit(threads=n)`` splits every batch into n parts and runs
+each part's forward and backward on a thread of its own, through a replica of the model.
+
+A batch's loss is a sum (or mean) over its samples, so its gradient is a sum over its
+parts: dL/dθ = Σ_k Σ_{i in part k} (dL/dout_i)·(∂out_i/∂θ). The replicas share the model's
+weights (the same arrays) and keep their own gradients and caches; the first part runs
+through the model itself, the others through the replicas, and their gradients are added
+into the model's. The loss runs once, on the whole batch's outputs, in the calling thread,
+so its meaning (a mean, class weights, several outputs) does not change; the sums do, to
+rounding.
+
+Each sample's output must depend on that sample alone: a layer with buffers (BatchNorm's
+running statistics, updated from a whole batch) is refused. Dropout-like layers draw from
+a generator of their own in each replica, seeded from the epoch's, so a run depends only
+on ``seed``, the epoch and ``threads``.
+
+While the replicas run, BLAS is held to one thread (threadpoolctl), so each core multiplies
+the rows it has just built, rather than nnlite's passes running on one core and OpenBLAS's
+products on two, with the data crossing between them at every product. It pays where a
+batch takes tens of milliseconds: on a 2-core machine the small CNN of
+``benchmarks/cnn_mnist.py`` trained at 0.75-0.84x PyTorch's time on two threads, 1.37-1.44x
+on one (README, Performance); an MLP's 1 ms batch took 1.4x as long (the hand-offs cost
+more than the second core gives).
+"""
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from .layer import Layer
+from .parameter import Parameter
+from .validate import check_number
+
+
+def check_threads(model: Layer, threads: Any) -> int:
+    """fit's ``threads``, checked at the door: a whole number >= 1, and with more than one,
+    a model whose samples do not meet inside it."""
+    threads = check_number("fit", "threads", threads, integer=True, low=1)
+    if threads > 1:
+        for layer in model.modules():
+            if layer.__dict__.get("_buffers"):
+                raise ValueError(f"fit: threads={threads} trains replicas of the model on parts "
+                                 f"of each batch, but {layer!r} keeps buffers ("
+                                 f"{', '.join(layer._buffers)}) that a whole batch updates; "
+                                 f"train it with threads=1")
+    return threads
+
+
+class Replicas:
+    """``model`` and ``threads - 1`` replicas of it, run as one: ``forward`` and
+    ``backward`` take and return what the model's do, for a whole batch."""
+
+    def __init__(self, model: Layer, threads: int):
+        self.model = model
+        shared = {id(p.data): p.data for p in model.parameters()}
+        self.copies = [copy.deepcopy(model, dict(shared)) for _ in range(threads - 1)]
+        self.params = [list(zip(model.parameters(), c.parameters())) for c in self.copies]
+        self.layers = [list(zip(model.modules(), c.modules())) for c in self.copies]
+        self.pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="nnlite-replica")
+        self.blas = ThreadpoolController().select(user_api="blas")
+        self.rng = None  # the epoch generator the replicas' children were spawned from
+        self.frozen = None  # the freeze count the replicas' flags were copied at
+
+    def forward(self, x: Any) -> Any:
+        self._sync()
+        bounds = np.linspace(0, _rows(x), min(len(self.copies) + 1, _rows(x)) + 1).astype(int)
+        parts = [_part(x, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        self.bounds = bounds
+        outs = self._run([self.model.forward] + [c.forward for c in self.copies], parts)
+        return outs[0] if len(outs) == 1 else _joined(outs)
+
+    def backward(self, grad: Any) -> None:
+        """dL/dθ of the whole batch into the model's gradients: each part's backward, then
+        the replicas' gradients added to the model's (dL/dx of the data is not needed)."""
+        bounds, used = self.bounds, self.copies[:len(self.bounds) - 2]
+        for pairs in self.params[:len(used)]:
+            for _, q in pairs:
+                q.zero_grad()
+        parts = [_part(grad, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        self._run([self.model.backward] + [c.backward for c in used], parts)
+        for pairs in self.params[:len(used)]:
+            for p, q in pairs:
+                if p.requires_grad:
+                    p.grad += q.grad
+
+    def _run(self, calls: list, parts: list) -> list:
+        """calls[0](parts[0]) here and the others on the pool's threads, BLAS on one thread."""
+        with self.blas.limit(limits=1):
+            futures = [self.pool.submit(f, part) for f, part in zip(calls[1:], parts[1:])]
+            return [calls[0](parts[0])] + [f.result() for f in futures]
+
+    def _sync(self) -> None:
+        """The model's weights, frozen layers and epoch generator, into the replicas: an
+        optimizer or a callback may have replaced or changed them since the last batch."""
+        for pairs in self.params:
+            for p, q in pairs:
+                q.data = p.data
+        if Parameter.freeze_count != self.frozen:  # a layer (un)frozen: the same in each copy
+            self.frozen = Parameter.freeze_count
+            for pairs, params, c in zip(self.layers, self.params, self.copies):
+                for m, r in pairs:
+                    r.__dict__["_trainable"] = m._trainable
+                for p, q in params:  # (its setter would bump the count the optimizer watches)
+                    q._requires_grad = p._requires_grad
+                c.input_grad = False  # backward's reach
+        if self.model.rng is not self.rng:  # a new epoch: each replica a generator of its own
+            self.rng, entropy = self.model.rng, None
+            if self.rng is not None:
+                entropy = int(self.rng.integers(2 ** 63))
+            for k, pairs in enumerate(self.layers, 1):
+                child = None if entropy is None else np.random.default_rng([entropy, k])
+                for _, c in pairs:
+                    c.rng = child
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def _rows(x: Any) -> int:
+    return len(x[0] if isinstance(x, (list, tuple)) else x)
+
+
+def _part(x: Any, lo: int, hi: int) -> Any:
+    """Rows lo:hi of an array, or of each array of a list (several inputs or outputs)."""
+    return [a[lo:hi] for a in x] if isinstance(x, (list, tuple)) else x[lo:hi]
+
+
+def _joined(parts: list) -> Any:
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate(column) for column in zip(*parts)]
+    return np.concatenate(parts)

@@ -1,0 +1,133 @@
+"""fit(threads=n): each batch split among replicas of the model on n threads trains what one
+thread trains (to rounding), draws its dropout from generators of its own, refuses models
+whose samples meet, and leaves BLAS's thread count as it found it."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import nnlite
+from nnlite import layers as L
+from nnlite import losses, optim
+from nnlite.parallel import Replicas
+
+
+def cnn():
+    return nnlite.Sequential(L.Conv2D(1, 4, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+                             L.Flatten(), L.Linear(4 * 4 * 4, 5))
+
+
+def two_in_two_out():
+    a, b = nnlite.Input((6,)), nnlite.Input((3,))
+    h = L.Concatenate()([L.Tanh()(L.Linear(6, 5)(a)), b])
+    h = L.Add()([h, L.ReLU()(L.Linear(8, 8)(h))])
+    return nnlite.Model([a, b], [L.Linear(8, 4)(h), L.Linear(8, 2)(h)])
+
+
+def trained(build, x, y, threads, loss=None, epochs=2, batch_size=16, callbacks=()):
+    nnlite.set_seed(0)
+    model = build().astype(np.float64)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    history = model.fit(x, y, loss=loss or losses.CrossEntropy(), optimizer=opt,
+                        batch_size=batch_size, epochs=epochs, seed=3, verbose=False,
+                        threads=threads, callbacks=callbacks)
+    return [p.data.copy() for p in model.parameters()], history.history.get("loss", [])
+
+
+def assert_same_training(a, b):
+    (wa, la), (wb, lb) = a, b
+    np.testing.assert_allclose(la, lb, rtol=1e-12)
+    for p, q in zip(wa, wb):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_cnn_trains_on_threads_as_on_one(rng, threads):
+    # 37 samples in batches of 16: the last batch (5) splits unevenly
+    x, y = rng.standard_normal((37, 1, 8, 8)), rng.integers(0, 5, 37)
+    one = trained(cnn, x, y, 1)
+    assert_same_training(one, trained(cnn, x, y, threads))
+    assert np.abs(one[0][0] - trained(cnn, x, y, threads, epochs=0)[0][0]).max() > 1e-3
+
+
+def test_a_batch_of_fewer_rows_than_threads_runs_on_fewer(rng):
+    x, y = rng.standard_normal((9, 1, 8, 8)), rng.integers(0, 5, 9)  # last batch: 1 row
+    assert_same_training(trained(cnn, x, y, 1, batch_size=4),
+                         trained(cnn, x, y, 3, batch_size=4))
+
+
+def test_a_graph_with_two_inputs_and_two_outputs_trains_on_threads(rng):
+    xs = [rng.standard_normal((40, 6)), rng.standard_normal((40, 3))]
+    ys = [rng.integers(0, 4, 40), rng.standard_normal((40, 2))]
+    loss = [losses.CrossEntropy(), losses.MSE()]
+    assert_same_training(trained(two_in_two_out, xs, ys, 1, loss),
+                         trained(two_in_two_out, xs, ys, 2, loss))
+
+
+def test_a_layer_unfrozen_by_a_callback_trains_in_the_replicas_too(rng):
+    x, y = rng.standard_normal((32, 1, 8, 8)), rng.integers(0, 5, 32)
+
+    class Unfreeze(nnlite.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.layers[0].trainable = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.layers[0].trainable = epoch >= 1
+
+    one = trained(cnn, x, y, 1, epochs=3, callbacks=[Unfreeze()])
+    assert_same_training(one, trained(cnn, x, y, 2, epochs=3, callbacks=[Unfreeze()]))
+
+
+def test_dropout_on_threads_depends_only_on_the_seed_and_differs_between_parts(rng):
+    def net():
+        return nnlite.Sequential(L.Linear(6, 32), L.Dropout(0.5), L.Linear(32, 3))
+
+    x, y = rng.standard_normal((64, 6)), rng.integers(0, 3, 64)
+    first = trained(net, x, y, 2)
+    assert_same_training(first, trained(net, x, y, 2))
+    nnlite.set_seed(0)
+    model = net()
+    model.train()
+    model.rng = np.random.default_rng(1)
+    for m in model.modules():
+        m.rng = model.rng
+    twin = np.ones((8, 6))
+    out = Replicas(model, 2).forward(twin)          # the same rows in both halves
+    assert not np.allclose(out[:4], out[4:])
+
+
+def test_batchnorm_is_refused_before_anything_changes(rng):
+    model = nnlite.Sequential(L.Linear(4, 8), L.BatchNorm(8), L.Linear(8, 2))
+    before = [p.data.copy() for p in model.parameters()]
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"threads=2 .*BatchNorm.*running_mean"):
+        model.fit(rng.standard_normal((8, 4)), rng.integers(0, 2, 8),
+                  loss=losses.CrossEntropy(), optimizer=opt, verbose=False, threads=2)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+
+
+@pytest.mark.parametrize("threads", [0, 1.5, "2", None])
+def test_threads_must_be_a_whole_number_of_at_least_one(rng, threads):
+    model = nnlite.Sequential(L.Linear(4, 2))
+    with pytest.raises(ValueError, match="threads"):
+        model.fit(rng.standard_normal((8, 4)), rng.integers(0, 2, 8),
+                  loss=losses.CrossEntropy(), optimizer=optim.SGD(model.parameters(), lr=0.1),
+                  verbose=False, threads=threads)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflowing run
+def test_blas_threads_are_as_they_were_after_fit_even_after_an_error(rng):
+    def counts():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = counts()
+    model = nnlite.Sequential(L.Linear(4, 8), L.ReLU(), L.Linear(8, 2))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    x, y = rng.standard_normal((32, 4)), rng.integers(0, 2, 32)
+    model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, verbose=False, threads=2)
+    assert counts() == before
+    opt.lr = 1e30  # the weights overflow: fit rolls back and raises
+    with pytest.raises(FloatingPointError):
+        model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, verbose=False, threads=2,
+                  epochs=3)
+    assert counts() == before
