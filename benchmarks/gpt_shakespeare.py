@@ -3,7 +3,7 @@ batch 12) trained with the same recipe in nnlite and in PyTorch (CPU), in one pr
 alternating rounds of steps so machine noise hits both alike; prints time per step, tokens
 per second and their ratio, and where nnlite's time goes, layer by layer.
 
-    python benchmarks/gpt_shakespeare.py [--rounds 5] [--steps 40] [--data-dir DIR]
+    python benchmarks/gpt_shakespeare.py [--rounds 5] [--steps 40] [--threads 2] [--data-dir DIR]
 
 Needs PyTorch (pip install -e ".[bench]").
 """
@@ -68,8 +68,11 @@ def recipe_groups(params, decay_if):
 class NNLite:
     name = "nnlite"
 
-    def __init__(self, vocab, x, y):
+    def __init__(self, vocab, x, y, threads=1):
         self.model = build(vocab, CONTEXT, WIDTH, LAYERS, HEADS)
+        self.threads = threads
+        if threads > 1:
+            self.name = f"nnlite, {threads} threads"
         self.opt = nnlite.optim.AdamW(recipe_groups(self.model.parameters(),
                                                     lambda p: p.data.ndim >= 2),
                                       lr=1e-3, betas=(0.9, 0.99), max_grad_norm=1.0)
@@ -79,7 +82,8 @@ class NNLite:
     def steps(self, n):
         part = slice(self.done * BATCH, (self.done + n) * BATCH)
         self.model.fit(self.x[part], self.y[part], loss=self.loss, optimizer=self.opt,
-                       batch_size=BATCH, shuffle=False, verbose=False, seed=0)
+                       batch_size=BATCH, shuffle=False, verbose=False, seed=0,
+                       threads=self.threads)
         self.done += n
 
 
@@ -111,6 +115,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40, help="steps per round")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="also race nnlite's fit(threads=THREADS)")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
@@ -122,6 +128,8 @@ def main() -> None:
     x, y = windows(data, np.random.default_rng(0).integers(0, len(data) - CONTEXT - 1, total),
                    CONTEXT)
     contenders = [NNLite(len(chars), x, y), Torch(len(chars), x, y)]
+    if args.threads > 1:
+        contenders.insert(1, NNLite(len(chars), x, y, args.threads))
     print(f"{machine(torch)}; {args.rounds} rounds of {args.steps} steps, alternating")
     for c in contenders:              # warm-up round, not timed
         c.steps(args.steps)
@@ -134,12 +142,13 @@ def main() -> None:
             times[c.name].append((time.perf_counter() - start) / args.steps)
         print(f"  round {r + 1}: " + ", ".join(f"{n} {t[-1] * 1000:.1f} ms/step"
                                               for n, t in times.items()), flush=True)
-    ratio = statistics.median(a / b for a, b in zip(times["nnlite"], times["pytorch"]))
     rows = [[n, f"{statistics.median(t) * 1000:.1f}",
              f"{BATCH * CONTEXT / statistics.median(t):,.0f}"] for n, t in times.items()]
     print()
     print(table(["", "ms/step", "tokens/s"], rows))
-    print(f"\nnnlite / PyTorch, time per step: {ratio:.2f}x (median of per-round ratios)")
+    for c in contenders[:-1]:
+        ratio = statistics.median(a / b for a, b in zip(times[c.name], times["pytorch"]))
+        print(f"\n{c.name} / PyTorch, time per step: {ratio:.2f}x (median of per-round ratios)")
     step_ms, spent = profile(contenders[0].model.layers, lambda: contenders[0].steps(args.steps),
                              args.steps)
     layers_ms = sum(spent.values())

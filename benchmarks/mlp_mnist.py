@@ -4,8 +4,10 @@ process, alternating the contenders round by round so machine noise hits them al
 ratios.
 
     python benchmarks/mlp_mnist.py [--rounds 7] [--data-dir DIR] [--no-scaling] [--samples N]
+                                   [--threads 2]
 
 PyTorch is optional (pip install -e ".[bench]"); without it its columns are left out.
+``--threads 2`` races nnlite's ``fit(threads=2)`` too, as a contender of its own.
 """
 from __future__ import annotations
 
@@ -38,8 +40,11 @@ PAUSE = 0.3
 class NNLite:
     name = "nnlite"
 
-    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0):
+    def __init__(self, x, y, hidden=(256, 128), batch=BATCH, seed=0, threads=1):
         nnlite.set_seed(seed)
+        self.threads = threads
+        if threads > 1:
+            self.name = f"nnlite, {threads} threads"
         sizes = [x.shape[1], *hidden]
         layers = []
         for a, b in zip(sizes, sizes[1:]):
@@ -51,7 +56,8 @@ class NNLite:
 
     def epoch(self):
         self.model.fit(self.x, self.y, loss=self.loss, optimizer=self.opt, batch_size=self.batch,
-                       epochs=self.epochs + 1, initial_epoch=self.epochs, verbose=False, seed=0)
+                       epochs=self.epochs + 1, initial_epoch=self.epochs, verbose=False, seed=0,
+                       threads=self.threads)
         self.epochs += 1
 
     def predict(self, x):
@@ -315,6 +321,8 @@ def main() -> None:
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--samples", type=int, default=60000,
                         help="train on the first SAMPLES images only (a quick look)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="also race nnlite's fit(threads=THREADS)")
     args = parser.parse_args()
 
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
@@ -328,6 +336,8 @@ def main() -> None:
     kinds = [NNLite, *([Torch] if torch else []), *([] if args.no_sklearn else [SKLearn]),
              HandFused, GemmFloor]
     contenders = [k(x, y) for k in kinds]
+    if args.threads > 1:
+        contenders.insert(1, NNLite(x, y, threads=args.threads))
     print(f"MNIST ({len(x):,} images), 784-256-128-10 ReLU MLP, Adam lr {LR}, batch {BATCH}, "
           f"float32, median of {args.rounds} alternating rounds (ratios: median of the "
           f"per-round ratios)")
@@ -352,9 +362,10 @@ def main() -> None:
 
     if torch:
         print("\nPrediction on the 10,000 test images (samples/s, best of 5, alternating):")
-        best = {c.name: float("inf") for c in contenders[:2]}
+        pair = [c for c in contenders if c.name in ("nnlite", "pytorch")]
+        best = {c.name: float("inf") for c in pair}
         for _ in range(5):
-            for c in contenders[:2]:
+            for c in pair:
                 best[c.name] = min(best[c.name], _timed(c.predict, xt))
         print(table(["", "samples/s"], [[n, f"{len(xt) / t:,.0f}"] for n, t in best.items()]))
 
