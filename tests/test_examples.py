@@ -108,9 +108,9 @@ def test_digits_lstm_quick_with_plots(tmp_path):
 
 
 def test_shakespeare_gpt_quick_with_plot(tmp_path, data_root):
-    """The GPT example, shortened: it trains, samples and reports its loss."""
+    """The GPT example, shortened, on two threads: it trains, samples and reports its loss."""
     out = run("shakespeare_gpt.py", "--data-dir", str(data_root), "--quick", "--tokens", "40",
-              "--prompt", "ROMEO:", "--save", "g.npz", *PLOT, cwd=tmp_path)
+              "--prompt", "ROMEO:", "--save", "g.npz", "--threads", "2", *PLOT, cwd=tmp_path)
     lines = out.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("ROMEO:"))
     assert len("\n".join(lines[start:])) >= len("ROMEO:") + 40 - 1  # the sample, then more
