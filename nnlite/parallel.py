@@ -62,7 +62,7 @@ class Replicas:
         self.layers = [list(zip(model.modules(), c.modules())) for c in self.copies]
         self.pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="nnlite-replica")
         self.blas = ThreadpoolController().select(user_api="blas")
-        self.rng = None  # the epoch generator the replicas' children were spawned from
+        self.rng = None  # the epoch generator the replicas' generators were seeded from
         self.frozen = None  # the freeze count the replicas' flags were copied at
 
     def forward(self, x: Any) -> Any:
