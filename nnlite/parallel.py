@@ -9,10 +9,14 @@ into the model's. The loss runs once, on the whole batch's outputs, in the calli
 so its meaning (a mean, class weights, several outputs) does not change; the sums do, to
 rounding.
 
-Each sample's output must depend on that sample alone: a layer with buffers (BatchNorm's
-running statistics, updated from a whole batch) is refused. Dropout-like layers draw from
-a generator of their own in each replica, seeded from the epoch's, so a run depends only
-on ``seed``, the epoch and ``threads``.
+Each sample's output must depend on that sample alone, or the layer must say how its
+parts meet: BatchNorm's statistics are sums over the whole batch, so its copies add up
+their parts' sums (``across``, one ``_Sum`` per layer: each part waits for the others and
+all get the same total, added in part order). Another layer with buffers is refused. Each
+batch, the replicas' buffers take the model's values, the replicas' own updates being
+copies of the model's. Dropout-like layers draw from a generator of their own in each
+replica, seeded from the epoch's, so a run depends only on ``seed``, the epoch and
+``threads``.
 
 While the replicas run, BLAS is held to one thread (threadpoolctl), so each core multiplies
 the rows it has just built, rather than nnlite's passes running on one core and OpenBLAS's
@@ -25,6 +29,8 @@ more than the second core gives).
 from __future__ import annotations
 
 import copy
+import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,11 +44,11 @@ from .validate import check_number
 
 def check_threads(model: Layer, threads: Any) -> int:
     """fit's ``threads``, checked at the door: a whole number >= 1, and with more than one,
-    a model whose samples do not meet inside it."""
+    a model whose samples meet only where a layer adds up its parts (``across``)."""
     threads = check_number("fit", "threads", threads, integer=True, low=1)
     if threads > 1:
         for layer in model.modules():
-            if layer.__dict__.get("_buffers"):
+            if layer.__dict__.get("_buffers") and not hasattr(layer, "across"):
                 raise ValueError(f"fit: threads={threads} trains replicas of the model on parts "
                                  f"of each batch, but {layer!r} keeps buffers ("
                                  f"{', '.join(layer._buffers)}) that a whole batch updates; "
@@ -59,7 +65,16 @@ class Replicas:
         shared = {id(p.data): p.data for p in model.parameters()}
         self.copies = [copy.deepcopy(model, dict(shared)) for _ in range(threads - 1)]
         self.params = [list(zip(model.parameters(), c.parameters())) for c in self.copies]
-        self.layers = [list(zip(model.modules(), c.modules())) for c in self.copies]
+        modules = [list(model.modules())] + [list(c.modules()) for c in self.copies]
+        self.layers = [list(zip(modules[0], others)) for others in modules[1:]]
+        self.buffers = [(m, c, name) for pairs in self.layers for m, c in pairs
+                        for name in m.__dict__.get("_buffers", ())]
+        self.sums = []  # one per layer whose parts meet: part k calls it as its ``across``
+        for j, layer in enumerate(modules[0]):
+            if hasattr(layer, "across"):
+                self.sums.append(_Sum())
+                for k, part in enumerate(modules):
+                    part[j].across = functools.partial(self.sums[-1], k)
         self.pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="nnlite-replica")
         self.blas = ThreadpoolController().select(user_api="blas")
         self.rng = None  # the epoch generator the replicas' generators were seeded from
@@ -70,6 +85,8 @@ class Replicas:
         bounds = np.linspace(0, _rows(x), min(len(self.copies) + 1, _rows(x)) + 1).astype(int)
         parts = [_part(x, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
         self.bounds = bounds
+        for total in self.sums:
+            total.expect(len(parts))
         outs = self._run([self.model.forward] + [c.forward for c in self.copies], parts)
         return outs[0] if len(outs) == 1 else _joined(outs)
 
@@ -88,10 +105,25 @@ class Replicas:
                     p.grad += q.grad
 
     def _run(self, calls: list, parts: list) -> list:
-        """calls[0](parts[0]) here and the others on the pool's threads, BLAS on one thread."""
+        """calls[0](parts[0]) here and the others on the pool's threads, BLAS on one thread;
+        their results, or, once all have ended, the error that stopped them."""
         with self.blas.limit(limits=1):
-            futures = [self.pool.submit(f, part) for f, part in zip(calls[1:], parts[1:])]
-            return [calls[0](parts[0])] + [f.result() for f in futures]
+            futures = [self.pool.submit(self._call, f, part)
+                       for f, part in zip(calls[1:], parts[1:])]
+            ended = [self._call(calls[0], parts[0])] + [f.result() for f in futures]
+        errors = [e for _, e in ended if e is not None]
+        if errors:  # the cause, rather than another part's broken wait for it
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
+                       errors[0])
+        return [value for value, _ in ended]
+
+    def _call(self, f: Any, part: Any) -> tuple[Any, Exception | None]:
+        try:
+            return f(part), None
+        except Exception as e:
+            for total in self.sums:  # the other parts would wait for this one's sums forever
+                total.barrier.abort()
+            return None, e
 
     def _sync(self) -> None:
         """The model's weights, frozen layers and epoch generator, into the replicas: an
@@ -99,6 +131,8 @@ class Replicas:
         for pairs in self.params:
             for p, q in pairs:
                 q.data = p.data
+        for m, c, name in self.buffers:
+            getattr(c, name)[...] = getattr(m, name)
         if Parameter.freeze_count != self.frozen:  # a layer (un)frozen: the same in each copy
             self.frozen = Parameter.freeze_count
             for pairs, params, c in zip(self.layers, self.params, self.copies):
@@ -118,6 +152,28 @@ class Replicas:
 
     def close(self) -> None:
         self.pool.shutdown()
+        for layer in self.model.modules():
+            layer.__dict__.pop("across", None)
+
+
+class _Sum:
+    """Adds up an array over the parts of a batch: part k calls it with its own sum and
+    waits until every part has; each gets the total of all, added in part order."""
+
+    def __init__(self):
+        self.barrier, self.slots = threading.Barrier(1), [None]
+
+    def expect(self, parts: int) -> None:
+        """The next calls come from this many parts (fewer for a batch of fewer rows)."""
+        if parts != self.barrier.parties:
+            self.barrier, self.slots = threading.Barrier(parts), [None] * parts
+
+    def __call__(self, k: int, part_sum: np.ndarray) -> np.ndarray:
+        self.slots[k] = part_sum
+        self.barrier.wait()
+        total = functools.reduce(np.add, self.slots)
+        self.barrier.wait()  # every part has read the slots before any writes its next sum
+        return total
 
 
 def _rows(x: Any) -> int:

@@ -86,8 +86,8 @@ def test_sklearn_search_quick_with_plot(tmp_path):
 
 
 def test_mnist_cnn_quick_with_plots(tmp_path, data_root):
-    out = run("mnist_cnn.py", "--data-dir", str(data_root), "--quick", *PLOT, "--save",
-              "c.npz", cwd=tmp_path)
+    out = run("mnist_cnn.py", "--data-dir", str(data_root), "--quick", "--threads", "2", *PLOT,
+              "--save", "c.npz", cwd=tmp_path)
     assert accuracy(out) > 0.85
     figures(tmp_path / "figs", ["history", "mistakes"])
 

@@ -1,6 +1,9 @@
 """fit(threads=n): each batch split among replicas of the model on n threads trains what one
-thread trains (to rounding), draws its dropout from generators of its own, refuses models
-whose samples meet, and leaves BLAS's thread count as it found it."""
+thread trains (to rounding), BatchNorm's statistics included; dropout draws from
+generators of its own; layers with other buffers are refused; an error in one part stops
+them all; BLAS's thread count is left as it was."""
+import threading
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
@@ -110,15 +113,80 @@ def test_dropout_on_threads_depends_only_on_the_seed_and_differs_between_parts(r
     assert not np.allclose(out[:4], out[4:])
 
 
-def test_batchnorm_is_refused_before_anything_changes(rng):
-    model = nnlite.Sequential(L.Linear(4, 8), L.BatchNorm(8), L.Linear(8, 2))
+def bn_cnn():
+    return nnlite.Sequential(L.Conv2D(1, 4, 3, padding=1), L.BatchNorm(4), L.ReLU(),
+                             L.MaxPool2D(2), L.Flatten(), L.Linear(64, 8), L.BatchNorm(8),
+                             L.ReLU(), L.Linear(8, 5))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_batchnorm_adds_up_its_parts_statistics_and_keeps_the_models_running_ones(
+        rng, threads, frozen):
+    x, y = rng.standard_normal((37, 1, 8, 8)), rng.integers(0, 5, 37)
+    runs = []
+    for t in (1, threads):
+        nnlite.set_seed(0)
+        model = bn_cnn().astype(np.float64)
+        model[1].trainable = not frozen  # frozen: normalised with its running statistics
+        model[1].running_mean[...] = 0.5
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+        reset = nnlite.callbacks.LambdaCallback(  # the model's statistics, changed mid-fit
+            on_epoch_begin=lambda epoch, logs, bn=model[1]: bn.running_var.fill(epoch + 1))
+        model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, batch_size=16, epochs=2,
+                  seed=3, verbose=False, threads=t, callbacks=[reset])
+        runs.append([p.data.copy() for p in model.parameters()] +
+                    [b.copy() for _, b in model.named_buffers()])
+        assert all(m.across is None for m in model.modules() if hasattr(m, "across"))
+    for a, b in zip(*runs):  # (the convolution's bias, which BatchNorm undoes, moves by 1e-10)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-8)
+    buffers = dict(model.named_buffers())  # the threaded run's
+    assert int(buffers["6.num_batches_tracked"]) == 6  # 3 batches an epoch, not 6 or 9
+    assert (buffers["1.running_mean"] == 0.5).all() == frozen
+
+
+def test_a_layer_with_buffers_of_its_own_is_refused_before_anything_changes(rng):
+    class Counter(L.ReLU):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("seen", np.zeros(()))
+
+    model = nnlite.Sequential(L.Linear(4, 8), Counter(), L.Linear(8, 2))
     before = [p.data.copy() for p in model.parameters()]
     opt = optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match=r"threads=2 .*BatchNorm.*running_mean"):
+    with pytest.raises(ValueError, match=r"threads=2 .*Counter.*seen"):
         model.fit(rng.standard_normal((8, 4)), rng.integers(0, 2, 8),
                   loss=losses.CrossEntropy(), optimizer=opt, verbose=False, threads=2)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+
+
+def test_an_error_in_one_part_reaches_fit_and_leaves_no_thread_waiting(rng):
+    class FailsInAReplica(L.ReLU):
+        home = None  # the thread fit runs in: there, the model's own part passes
+
+        def forward(self, x):
+            if threading.current_thread() is not self.home:
+                raise RuntimeError("a replica's part failed")
+            return super().forward(x)
+
+    model = nnlite.Sequential(L.Linear(4, 8), FailsInAReplica(), L.BatchNorm(8),
+                              L.Linear(8, 2))
+    errors = []
+
+    def train():
+        FailsInAReplica.home = threading.current_thread()
+        try:
+            model.fit(rng.standard_normal((32, 4)), rng.integers(0, 2, 32), verbose=False,
+                      loss=losses.CrossEntropy(), optimizer=optim.SGD(model.parameters(), lr=0.1),
+                      threads=2)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    runner = threading.Thread(target=train, daemon=True)
+    runner.start()
+    runner.join(timeout=60)  # the main part waits in BatchNorm's sum until the other fails
+    assert not runner.is_alive() and errors == ["a replica's part failed"]
 
 
 @pytest.mark.parametrize("threads", [0, 1.5, "2", None])

@@ -25,7 +25,13 @@ class BatchNorm(Layer):
     dL/dγ += Σ g ⊙ x̂;  dL/dβ += Σ g.  In eval mode dL/dx = g ⊙ γ/√(σ² + ε).
     JVP: J is symmetric within a channel (the statistics of every sample move with v):
     J · v = γ (v − mean(v) − x̂ ⊙ mean(v ⊙ x̂)) / √(σ²_B + ε); in eval mode v ⊙ γ/√(σ² + ε).
+    Under ``fit(threads=n)`` each thread sees a part of the batch; the sums over the batch
+    (Σ x, Σ (x − μ)², Σ g, Σ g ⊙ x̂ and M) are the parts' sums added up (``across``).
     """
+
+    #: Adds up a per-channel sum over the parts of a batch that ``fit(threads=n)`` split
+    #: among threads (``nnlite.parallel`` sets it in each part's copy); None: one part.
+    across: Any = None
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
                  dtype: Any = None):
@@ -61,13 +67,17 @@ class BatchNorm(Layer):
         n, c, h, w = like.shape
         return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
+    def _whole(self, part_sum: np.ndarray) -> np.ndarray:
+        """A sum over this part of the batch, as the sum over the whole batch."""
+        return part_sum if self.across is None else self.across(part_sum)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         rows = self._rows(x)
-        m = len(rows)
         if self.training and self._trainable:
-            mean = _column_sums(rows) / m
+            m = int(self._whole(np.array(len(rows))))
+            mean = self._whole(_column_sums(rows)) / m
             centred = rows - mean
-            var = np.einsum("ij,ij->j", centred, centred) / m
+            var = self._whole(np.einsum("ij,ij->j", centred, centred)) / m
             self.num_batches_tracked += 1
             self.running_mean *= 1 - self.momentum
             self.running_mean += self.momentum * mean
@@ -86,7 +96,6 @@ class BatchNorm(Layer):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         centred, inv_std = self._cached("_centred"), self._cached("_inv_std")
         g = self._rows(grad)
-        m = len(g)
         scale = self.weight.data * inv_std                      # γ/σ
         if not self._batch_stats:
             if self._trainable:
@@ -97,6 +106,8 @@ class BatchNorm(Layer):
         sum_g_xhat = np.einsum("ij,ij->j", g, centred) * inv_std
         self.weight.grad += sum_g_xhat
         self.bias.grad += sum_g
+        m = int(self._whole(np.array(len(g))))
+        sum_g, sum_g_xhat = self._whole(sum_g), self._whole(sum_g_xhat)
         # γ/σ · (g − mean(g) − x̂ mean(g x̂)), with x̂ = (x − μ)/σ, as a·(g − ḡ) + k·(x − μ)
         dx = np.subtract(g, sum_g / m)
         dx *= scale
