@@ -51,8 +51,9 @@ def check_threads(model: Layer, threads: Any) -> int:
             if layer.__dict__.get("_buffers") and not hasattr(layer, "across"):
                 raise ValueError(f"fit: threads={threads} trains replicas of the model on parts "
                                  f"of each batch, but {layer!r} keeps buffers ("
-                                 f"{', '.join(layer._buffers)}) that a whole batch updates; "
-                                 f"train it with threads=1")
+                                 f"{', '.join(layer._buffers)}) that its copies would update "
+                                 f"apart (only a layer with ``across``, as BatchNorm, adds up "
+                                 f"its parts); train it with threads=1")
     return threads
 
 
