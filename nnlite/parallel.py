@@ -82,6 +82,7 @@ class Replicas:
         self.frozen = None  # the freeze count the replicas' flags were copied at
 
     def forward(self, x: Any) -> Any:
+        """The model's output for the whole batch: its parts' outputs, joined."""
         self._sync()
         bounds = np.linspace(0, _rows(x), min(len(self.copies) + 1, _rows(x)) + 1).astype(int)
         parts = [_part(x, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
@@ -119,6 +120,7 @@ class Replicas:
         return [value for value, _ in ended]
 
     def _call(self, f: Any, part: Any) -> tuple[Any, Exception | None]:
+        """(f(part), None), or (None, the error) once the other parts are released."""
         try:
             return f(part), None
         except Exception as e:
@@ -127,8 +129,8 @@ class Replicas:
             return None, e
 
     def _sync(self) -> None:
-        """The model's weights, frozen layers and epoch generator, into the replicas: an
-        optimizer or a callback may have replaced or changed them since the last batch."""
+        """The model's weights, buffers, frozen layers and epoch generator, into the
+        replicas: an optimizer or a callback may have replaced or changed them since."""
         for pairs in self.params:
             for p, q in pairs:
                 q.data = p.data
