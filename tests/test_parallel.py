@@ -199,15 +199,24 @@ def test_threads_must_be_a_whole_number_of_at_least_one(rng, threads):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflowing run
-def test_blas_threads_are_as_they_were_after_fit_even_after_an_error(rng):
+def test_blas_keeps_to_one_thread_in_the_parts_and_is_restored_even_after_an_error(rng):
     def counts():
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
+    class Watch(L.ReLU):  # BLAS's thread counts while the parts run
+        seen = []
+
+        def forward(self, x):
+            Watch.seen.append(counts())
+            return super().forward(x)
+
     before = counts()
-    model = nnlite.Sequential(L.Linear(4, 8), L.ReLU(), L.Linear(8, 2))
+    model = nnlite.Sequential(L.Linear(4, 8), Watch(), L.Linear(8, 2))
     opt = optim.SGD(model.parameters(), lr=0.1)
     x, y = rng.standard_normal((32, 4)), rng.integers(0, 2, 32)
     model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, verbose=False, threads=2)
+    probe, *parts = Watch.seen  # the door's one-row probe runs before any thread
+    assert probe == before and parts and all(seen == [1] * len(before) for seen in parts)
     assert counts() == before
     opt.lr = 1e30  # the weights overflow: fit rolls back and raises
     with pytest.raises(FloatingPointError):
