@@ -93,8 +93,8 @@ def test_mnist_cnn_quick_with_plots(tmp_path, data_root):
 
 
 def test_fashion_resnet_quick_with_plots(tmp_path, data_root):
-    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--quick", *PLOT,
-              "--save", "r.npz", cwd=tmp_path)
+    out = run("fashion_resnet.py", "--data-dir", str(data_root), "--quick", "--threads", "2",
+              *PLOT, "--save", "r.npz", cwd=tmp_path)
     assert accuracy(out) > 0.6
     model = __import__("nnlite").load(tmp_path / "r.npz")
     assert sum(type(layer).__name__ == "Add" for layer in model.layers) == 2
