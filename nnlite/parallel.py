@@ -22,9 +22,9 @@ While the replicas run, BLAS is held to one thread (threadpoolctl), so each core
 the rows it has just built, rather than nnlite's passes running on one core and OpenBLAS's
 products on two, with the data crossing between them at every product. It pays where a
 batch takes tens of milliseconds: on a 2-core machine the small CNN of
-``benchmarks/cnn_mnist.py`` trained at 0.75-0.84x PyTorch's time on two threads, 1.37-1.44x
-on one (README, Performance); an MLP's 1 ms batch took 1.4x as long (the hand-offs cost
-more than the second core gives).
+``benchmarks/cnn_mnist.py`` trained at 0.75-0.84x PyTorch's time on two threads, 0.91-1.44x
+on one in the same runs (README, Performance); an MLP's 1 ms batch took 1.2-1.4x as long
+(the hand-offs cost more than the second core gives).
 """
 from __future__ import annotations
 
