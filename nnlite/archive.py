@@ -147,6 +147,12 @@ def _npy_header(m: Any, filename: str) -> tuple[tuple[int, ...], np.dtype, int]:
     return shape, dtype, fortran, m.tell()
 
 
+def little_endian(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` in little-endian byte order, as nnlite (like torch and safetensors) always
+    writes them: a big-endian array (``.astype(">f4")``) is stored as the same values."""
+    return {k: v.astype(v.dtype.newbyteorder("<"), copy=False) for k, v in arrays.items()}
+
+
 def _is_text(head: bytes) -> bool:
     try:
         head.decode("utf-8")

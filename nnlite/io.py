@@ -25,16 +25,17 @@ import numpy as np
 
 from . import layers, optim
 from .architecture import build, describe, subclasses
-from .archive import HEADER, Archive, atomic_write
+from .archive import HEADER, Archive, atomic_write, little_endian
 from .budget import probe_budget, probe_model
 from .budget import allocation_budget
 from .layer import Layer
 from .validate import check_number, checked, whole
 
 FORMAT = "nnlite"
-VERSION = 3  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
+VERSION = 4  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
 #                (out, in), BatchNorm's batch count; 3: classes other than nnlite's own as
-#                "module:qualified name"; files of versions 1 and 2 still load
+#                "module:qualified name"; 4: optimizer state per parameter, by name;
+#                files of versions 1 to 3 still load
 #: Bytes a file's architecture may declare beyond the arrays it holds (small buffers that
 #: files of an older version did not store).
 _SLACK = 1 << 16
@@ -66,12 +67,13 @@ def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | 
                                "config": optimizer.get_config(), "groups": groups,
                                "steps": optimizer.steps,
                                "initial_lr": [g["initial_lr"] for g in optimizer.param_groups]}
-        arrays.update({f"optim/{k}": v for k, v in optimizer.state_arrays().items()})
+        arrays.update({f"optim/{k}": v for k, v in optimizer.state_arrays(names).items()})
     if epoch is not None:
         header["epoch"] = int(epoch)
     shapes = model.__dict__.get("input_shapes")
     if shapes:
         header["input_shapes"] = [list(s) for s in shapes]
+    arrays = little_endian(arrays)
     arrays[HEADER] = np.array(json.dumps(header))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -188,7 +190,7 @@ def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, ver
         return model, None, epoch
     if epoch is None:
         raise ValueError("it has no epoch count: it was written by save(), not by a checkpoint")
-    return model, _optimizer(header, archive, model), epoch
+    return model, _optimizer(header, archive, model, version), epoch
 
 
 def _members(model: Layer, header: dict[str, Any], version: int
@@ -219,14 +221,15 @@ def _array(archive: Archive, key: str, current: np.ndarray, kind: str, transpose
     if shape != current.shape:
         raise ValueError(f"{kind} {name!r} has shape {shape}, the architecture needs "
                          f"{current.shape}")
-    if dtype != current.dtype:
+    if dtype.newbyteorder("=") != current.dtype.newbyteorder("="):
         raise ValueError(f"{kind} {name!r} is {dtype}, the architecture says "
                          f"{current.dtype}")
     value = archive.read(key)
     return checked(kind, name, value.T if transposed else value, current)
 
 
-def _optimizer(header: dict[str, Any], archive: Archive, model: Layer) -> optim.Optimizer:
+def _optimizer(header: dict[str, Any], archive: Archive, model: Layer, version: int
+               ) -> optim.Optimizer:
     """The checkpoint's optimizer over ``model``'s parameters, with exactly the state its
     class keeps (``Optimizer.load_state`` checks every entry)."""
     spec = header.get("optimizer")
@@ -252,8 +255,39 @@ def _optimizer(header: dict[str, Any], archive: Archive, model: Layer) -> optim.
     if problem:
         raise ValueError(problem)
     state = {k[len("optim/"):]: archive.read(k) for k in archive.names if k.startswith("optim/")}
-    opt.load_state(state, spec.get("steps"), initial_lr)
+    names = {id(p): name for name, p in model.named_parameters()}
+    if version < 4:
+        state = _per_parameter(state, opt, names)
+    opt.load_state(state, spec.get("steps"), names, initial_lr)
     return opt
+
+
+def _per_parameter(flat: dict[str, np.ndarray], opt: optim.Optimizer, names: dict[int, str]
+                   ) -> dict[str, np.ndarray]:
+    """A version-3 checkpoint's state (one flat array per group and state, "i/name" when
+    there are several groups) cut into each parameter's array. The flat order is the
+    order the groups list their parameters in, which only the header records: it is taken
+    only where each group lists them in the model's order, as an optimizer built on
+    ``model.parameters()`` does, and refused otherwise, not guessed."""
+    order = {i: k for k, i in enumerate(names)}
+    state = {}
+    for i, group in enumerate(opt._groups):
+        params = group.store.params
+        if [order[id(p)] for p in params] != sorted(order[id(p)] for p in params):
+            raise ValueError(f"its optimizer's group {i} lists the parameters out of the "
+                             f"model's order, and this version-3 file keeps their state in "
+                             f"one array, so which state is whose is not known")
+        prefix = f"{i}/" if len(opt._groups) > 1 else ""
+        for key in [k for k in flat if k.startswith(prefix) and "/" not in k[len(prefix):]]:
+            values, start = flat.pop(key), 0
+            if values.shape != (group.store.data.size,):
+                raise ValueError(f"state {key!r} has shape {values.shape}; its parameters "
+                                 f"need ({group.store.data.size},)")
+            for p in params:
+                state[f"{names[id(p)]}/{key[len(prefix):]}"] = \
+                    values[start:start + p.size].reshape(p.shape)
+                start += p.size
+    return {**state, **flat}  # what is left over is refused by name
 
 
 def _uncovered(model: Layer, optimizer: optim.Optimizer) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import state as state_dicts
-from .parameter import Parameter
+from .parameter import Parameter, resolve_dtype
 
 _generator = np.random.default_rng()
 
@@ -251,7 +251,7 @@ class Layer:
 
     def astype(self, dtype: Any) -> Layer:
         """Convert every parameter and floating buffer to ``dtype``, in place."""
-        dtype = np.dtype(dtype)
+        dtype = resolve_dtype(dtype)
         for m in self.modules():
             if "dtype" in m.__dict__:
                 m.dtype = dtype

@@ -179,3 +179,15 @@ def _same_shape(loss, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name}: target of shape {np.shape(target)} does not match "
                          f"predictions of shape {pred.shape}")
     return t
+
+
+def scorer(fn: Loss | None, pred: np.ndarray, target: np.ndarray) -> Loss | None:
+    """The loss whose ``accuracy`` scores an output: its own loss if a classification
+    one; with no loss known, CrossEntropy's argmax where the output is a classifier's
+    (more than one unit, the targets class labels in range); else None."""
+    if fn is not None:
+        return fn if fn.classification else None
+    classes = pred.shape[-1] if pred.ndim > 1 else 0
+    labels = target.dtype.kind in "iu" and classes > 1 and target.shape == pred.shape[:-1] \
+        and (target.size == 0 or 0 <= target.min() and target.max() < classes)
+    return CrossEntropy() if labels else None

@@ -82,6 +82,7 @@ def export_onnx(model: Layer, path: str | os.PathLike,
             from None
     shapes = _input_shapes(model, input_shape)
     dtype = next((p.dtype for p in model.parameters()), np.dtype(np.float32))
+    dtype = dtype.newbyteorder("=")  # initializers are written little-endian, as ONNX's
     kind = onnx.helper.np_dtype_to_tensor_dtype(dtype)
     in_dtypes = [d or dtype for d in getattr(model, "input_dtypes", [None] * len(shapes))]
     graph = OnnxGraph(onnx, dtype)

@@ -4,7 +4,7 @@ and the step that runs an update rule once per group (the rules are in ``nnlite.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -156,42 +156,50 @@ class Optimizer:
         """Each group's hyper-parameters (without its parameters), for checkpoints."""
         return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
 
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """The optimizer's state, as flat arrays, for checkpoints."""
-        return {k: v for k, v in self.state.items()
-                if self.steps and not k.split("/")[-1].startswith("_")}
+    def state_arrays(self, names: dict[int, str]) -> dict[str, np.ndarray]:
+        """The optimizer's state per parameter, for checkpoints: ``"{name}/{state}"`` (the
+        parameter's name in ``names``, by ``id``) -> an array of the parameter's shape."""
+        return {f"{names[id(p)]}/{state}": array
+                for p, state, array in self._param_states()} if self.steps else {}
 
-    def load_state(self, arrays: dict[str, np.ndarray], steps: int,
+    def _param_states(self) -> Iterator[tuple[Parameter, str, np.ndarray]]:
+        """(parameter, state name, the parameter's view of that state) of every state
+        array kept after a step, for each parameter the optimizer updates."""
+        for group in self._groups:
+            for p in group.store.params:
+                where = group.store.where[id(p)]
+                for state in self.group_state_names(group.hyper):
+                    yield p, state, group.buffer(state)[where].reshape(p.shape)
+
+    def load_state(self, arrays: dict[str, np.ndarray], steps: int, names: dict[int, str],
                    initial_lr: float | list[float] | None = None) -> None:
-        """Take the state a checkpoint holds: after ``steps`` > 0 steps exactly the arrays
-        ``group_state_names`` lists per group ("i/name" when there are several), each
-        flat, of the optimizer's dtype, finite (and >= 0 where ``nonnegative``); after
+        """Take the state a checkpoint holds, per parameter: after ``steps`` > 0 steps
+        exactly the arrays ``group_state_names`` lists for each parameter it updates, as
+        ``"{name}/{state}"`` (its name in ``names``, by ``id``), each of the parameter's
+        shape and the optimizer's dtype, finite (and >= 0 where ``nonnegative``); after
         none, no arrays. Anything else is a ValueError naming the entry, before any
         change."""
         name = type(self).__name__
         steps = check_number(name, "steps", steps, integer=True, low=0, high=2 ** 53)
-        expected = {}
-        for i, group in enumerate(self._groups):
-            prefix = f"{i}/" if len(self._groups) > 1 else ""
-            for state in (self.group_state_names(group.hyper) if steps else ()):
-                expected[prefix + state] = group, state
+        expected = {f"{names[id(p)]}/{state}": (p, state, view)
+                    for p, state, view in self._param_states()} if steps else {}
         for key in sorted(set(arrays) - set(expected)):
             raise ValueError(f"{name}: state {key!r} is not one {name} keeps" +
                              (" before its first step (steps is 0)" if not steps else ""))
         for key in sorted(set(expected) - set(arrays)):
             raise ValueError(f"{name}: state {key!r} is missing ({steps} steps taken)")
-        for key, (group, state) in expected.items():
-            value, size = arrays[key], group.store.data.size
-            if value.shape != (size,) or value.dtype != self.dtype:
+        for key, (p, state, _) in expected.items():
+            value = arrays[key]
+            if value.shape != p.shape or value.dtype != self.dtype:
                 raise ValueError(f"{name}: state {key!r} is {value.dtype} of shape "
-                                 f"{value.shape}; its parameters need {self.dtype} of shape "
-                                 f"({size},)")
+                                 f"{value.shape}; its parameter is {self.dtype} of shape "
+                                 f"{p.shape}")
             if not np.isfinite(value).all() or (state in self.nonnegative and
                                                 (value < 0).any()):
                 kind = "finite values >= 0" if state in self.nonnegative else "finite values"
                 raise ValueError(f"{name}: state {key!r} must hold {kind}")
-        for key, (group, state) in expected.items():
-            group.buffer(state)[...] = arrays[key]
+        for key, (_, _, view) in expected.items():
+            view[...] = arrays[key]
         self.steps = steps
         if initial_lr is not None:
             values = initial_lr if isinstance(initial_lr, list) else [initial_lr] * len(

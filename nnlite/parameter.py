@@ -38,7 +38,7 @@ def resolve_dtype(dtype: Any) -> np.dtype:
         resolved = None
     if resolved is None or not np.issubdtype(resolved, np.floating):
         raise ValueError(f"parameters need a floating dtype such as 'float32', got {dtype!r}")
-    return resolved
+    return resolved.newbyteorder("=")  # ">f4" is float32: arithmetic and files are native
 
 
 class Parameter:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from .archive import atomic_write
+from .archive import atomic_write, little_endian
 from .validate import checked
 
 #: A ``nnlite.Layer``: this module sits below the layer contract (whose ``state_dict``
@@ -95,7 +95,7 @@ def save_weights(model: Layer, path: str | os.PathLike) -> None:
     """Write ``state_dict(model)`` to ``path`` as a safetensors file, atomically."""
     from safetensors.numpy import save
 
-    data = save(state_dict(model), metadata={"format": "pt"})
+    data = save(little_endian(state_dict(model)), metadata={"format": "pt"})
     atomic_write(path, lambda f: f.write(data))
 
 

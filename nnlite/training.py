@@ -23,7 +23,7 @@ from .feed import (Feed, bare, checked_batch, is_stream, predict_stream,
                    validation_source)
 from .layer import Layer, default_rng
 from .parameter import Parameter, get_default_dtype
-from .losses import CrossEntropy, Loss
+from .losses import Loss, scorer
 from .objective import Objective, loss_weights_of, per_output
 from .optimizer import Optimizer
 from .parallel import Replicas, check_threads
@@ -127,7 +127,9 @@ class Trainable(Layer):
 
         The loss is ``loss``, else the one ``fit`` last trained the model with. Accuracy
         (``metrics=None``) is reported for classification outputs only: a CrossEntropy or
-        BinaryCrossEntropy loss, or, with no loss known, integer targets; asking for
+        BinaryCrossEntropy loss, or, with no loss known, an output of more than one unit
+        whose targets are class labels in range (a one-unit output with integer targets is
+        a regression: no accuracy, so a loss must be given); asking for
         ``metrics=("accuracy",)`` on a regression output is a ValueError. With several
         outputs, ``loss`` is the weighted sum and each output has its own
         ``output_i_loss`` (and ``output_i_accuracy``). ``x`` may be a dataset or an iterator
@@ -146,7 +148,11 @@ class Trainable(Layer):
         known = loss if loss is not None else self.__dict__.get("_trained_with")
         losses = per_output(known, self.n_outputs) if known is not None else \
             [None] * self.n_outputs
-        accuracy = [_accuracy_of(fn, t) for fn, t in zip(losses, ys)]
+        weights = loss_weights_of(loss_weights, self.n_outputs)
+        if preds is None:
+            preds = self.predict(bare(xs), batch_size)
+            preds = preds if self.n_outputs > 1 else [preds]
+        accuracy = [scorer(fn, p, t) for fn, p, t in zip(losses, preds, ys)]
         for name, fn, t, acc in zip(self.output_names(), losses, ys, accuracy):
             where = f"output {name[:-1]}" if name else "the output"
             if metrics and acc is None:
@@ -154,11 +160,8 @@ class Trainable(Layer):
                                  f"regression ({type(fn).__name__} loss, {t.dtype} targets)")
             if fn is None and acc is None:
                 raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
-                                 f"fit the model first (its targets are {t.dtype}, not labels)")
-        weights = loss_weights_of(loss_weights, self.n_outputs)
-        if preds is None:
-            preds = self.predict(bare(xs), batch_size)
-            preds = preds if self.n_outputs > 1 else [preds]
+                                 f"fit the model first (no loss is known, and its targets "
+                                 f"are not class labels of its outputs)")
         results: dict[str, float] = {}
         if known is not None:
             for fn, p, t in zip(losses, preds, ys):
@@ -391,10 +394,3 @@ class _Diverged(Exception):
         super().__init__(value, batch)
         self.value, self.batch = value, batch
 
-
-def _accuracy_of(fn: Loss | None, target: np.ndarray) -> Loss | None:
-    """The loss whose ``accuracy`` scores an output: its own loss if a classification
-    one; with no loss known, CrossEntropy's argmax for integer targets; else None."""
-    if fn is not None:
-        return fn if fn.classification else None
-    return CrossEntropy() if target.dtype.kind in "iu" else None

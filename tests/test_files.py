@@ -685,3 +685,56 @@ def test_a_float64_model_with_exact_gelu_runs_in_onnxruntime(tmp_path, rng):
     x = rng.standard_normal((5, 4))
     got = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, model.predict(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_what_save_accepts_load_loads_bit_for_bit_in_either_byte_order(tmp_path, rng, dtype,
+                                                                        order):
+    """nnlite writes little-endian always: a model whose arrays are big-endian (an array
+    assigned after ``.astype(">f4")``) saves, checkpoints and exports loadable files
+    (float16 models are saved and loaded; the training kernels take float32 and float64)."""
+    model = nnlite.Sequential(Linear(3, 4), BatchNorm(4), Linear(4, 2)).astype(dtype)
+    opt = None
+    if dtype != "float16":
+        x, y = rng.standard_normal((16, 3)), rng.integers(0, 2, 16)
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+        model.fit(x, y, loss=losses.CrossEntropy(), optimizer=opt, epochs=1, batch_size=8,
+                  verbose=False)
+    wanted = np.dtype(dtype).newbyteorder(order)
+    for p in model.parameters():
+        p.data = p.data.astype(wanted)
+    for _, owner, attr in model._slots("_buffers"):
+        if getattr(owner, attr).dtype.kind == "f":
+            setattr(owner, attr, getattr(owner, attr).astype(wanted))
+    assert model[0].weight.dtype.isnative == (order == "<")
+    nnlite.save(model, tmp_path / "m.npz", optimizer=opt, epoch=1 if opt else None)
+    model.save_weights(tmp_path / "m.safetensors")
+    if opt is None:
+        loaded = nnlite.load(tmp_path / "m.npz")
+    else:
+        loaded, opt2, _ = nnlite.load_checkpoint(tmp_path / "m.npz")
+        assert opt2.steps == opt.steps
+        for a, b in zip(opt.state.values(), opt2.state.values()):
+            np.testing.assert_array_equal(a, b)
+    again = nnlite.Sequential(Linear(3, 4), BatchNorm(4), Linear(4, 2)).astype(dtype)
+    again.load_weights(tmp_path / "m.safetensors")
+    for other in (loaded, again):
+        for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+            assert b.dtype.isnative and b.dtype.newbyteorder("=") == a.dtype.newbyteorder("=")
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    assert Linear(2, 2, dtype=np.dtype(dtype).newbyteorder(">")).weight.dtype.isnative
+    assert nnlite.Sequential(Linear(2, 2)).astype(">f8")[0].weight.dtype.isnative
+
+
+def test_a_model_with_big_endian_weights_exports_to_onnx(tmp_path, rng):
+    require("onnx")
+    ort = require("onnxruntime")
+    model = nnlite.Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
+    for p in model.parameters():
+        p.data = p.data.astype(">f4")
+    nnlite.export_onnx(model, tmp_path / "m.onnx", input_shape=(4,))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    out = session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(out, model.predict(x), rtol=1e-6, atol=1e-6)

@@ -372,6 +372,23 @@ def test_evaluate_reports_accuracy_for_classification_outputs_only(digits, rng):
     assert set(clf.evaluate(x, y)) == {"accuracy"}  # integer labels, no loss known
 
 
+@pytest.mark.parametrize("width, targets", [(1, "zeros"), (1, "labels"), (3, "labels")])
+def test_evaluate_reports_no_accuracy_for_a_regression_with_integer_targets(
+        digits, tmp_path, width, targets):
+    """No loss known: integer targets make an accuracy only for a classifier's output
+    (more than one unit, the targets its class labels); a one-unit output scored by argmax
+    would be right for every target 0."""
+    x, y = digits
+    t = np.zeros(len(x), np.int64) if targets == "zeros" else y
+    model = nnlite.Sequential(layers.Linear(64, width))
+    model.save(tmp_path / "m.npz")
+    for m in (model, nnlite.load(tmp_path / "m.npz")):
+        with pytest.raises(ValueError, match=r"nothing to report for the output: give loss="):
+            m.evaluate(x, t)
+        if width == 1:
+            assert set(m.evaluate(x, t, loss=losses.MSE())) == {"loss"}
+
+
 def test_batchnorm_and_a_last_batch_of_one_is_caught_before_the_first_step(digits):
     x, y = digits
     model = nnlite.Sequential(layers.Linear(64, 8), layers.BatchNorm(8), layers.Linear(8, 10))
