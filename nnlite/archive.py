@@ -57,9 +57,13 @@ class Archive:
             raise ValueError(f"{path} is truncated or corrupt: {e}") from None
         infos = self.zip.infolist()
         names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"{path} holds the member {twice[0]!r} twice")
+        twice = twice_named(names)
+        if twice is not None:
+            raise ValueError(f"{path} holds the member {twice!r} twice")
+        if infos and min(i.header_offset for i in infos) != 0 or self.zip.comment:
+            raise ValueError(f"{path} is not one zip archive as nnlite writes it: bytes "
+                             f"stand before its first member or after its directory (two "
+                             f"archives joined?)")
         for name in names:
             if not name.endswith(".npy"):
                 raise ValueError(f"{path}: unexpected member {name!r}")
@@ -92,8 +96,8 @@ class Archive:
         if raw.dtype.kind != "U" or raw.ndim != 0:
             raise ValueError(f"{self.path}: its header is not a JSON text")
         try:
-            header = json.loads(str(raw))
-        except (json.JSONDecodeError, RecursionError) as e:
+            header = strict_json(str(raw))
+        except (ValueError, RecursionError) as e:
             raise ValueError(f"{self.path}: its header is not valid JSON ({e})") from None
         if not isinstance(header, dict) or header.get("format") != "nnlite":
             raise ValueError(f"{self.path} is not an nnlite file")
@@ -145,6 +149,28 @@ def _npy_header(m: Any, filename: str) -> tuple[tuple[int, ...], np.dtype, int]:
     if dtype.hasobject:
         raise ValueError(f"{filename} holds Python objects, which nnlite never loads")
     return shape, dtype, fortran, m.tell()
+
+
+def twice_named(names: list[str]) -> str | None:
+    """The first name that ``names`` holds twice (in sorted order), or None."""
+    seen, twice = set(), set()
+    for name in names:
+        (twice if name in seen else seen).add(name)
+    return min(twice) if twice else None
+
+
+def strict_json(text: str) -> Any:
+    """``text`` parsed as JSON, refused where a reader could take it two ways: a key
+    twice in one object (Python's json keeps the last), or NaN and Infinity (not JSON)."""
+    def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        twice = twice_named([k for k, _ in pairs])
+        if twice is not None:
+            raise ValueError(f"the key {twice!r} appears twice in one object")
+        return dict(pairs)
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+    return json.loads(text, object_pairs_hook=once, parse_constant=constant)
 
 
 def little_endian(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -94,7 +94,12 @@ def _tie(model: Layer, tied: dict[str, str]) -> None:
     """Make each name in ``tied`` hold the very Parameter of the name it maps to."""
     for alias, name in tied.items():
         owner, attr = _slot(model, alias)
-        setattr(owner, attr, getattr(*_slot(model, name)))
+        own, shared = getattr(owner, attr), getattr(*_slot(model, name))
+        if own.shape != shared.shape or own.dtype != shared.dtype:
+            raise ValueError(f"tied parameter {alias!r} is {own.dtype} of shape {own.shape} in "
+                             f"the architecture; {name!r}, which it is tied to, is "
+                             f"{shared.dtype} of shape {shared.shape}")
+        setattr(owner, attr, shared)
 
 
 def _slot(model: Layer, name: str) -> tuple[Layer, str]:

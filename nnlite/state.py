@@ -15,8 +15,8 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from .archive import atomic_write, little_endian
-from .validate import checked
+from .archive import atomic_write, little_endian, strict_json
+from .validate import checked, whole as _whole
 
 #: A ``nnlite.Layer``: this module sits below the layer contract (whose ``state_dict``
 #: methods call it), so it walks layers without importing them.
@@ -25,8 +25,9 @@ Layer = Any
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
            "I32": "<i4", "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
            "U8": "u1", "BOOL": "?"}
-#: The largest safetensors header read (the safetensors library's own limit).
-_MAX_HEADER = 100_000_000
+#: The largest safetensors header read, in bytes: room for about 150,000 tensors, a budget
+#: Python's json parses in about a second (the safetensors library allows 100 MB).
+_MAX_HEADER = 16 << 20
 
 
 class IncompatibleKeys(NamedTuple):
@@ -122,23 +123,28 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                              f"safetensors file; load it with nnlite.load")
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         size = os.fstat(f.fileno()).st_size
-        if not 0 < n <= min(size - 8, _MAX_HEADER):
+        if not 0 < n <= size - 8:
             raise ValueError(f"{path} is not a readable safetensors file: it does not start "
                              f"with the length of a JSON header inside the file")
+        if n > _MAX_HEADER:
+            raise ValueError(f"{path}: its header of {n:,} bytes is larger than nnlite reads "
+                             f"({_MAX_HEADER:,})")
         try:
-            header = json.loads(f.read(n), object_pairs_hook=_once)
-        except (ValueError, RecursionError) as e:
+            header = strict_json(f.read(n).decode("utf-8"))
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
         data = f.read()
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a readable safetensors file: its header is not a map")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{path}: its __metadata__ is not a map of strings to strings")
     for name, spec in header.items():
         ok = isinstance(spec, dict) and spec.get("dtype") in _DTYPES and \
             isinstance(spec.get("shape"), list) and \
-            all(isinstance(d, int) and d >= 0 for d in spec["shape"]) and \
+            all(_whole(d) and d >= 0 for d in spec["shape"]) and \
             isinstance(spec.get("data_offsets"), list) and len(spec["data_offsets"]) == 2 \
-            and all(isinstance(o, int) for o in spec["data_offsets"])
+            and all(_whole(o) and o >= 0 for o in spec["data_offsets"])
         if not ok:
             raise ValueError(f"{path}: entry {name!r} is not a tensor as safetensors describes "
                              f"one (dtype one of {', '.join(_DTYPES)}, shape, data_offsets)")
@@ -148,15 +154,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if end != len(data):
         raise ValueError(f"{path}: its tensors cover {end:,} of its {len(data):,} data bytes")
     return tensors
-
-
-def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused when a key appears twice (the last would silently win)."""
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"the key {next(k for k in keys if keys.count(k) > 1)!r} appears "
-                         f"twice")
-    return dict(pairs)
 
 
 def _tensor(path: str, name: str, spec: Any, data: bytes, start: int

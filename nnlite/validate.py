@@ -11,6 +11,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+#: The most dimensions a NumPy array has: an axis argument lies in [-MAX_DIMS, MAX_DIMS).
+MAX_DIMS = 64
+
 
 def check_number(owner: str, name: str, value: Any, *, integer: bool = False,
                  low: float | None = None, high: float | None = None,

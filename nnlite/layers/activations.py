@@ -11,7 +11,7 @@ import numpy as np
 
 from ..kernels import replaceable
 from ..layer import Layer
-from ..validate import check_number
+from ..validate import MAX_DIMS, check_number
 
 
 class _Symmetric(Layer):
@@ -159,7 +159,13 @@ class Softmax(_Symmetric):
 
     def __init__(self, axis: int = -1):
         super().__init__()
-        self.axis = check_number("Softmax", "axis", axis, integer=True)
+        self.axis = check_number("Softmax", "axis", axis, integer=True, low=-MAX_DIMS,
+                                 high=MAX_DIMS - 1)
+
+    def check_input(self, x: np.ndarray) -> None:
+        if not -np.ndim(x) <= self.axis < np.ndim(x):
+            raise ValueError(f"{self!r}: axis {self.axis} is not an axis of an input of shape "
+                             f"{np.shape(x)}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = softmax(x, self.axis)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..layer import Layer
-from ..validate import check_number
+from ..validate import MAX_DIMS, check_number
 
 
 class _Merge(Layer):
@@ -96,11 +96,15 @@ class Concatenate(_Merge):
 
     def __init__(self, axis: int = -1):
         super().__init__()
-        self.axis = check_number("Concatenate", "axis", axis, integer=True)
+        self.axis = check_number("Concatenate", "axis", axis, integer=True, low=-MAX_DIMS,
+                                 high=MAX_DIMS - 1)
 
     def _check_shapes(self, xs: Sequence[np.ndarray]) -> None:
         shapes = [np.shape(x) for x in xs]
-        axis = self.axis % len(shapes[0]) if shapes[0] else 0
+        if not -len(shapes[0]) <= self.axis < len(shapes[0]):
+            raise ValueError(f"{self!r}: axis {self.axis} is not an axis of inputs of shape "
+                             f"{shapes[0]}")
+        axis = self.axis % len(shapes[0])
         others = [s[:axis] + s[axis + 1:] for s in shapes]
         if any(len(s) != len(shapes[0]) for s in shapes) or any(o != others[0] for o in others):
             raise ValueError(f"{self!r} needs inputs whose shapes agree except along axis "
