@@ -84,6 +84,25 @@ def probe_model(model: Any, shapes: list[list[int]]) -> None:
         probe(model, xs if len(xs) > 1 else xs[0])
 
 
+def check_expansion(model: Any) -> None:
+    """Hold the layer calls one forward of ``model`` makes, and the paths a walk of every
+    path (a state dict) visits, to the probe budget (on an account of their own: the
+    probe charges the calls it runs again): a layer counts at every place it is used, so a
+    few nested layers that refer to each other cannot describe 2⁴⁰ calls. Counted in time
+    linear in the distinct layers."""
+    sizes: dict[int, int] = {}
+
+    def size(layer: Any) -> int:
+        if id(layer) not in sizes:
+            sizes[id(layer)] = 1 + sum(size(child) for _, child in layer.named_children())
+        return sizes[id(layer)]
+    calls, left = size(model), _left.get()
+    if left is not None and calls * CALL > left[0]:
+        raise ValueError(f"its architecture, of {calls:,} layer calls, is too large to "
+                         f"rebuild: about {calls * CALL:,} values of work, more than the "
+                         f"file's budget of {left[0]:,}")
+
+
 def probe(layer: Any, x: Any) -> Any:
     """``layer.forward(x)`` at the door: ``check_input`` first, and the call charged first
     while a budget is active; a Sequential's layers are run (checked and charged) one by

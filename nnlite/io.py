@@ -26,7 +26,7 @@ import numpy as np
 from . import layers, optim
 from .architecture import build, describe, subclasses
 from .archive import HEADER, Archive, atomic_write, little_endian
-from .budget import probe_budget, probe_model
+from .budget import check_expansion, probe_budget, probe_model
 from .budget import allocation_budget
 from .layer import Layer
 from .validate import check_number, checked, whole
@@ -173,6 +173,7 @@ def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, ver
         model = build(header["architecture"])
         if not isinstance(model, Layer):
             raise ValueError("its architecture is not a layer")
+        check_expansion(model)
         _tie(model, tied)
         wanted = _members(model, header, version)
         unknown = [k for k in archive.names if k not in wanted and not (

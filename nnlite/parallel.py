@@ -112,21 +112,30 @@ class Replicas:
         with self.blas.limit(limits=1):
             futures = [self.pool.submit(self._call, f, part)
                        for f, part in zip(calls[1:], parts[1:])]
-            ended = [self._call(calls[0], parts[0])] + [f.result() for f in futures]
+            try:
+                ended = [self._call(calls[0], parts[0])] + [f.result() for f in futures]
+            except BaseException:  # Ctrl-C while waiting for the other parts
+                self._release()
+                raise
         errors = [e for _, e in ended if e is not None]
         if errors:  # the cause, rather than another part's broken wait for it
             raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
                        errors[0])
         return [value for value, _ in ended]
 
-    def _call(self, f: Any, part: Any) -> tuple[Any, Exception | None]:
-        """(f(part), None), or (None, the error) once the other parts are released."""
+    def _call(self, f: Any, part: Any) -> tuple[Any, BaseException | None]:
+        """(f(part), None), or (None, the error, Ctrl-C and SystemExit included) once the
+        other parts are released."""
         try:
             return f(part), None
-        except Exception as e:
-            for total in self.sums:  # the other parts would wait for this one's sums forever
-                total.barrier.abort()
+        except BaseException as e:
+            self._release()
             return None, e
+
+    def _release(self) -> None:
+        """Break every wait for a sum: the other parts would wait for this one forever."""
+        for total in self.sums:
+            total.barrier.abort()
 
     def _sync(self) -> None:
         """The model's weights, buffers, frozen layers and epoch generator, into the
@@ -154,6 +163,7 @@ class Replicas:
                     c.rng = child
 
     def close(self) -> None:
+        self._release()  # a part still waiting (fit left by an error) ends now
         self.pool.shutdown()
         for layer in self.model.modules():
             layer.__dict__.pop("across", None)
@@ -168,7 +178,7 @@ class _Sum:
 
     def expect(self, parts: int) -> None:
         """The next calls come from this many parts (fewer for a batch of fewer rows)."""
-        if parts != self.barrier.parties:
+        if parts != self.barrier.parties or self.barrier.broken:
             self.barrier, self.slots = threading.Barrier(parts), [None] * parts
 
     def __call__(self, k: int, part_sum: np.ndarray) -> np.ndarray:

@@ -122,18 +122,24 @@ def bomb_header(folder):
     return _write_zip(path, members)
 
 
-def nested_shared(folder, depth=20):
+def nested_shared(folder, depth=20, probed=True):
     """Sequential(S, S) with S = Sequential(S', S') ... ``depth`` levels over one ReLU:
     a few KB describing 2**depth layer calls."""
     desc = {"class": "ReLU", "config": {}}
     for level in range(depth):  # the layer described last has number 2*level
         desc = {"class": "Sequential", "config": {"layers": [
             {"layer": desc}, {"layer": {"same_as": level}}]}}
-    path, members, header = _saved(folder, nnlite.Sequential(ReLU()), "nested.npz")
+    path, members, header = _saved(folder, nnlite.Sequential(ReLU()), f"nested-{depth}.npz")
     header["architecture"] = desc
-    header["input_shapes"] = [[4]]
+    if probed:
+        header["input_shapes"] = [[4]]
     members["__nnlite__.npy"] = _header_bytes(header)
     return _write_zip(path, members)
+
+
+def nested_shared_unprobed(folder):
+    """40 levels, without input shapes: nothing to probe, 2**40 calls on first use."""
+    return nested_shared(folder, 40, probed=False)
 
 
 def many_references(folder, n=10_000):
@@ -176,7 +182,7 @@ def probe_many_shapes(folder):
 
 
 HOSTILE = [bomb_unknown_member, bomb_parameter, bomb_without_header, bomb_header,
-           nested_shared, many_references, probe_conv, probe_attention, probe_lstm,
+           nested_shared, nested_shared_unprobed, many_references, probe_conv, probe_attention, probe_lstm,
            probe_lstm_endless, probe_many_shapes]
 
 

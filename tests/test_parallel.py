@@ -189,6 +189,60 @@ def test_an_error_in_one_part_reaches_fit_and_leaves_no_thread_waiting(rng):
     assert not runner.is_alive() and errors == ["a replica's part failed"]
 
 
+INTERRUPTED = """
+import os, signal, sys, threading, time
+import numpy as np
+import nnlite
+from nnlite import layers as L, losses, optim
+
+how, home = sys.argv[1], threading.current_thread()
+
+
+class Trouble(L.ReLU):
+    def forward(self, x):
+        mine = threading.current_thread() is home  # the model's own part, in fit's thread
+        if len(x) == 1:                             # fit's one-row probe at the door
+            return super().forward(x)
+        if how == "replica raises" and not mine:
+            raise KeyboardInterrupt
+        if how == "replica exits" and not mine:
+            raise SystemExit(3)
+        if how == "model raises" and mine:      # the replica then waits in BatchNorm's sum
+            raise KeyboardInterrupt
+        if how == "two ctrl-c" and not mine:    # the model's part waits in BatchNorm's sum
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        return super().forward(x)
+
+
+rng = np.random.default_rng(0)
+model = nnlite.Sequential(L.Linear(4, 8), Trouble(), L.BatchNorm(8), L.Linear(8, 2))
+model.fit(rng.standard_normal((64, 4)), rng.integers(0, 2, 64), verbose=False, epochs=3,
+          loss=losses.CrossEntropy(), optimizer=optim.SGD(model.parameters(), lr=0.1),
+          threads=2)
+print("fit returned")
+"""
+
+
+@pytest.mark.parametrize("how, returncode", [("replica raises", -2), ("replica exits", 3),
+                                             ("model raises", -2), ("two ctrl-c", -2)])
+def test_ctrl_c_or_an_exit_in_any_part_ends_fit_and_never_hangs(how, returncode):
+    """A BaseException in a part (KeyboardInterrupt, SystemExit), or a second Ctrl-C while
+    a part waits in BatchNorm's sum, releases every part and reaches the caller."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-c", INTERRUPTED, how], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{how}: fit(threads=2) hung")
+    assert done.returncode == returncode, (done.returncode, done.stderr[-2000:])
+    assert "fit returned" not in done.stdout
+
+
 @pytest.mark.parametrize("threads", [0, 1.5, "2", None])
 def test_threads_must_be_a_whole_number_of_at_least_one(rng, threads):
     model = nnlite.Sequential(L.Linear(4, 2))
