@@ -56,8 +56,9 @@ class Feed:
         if self.dataset is not None:
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
-            order = shuffle.permutation(len(self.dataset))[:self.steps] if shuffle is not None \
-                else range(self.steps)
+            n = len(self.dataset)  # shuffled: only the batches the epoch takes are drawn
+            order = range(self.steps) if shuffle is None else shuffle.permutation(n) \
+                if self.steps == n else shuffle.choice(n, self.steps, replace=False)
             for i in order:
                 yield check(self.dataset[int(i)], int(i))
             if hasattr(self.dataset, "on_epoch_end"):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layers, optim
+from . import kernels, layers, optim
 from .architecture import build, describe, subclasses
 from .archive import HEADER, Archive, atomic_write, little_endian
 from .budget import check_expansion, probe_budget, probe_model
@@ -169,7 +169,7 @@ def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, ver
              for k in archive.names for shape, dtype in [archive.declared(k)]}
     held = sum(n for k, n in sizes.items() if k.startswith(("param/", "buffer/")))
     held += sum(sizes.get(f"param/{name}", 0) for name in tied.values())
-    with allocation_budget(held + _SLACK), probe_budget(held // 4):
+    with allocation_budget(held + _SLACK), probe_budget(held // 4), kernels.numpy_path():
         model = build(header["architecture"])
         if not isinstance(model, Layer):
             raise ValueError("its architecture is not a layer")

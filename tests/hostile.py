@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 import nnlite
-from nnlite.layers import LSTM, Conv2D, Linear, MultiHeadAttention, ReLU
+from nnlite.layers import LSTM, Conv2D, Linear, MaxPool2D, MultiHeadAttention, ReLU
 
 #: Inflated size of the compressed members below (the issue's files inflate to 2 GiB; a
 #: quarter of that shows the same, faster).
@@ -177,13 +177,20 @@ def probe_lstm_endless(folder):
     return probe_lstm(folder, 1 << 24)
 
 
+def probe_pool(folder):
+    """A 255×255 max-pooling window on one 255×255 image: a load-time probe that compiled
+    the numba kernels would spend seconds on one sample."""
+    return _probed(folder, "probe-pool.npz", nnlite.Sequential(MaxPool2D(255)),
+                   [[1, 255, 255]])
+
+
 def probe_many_shapes(folder):
     return _probed(folder, "probe-shapes.npz", nnlite.Sequential(ReLU()), [[4]] * 1000)
 
 
 HOSTILE = [bomb_unknown_member, bomb_parameter, bomb_without_header, bomb_header,
            nested_shared, nested_shared_unprobed, many_references, probe_conv, probe_attention, probe_lstm,
-           probe_lstm_endless, probe_many_shapes]
+           probe_lstm_endless, probe_pool, probe_many_shapes]
 
 
 def cost(path, timeout=None):

@@ -152,3 +152,20 @@ def test_seeded_hostile_probes_and_references_stay_within_the_budget(tmp_path):
         outcome = within_budget(path)
         outcomes["refused" if isinstance(outcome, str) else "loaded"] += 1
     assert outcomes["refused"] >= 5 and outcomes["loaded"] >= 5, outcomes
+
+
+def test_the_load_probe_runs_the_numpy_references_not_the_compiled_kernels(tmp_path,
+                                                                          monkeypatch):
+    from conftest import require
+    from nnlite import kernels
+
+    require("numba")
+
+    class NoKernels:
+        def __getattr__(self, name):
+            raise AssertionError(f"load ran the compiled kernel {name}")
+
+    monkeypatch.setattr(kernels, "_compiled", NoKernels())
+    monkeypatch.setattr(kernels, "_wanted", "numba")
+    model = within_budget(hostile.probe_pool(tmp_path))
+    assert isinstance(model, nnlite.Sequential), model

@@ -160,3 +160,31 @@ def test_an_idx_file_is_memory_mapped_as_read_and_a_gzip_one_refused(data_root, 
     raw.write_bytes(raw.read_bytes()[:-1])
     with pytest.raises(ValueError, match="header says shape"):
         nnlite.datasets.read_idx(raw, mmap_mode="r")
+
+
+def test_a_huge_shuffled_dataset_draws_only_the_batches_an_epoch_takes():
+    """len(dataset) = 10⁹ with steps_per_epoch=4: four distinct batches drawn, not a
+    permutation of 10⁹ indices (7.45 GiB)."""
+    import tracemalloc
+
+    class Huge:
+        def __init__(self):
+            self.read = []
+
+        def __len__(self):
+            return 10 ** 9
+
+        def __getitem__(self, i):
+            self.read.append(i)
+            rng = np.random.default_rng(i)
+            return rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 2, 8)
+
+    data, model = Huge(), nnlite.Sequential(L.Linear(4, 2))
+    tracemalloc.start()
+    model.fit(data, steps_per_epoch=4, epochs=2, loss=losses.CrossEntropy(), seed=0,
+              optimizer=optim.SGD(model.parameters(), lr=0.1), verbose=False)
+    peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    tracemalloc.stop()
+    assert peak < 64, peak
+    epochs = [data.read[1:5], data.read[5:9]]  # (read[0]: the door's look at batch 0)
+    assert all(len(set(e)) == 4 for e in epochs) and epochs[0] != epochs[1]

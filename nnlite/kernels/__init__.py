@@ -14,12 +14,14 @@ failed), never an error.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import importlib.util
 import os
 import warnings
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 _PATHS = ("numba", "numpy")
 _wanted = os.environ.get("NNLITE_KERNELS", "").strip().lower() or "numba"
@@ -32,6 +34,8 @@ _NUMBA = importlib.util.find_spec("numba") is not None  # installed (not yet imp
 
 #: Every replaceable reference, by name (the equality tests walk it).
 REFERENCES: dict[str, Callable] = {}
+#: True inside ``numpy_path()``, in this thread or task only.
+_references_here = contextvars.ContextVar("references_here", default=False)
 
 
 def use(path: str) -> None:
@@ -41,6 +45,17 @@ def use(path: str) -> None:
     if path not in _PATHS:
         raise ValueError(f"nnlite.kernels.use: path must be 'numba' or 'numpy', got {path!r}")
     _wanted = path
+
+
+@contextmanager
+def numpy_path() -> Iterator[None]:
+    """Run the NumPy references inside the block, in this thread only: ``load`` probes a
+    file's model on one sample, where compiling a kernel would cost more than it runs."""
+    token = _references_here.set(True)
+    try:
+        yield
+    finally:
+        _references_here.reset(token)
 
 
 def active() -> str:
@@ -87,7 +102,8 @@ def replaceable(reference: Callable) -> Callable:
 
     @functools.wraps(reference)
     def run(*args: Any) -> Any:
-        if _wanted != "numba" or name in _broken or not (_compiled or _module()):
+        if _wanted != "numba" or name in _broken or _references_here.get() or \
+                not (_compiled or _module()):
             return reference(*args)
         try:
             result = getattr(_compiled, name)(*args)
