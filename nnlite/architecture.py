@@ -10,7 +10,7 @@ from typing import Any
 
 from . import layers
 from .layer import Layer
-from .validate import whole
+from .validate import quote, whole
 
 #: nnlite's public containers, by the name files give them.
 _CONTAINERS = {"Sequential": "nnlite.sequential:Sequential", "Model": "nnlite.graph:Model"}
@@ -39,7 +39,8 @@ def build(desc: dict[str, Any], built: list[Layer] | None = None) -> Layer:
     if "same_as" in desc:
         k = desc["same_as"]
         if not whole(k) or not 0 <= k < len(built):
-            raise ValueError(f"a layer refers to layer {k!r}, which is not described before it")
+            raise ValueError(f"a layer refers to layer {quote(k)}, which is not described "
+                             f"before it")
         return built[k]
     cls = _buildable(desc.get("class"))
     config = {name: _decode(value, built) for name, value in desc.get("config", {}).items()}

@@ -112,7 +112,7 @@ def probe(layer: Any, x: Any) -> Any:
             try:
                 x = probe(inner, x)
             except ValueError as e:
-                raise ValueError(f"layer {i} ({type(inner).__name__}): {e}") from None
+                raise ValueError(_within(i, inner, str(e))) from None
         return x
     if _left.get() is not None:
         shapes = [np.shape(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
@@ -120,6 +120,15 @@ def probe(layer: Any, x: Any) -> Any:
                                     f"{', '.join(map(str, shapes))}")
     layer.check_input(x)
     return layer.forward(x)
+
+
+def _within(i: int, layer: Any, message: str) -> str:
+    """``message`` from layer ``i`` of a Sequential, its path said once, innermost layer
+    named: "layer 2.0.1 (Linear): ...", however deep the containers nest."""
+    inner = re.match(r"layer ([\d.]+) \((\w+)\): ", message)
+    if inner:
+        return f"layer {i}.{inner[1]} ({inner[2]}): {message[inner.end():]}"
+    return f"layer {i} ({type(layer).__name__}): {message}"
 
 
 def probe_rows(layer: Any, x: Any) -> Any:

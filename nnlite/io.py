@@ -29,7 +29,7 @@ from .archive import HEADER, Archive, atomic_write, little_endian
 from .budget import check_expansion, probe_budget, probe_model
 from .budget import allocation_budget
 from .layer import Layer
-from .validate import check_number, checked, whole
+from .validate import check_number, checked, quote, whole
 
 FORMAT = "nnlite"
 VERSION = 4  # 2: layers inside configs, shared layers, tied parameters, Linear's W as
@@ -39,6 +39,8 @@ VERSION = 4  # 2: layers inside configs, shared layers, tied parameters, Linear'
 #: Bytes a file's architecture may declare beyond the arrays it holds (small buffers that
 #: files of an older version did not store).
 _SLACK = 1 << 16
+#: The most characters of a refusal's reason shown.
+_MESSAGE = 1000
 
 
 def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | None = None,
@@ -118,7 +120,7 @@ def _slot(model: Layer, name: str) -> tuple[Layer, str]:
     else:
         if attr in owner.__dict__.get("_params", {}):
             return owner, attr
-    raise ValueError(f"tied parameter {name!r} is not in the architecture")
+    raise ValueError(f"tied parameter {quote(name)} is not in the architecture")
 
 
 def _read(path: str | os.PathLike, want_optimizer: bool):
@@ -138,6 +140,8 @@ def _read(path: str | os.PathLike, want_optimizer: bool):
         if isinstance(e, ValueError) and str(e).startswith(path):
             raise
         message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        if len(message) > _MESSAGE:  # whatever a constructor quoted of the file, bounded
+            message = f"{message[:_MESSAGE]}… ({len(message):,} characters)"
         raise ValueError(f"{path}: {message}") from None
 
 
@@ -145,7 +149,7 @@ def _check_header(header: dict[str, Any]) -> int:
     """The format version, after checking the header's fields have the right types."""
     version = header.get("version")
     if not whole(version) or version < 1:
-        raise ValueError(f"its format version {version!r} is not a version nnlite wrote")
+        raise ValueError(f"its format version {quote(version)} is not a version nnlite wrote")
     if version > VERSION:
         raise ValueError(f"it has format version {version}, newer than this nnlite reads "
                          f"({VERSION}); upgrade nnlite")
@@ -155,7 +159,8 @@ def _check_header(header: dict[str, Any]) -> int:
     if not isinstance(tied, dict) or not all(isinstance(v, str) for v in tied.values()):
         raise ValueError("its list of tied parameters is not a map of names")
     if "epoch" in header and not (whole(header["epoch"]) and header["epoch"] >= 0):
-        raise ValueError(f"its epoch count {header['epoch']!r} is not a whole number >= 0")
+        raise ValueError(f"its epoch count {quote(header['epoch'])} is not a whole number "
+                         f">= 0")
     shapes = header.get("input_shapes")
     if shapes is not None and not (isinstance(shapes, list) and all(
             isinstance(s, list) and all(whole(d) and d > 0 for d in s) for s in shapes)):
@@ -246,7 +251,7 @@ def _optimizer(header: dict[str, Any], archive: Archive, model: Layer, version: 
         raise ValueError("its optimizer record is malformed")
     cls = _optimizer_classes().get(spec.get("class"))
     if cls is None:
-        raise ValueError(f"unknown optimizer class {spec.get('class')!r}")
+        raise ValueError(f"unknown optimizer class {quote(spec.get('class'))}")
     opt = cls(_groups(spec.get("groups"), model), **spec["config"])
     initial_lr = spec.get("initial_lr")
     if initial_lr is not None:

@@ -16,6 +16,7 @@ import numpy as np
 from . import layers as L
 from .graph import Model
 from .archive import atomic_write
+from .budget import probe_rows
 from .layer import Layer
 from .sequential import Sequential
 
@@ -85,11 +86,11 @@ def export_onnx(model: Layer, path: str | os.PathLike,
     dtype = dtype.newbyteorder("=")  # initializers are written little-endian, as ONNX's
     kind = onnx.helper.np_dtype_to_tensor_dtype(dtype)
     in_dtypes = [d or dtype for d in getattr(model, "input_dtypes", [None] * len(shapes))]
+    probe = _probe(model, [np.zeros((1, *s), d) for s, d in zip(shapes, in_dtypes)])
     graph = OnnxGraph(onnx, dtype)
     names = ["input"] if len(shapes) == 1 else [f"input_{i}" for i in range(len(shapes))]
     outs = graph.layer(model, names)
     outs = outs if isinstance(outs, list) else [outs]
-    probe = _eval_forward(model, [np.zeros((1, *s), d) for s, d in zip(shapes, in_dtypes)])
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     for name, out in zip(out_names, outs):
         graph.nodes.append(onnx.helper.make_node("Identity", [out], [name]))
@@ -121,9 +122,14 @@ def _input_shapes(model: Layer, given: Any) -> list[tuple[int, ...]]:
                      f"pass input_shape (without the batch axis), e.g. (1, 28, 28)")
 
 
-def _eval_forward(model: Layer, xs: list[np.ndarray]) -> list[np.ndarray]:
-    with model.evaluating():
-        out = model.forward(xs if len(xs) > 1 else xs[0])
+def _probe(model: Layer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """The model's outputs for one sample of each input shape, through the checks at the
+    door: a shape the model does not take is a ValueError naming the layer and shapes."""
+    try:
+        out = probe_rows(model, xs if len(xs) > 1 else xs[0])
+    except ValueError as e:
+        shapes = ", ".join(str(x.shape[1:]) for x in xs)
+        raise ValueError(f"export_onnx: input_shape {shapes}: {e}") from None
     return out if isinstance(out, list) else [out]
 
 

@@ -19,7 +19,7 @@ from .optimizer import Optimizer, positive
 from .parameter import Parameter
 from .schedules import (CosineAnnealingLR, ExponentialLR, LambdaLR,  # noqa: F401
                         LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupCosineLR)
-from .validate import check_flag, check_number
+from .validate import check_flag, check_number, quote
 
 
 #: Adam updates the flat arrays in blocks of this many values (1 MiB of float32 each), so
@@ -353,7 +353,7 @@ def _check_betas(owner: Optimizer, group: dict[str, Any]) -> None:
     """Two numbers in [0, 1), stored as a tuple."""
     name, betas = type(owner).__name__, group["betas"]
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
-        raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {betas!r}")
+        raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {quote(betas)}")
     group["betas"] = tuple(check_number(name, "betas", b, low=0, high=1, open_high=True)
                            for b in betas)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .flat import Group
 from .parameter import Parameter
-from .validate import check_number
+from .validate import check_number, quote
 
 
 class Optimizer:
@@ -217,4 +217,4 @@ def positive(owner: object, name: str, value: float) -> None:
     if not (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and
             math.isfinite(value) and value > 0):
         raise ValueError(f"{type(owner).__name__}: {name} must be a positive number, "
-                         f"got {value!r}")
+                         f"got {quote(value)}")

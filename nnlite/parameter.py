@@ -10,6 +10,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .validate import quote
+
 _default_dtype = np.dtype(np.float32)
 
 
@@ -37,7 +39,7 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         resolved = None
     if resolved is None or not np.issubdtype(resolved, np.floating):
-        raise ValueError(f"parameters need a floating dtype such as 'float32', got {dtype!r}")
+        raise ValueError(f"parameters need a floating dtype such as 'float32', got {quote(dtype)}")
     return resolved.newbyteorder("=")  # ">f4" is float32: arithmetic and files are native
 
 

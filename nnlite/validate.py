@@ -15,6 +15,15 @@ import numpy as np
 MAX_DIMS = 64
 
 
+def quote(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for a message, at most about ``limit`` characters: a value from a
+    file may be a 400-digit number or a kilobyte of nested lists."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 40]}…{text[-20:]} ({len(text):,} characters)"
+
+
 def check_number(owner: str, name: str, value: Any, *, integer: bool = False,
                  low: float | None = None, high: float | None = None,
                  open_high: bool = False) -> Any:
@@ -30,14 +39,14 @@ def check_number(owner: str, name: str, value: Any, *, integer: bool = False,
         bounds = "" if low is None and high is None else " in " + (
             f"[{low}, " if low is not None else "(-inf, ") + (
             f"{high}{')' if open_high else ']'}" if high is not None else "inf)")
-        raise ValueError(f"{owner}: {name} must be {kind}{bounds}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be {kind}{bounds}, got {quote(value)}")
     return int(value) if integer else float(value)
 
 
 def check_flag(owner: str, name: str, value: Any) -> bool:
     """``value`` if it is a bool, else a ValueError naming the layer and the argument."""
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be True or False, got {quote(value)}")
     return bool(value)
 
 

@@ -157,3 +157,36 @@ def test_an_axis_out_of_bounds_is_refused_at_load(tmp_path, cls, axis, message):
                                                              "config": {"axis": axis}}))
     outcome = within_budget(path)
     assert isinstance(outcome, str) and __import__("re").search(message, outcome), outcome
+
+
+def _innermost(header):
+    """The config of the innermost layer of nested Sequentials."""
+    a = header["architecture"]
+    while a["class"] == "Sequential":
+        a = a["config"]["layers"][0]["layer"]
+    return a["config"]
+
+
+def test_a_refusal_names_the_innermost_layer_once_and_quotes_values_within_bounds(tmp_path):
+    model = nnlite.Sequential(Linear(2, 3))
+    for _ in range(24):
+        model = nnlite.Sequential(model)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    saved = path.read_bytes()
+    _with_header(path, lambda h: h.update(input_shapes=[[5]]))
+    outcome = within_budget(path)
+    assert f"layer {'.'.join(['0'] * 25)} (Linear): Linear(in_features=2" in outcome, outcome
+    assert "(Sequential)" not in outcome and len(outcome) < 300
+    nested = 1
+    for _ in range(300):
+        nested = [nested]
+    for value in (10 ** 400, nested, "x" * 100_000, {"a" * 5000: 1}):
+        path.write_bytes(saved)
+        _with_header(path, lambda h: _innermost(h).update(out_features=value))
+        outcome = within_budget(path)
+        assert "Linear" in outcome and len(outcome) < 1200, (len(outcome), outcome[:300])
+    path.write_bytes(saved)
+    _with_header(path, lambda h: h.update(tied={"x" * 100_000: "0.weight"}))
+    outcome = within_budget(path)
+    assert "is not in the architecture" in outcome and len(outcome) < 400, outcome[:300]

@@ -738,3 +738,13 @@ def test_a_model_with_big_endian_weights_exports_to_onnx(tmp_path, rng):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     out = session.run(None, {"input": x})[0]
     np.testing.assert_allclose(out, model.predict(x), rtol=1e-6, atol=1e-6)
+
+
+def test_export_onnx_with_a_wrong_input_shape_names_the_layer_and_both_shapes(tmp_path):
+    require("onnx")
+    model = nnlite.Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
+    with pytest.raises(ValueError, match=r"export_onnx: input_shape \(5,\): layer 0 \(Linear\): "
+                                         r"Linear\(in_features=4.* expects input of shape "
+                                         r"\(N, 4\), got \(1, 5\)"):
+        nnlite.export_onnx(model, tmp_path / "m.onnx", input_shape=(5,))
+    assert not (tmp_path / "m.onnx").exists()

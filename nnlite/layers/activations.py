@@ -11,7 +11,7 @@ import numpy as np
 
 from ..kernels import replaceable
 from ..layer import Layer
-from ..validate import MAX_DIMS, check_number
+from ..validate import MAX_DIMS, check_number, quote
 
 
 class _Symmetric(Layer):
@@ -98,7 +98,7 @@ class GELU(_Symmetric):
     def __init__(self, approximate: str = "none"):
         super().__init__()
         if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {quote(approximate)}")
         self.approximate = approximate
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from ..budget import new_array
 from ..kernels import replaceable
 from ..layer import Layer, default_rng
 from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number
+from ..validate import check_flag, check_number, quote
 
 
 def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1
@@ -23,7 +23,7 @@ def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1
     """(h, w) from one whole number or two, each at least ``low``."""
     values = [value, value] if not isinstance(value, (list, tuple)) else list(value)
     if len(values) != 2:
-        raise ValueError(f"{owner}: {name} must be one whole number or two, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be one whole number or two, got {quote(value)}")
     h, w = (check_number(owner, name, v, integer=True, low=low) for v in values)
     return h, w
 

@@ -8,7 +8,7 @@ import numpy as np
 from ..budget import new_array
 from ..layer import Layer, default_rng
 from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number
+from ..validate import check_flag, check_number, quote
 
 
 class Linear(Layer):
@@ -30,7 +30,7 @@ class Linear(Layer):
                  rng: np.random.Generator | None = None):
         super().__init__()
         if init not in ("he", "glorot"):
-            raise ValueError(f"Linear: init must be 'he' or 'glorot', got {init!r}")
+            raise ValueError(f"Linear: init must be 'he' or 'glorot', got {quote(init)}")
         self.in_features = check_number("Linear", "in_features", in_features, integer=True,
                                         low=1)
         self.out_features = check_number("Linear", "out_features", out_features, integer=True,

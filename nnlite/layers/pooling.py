@@ -11,6 +11,7 @@ import numpy as np
 
 from ..kernels import replaceable
 from ..layer import Layer
+from ..validate import quote
 from .convolution import _check_nchw, _pair
 
 
@@ -161,7 +162,7 @@ class _Pool2D(Layer):
         self.kernel_size = _pair(name, "kernel_size", kernel_size)
         self.stride = _pair(name, "stride", stride) if stride is not None else self.kernel_size
         if max(self.kernel_size) > 255:  # MaxPool2D keeps each window's argmax in a uint8
-            raise ValueError(f"{name}: kernel_size must be at most 255, got {kernel_size!r}")
+            raise ValueError(f"{name}: kernel_size must be at most 255, got {quote(kernel_size)}")
 
     def check_input(self, x: np.ndarray) -> None:
         _check_nchw(self, x)

@@ -5,7 +5,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..layer import Layer, default_rng
-from ..validate import check_number
+from ..validate import check_number, quote
 
 
 class Dropout(Layer):
@@ -22,7 +22,7 @@ class Dropout(Layer):
         super().__init__()
         if not isinstance(p, (int, float, np.number)) or not 0 <= p < 1:
             raise ValueError(f"Dropout: p is the probability of dropping a unit and must be "
-                             f"in [0, 1), got {p!r}")
+                             f"in [0, 1), got {quote(p)}")
         self.p = float(p)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
