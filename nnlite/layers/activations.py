@@ -91,6 +91,8 @@ class GELU(_Symmetric):
     ``approximate="tanh"``: y = ½x(1 + t) with t = tanh(u), u = √(2/π)(x + 0.044715x³).
     VJP: g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)].
     JVP (both forms): the same slope times v.
+    Exported to ONNX, a float64 exact GELU computes erf in float32 (onnxruntime has no
+    float64 Erf): its outputs are within about 1e-6 of ``predict``'s.
     """
 
     _C = float(np.sqrt(2.0 / np.pi))
