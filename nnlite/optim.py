@@ -1,10 +1,11 @@
-"""Optimizers and gradient clipping (learning-rate schedules are in ``nnlite.schedules``,
-re-exported here).
+"""Optimizers and gradient clipping; the learning-rate schedules of
+``nnlite.training.schedules`` (callbacks of the loop) are here too, loaded on first use.
 
 Update rules are those documented for ``torch.optim``: each optimizer's ``_update`` is its
 formula on one array of parameters and its gradient, and each step runs it once per
-parameter group on the group's flat store (``nnlite.flat``), so a step is a few
+parameter group on the group's flat store (``nnlite.core.optimizer``), so a step is a few
 whole-array operations however many layers there are.
+May import: core, kernels, training.
 """
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .flat import Group
+from .core import attach
+from .core.door import check_flag, check_number, quote
+from .core.optimizer import Group, Optimizer, positive
+from .core.parameter import Parameter
 from .kernels import replaceable
-from .optimizer import Optimizer, positive
-from .parameter import Parameter
-from .schedules import (CosineAnnealingLR, ExponentialLR, LambdaLR,  # noqa: F401
-                        LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupCosineLR)
-from .validate import check_flag, check_number, quote
+
+__getattr__, __dir__ = attach(__name__, {name: ".training.schedules" for name in (
+    "LRScheduler", "StepLR", "CosineAnnealingLR", "ExponentialLR", "LambdaLR", "WarmupCosineLR",
+    "OneCycleLR", "ReduceLROnPlateau")})
 
 
 #: Adam updates the flat arrays in blocks of this many values (1 MiB of float32 each), so

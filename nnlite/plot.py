@@ -1,4 +1,4 @@
-"""Pictures: training curves (from ``nnlite.curves``), Jacobians and sensitivities, images
+"""Pictures: training curves (from ``nnlite.training.curves``), Jacobians and sensitivities, images
 with their labels, first-layer weights.
 
 Every function draws on the Axes it is given (or on a new figure) and returns the
@@ -14,10 +14,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .callbacks import Callback, History, in_notebook
 from .check import jacobian, lipschitz
-from .curves import panels, plot_history, pyplot
-from .layer import Layer
+from .core.layer import Layer
+from .training.callbacks import Callback, History, in_notebook
+from .training.curves import panels, plot_history, pyplot
 
 #: Wrong predictions are drawn in this colour.
 WRONG = "tab:red"

@@ -18,9 +18,11 @@ from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import callbacks, layers, losses, optim
+from . import layers, optim
+from .core import losses
 from .layers.activations import softmax
-from .sequential import Sequential
+from .models.sequential import Sequential
+from .training import callbacks
 
 ACTIVATIONS = {"relu": layers.ReLU, "leaky_relu": layers.LeakyReLU, "tanh": layers.Tanh,
                "logistic": layers.Sigmoid, "sigmoid": layers.Sigmoid, "gelu": layers.GELU,

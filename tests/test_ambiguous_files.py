@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import nnlite
+import nnlite.files.archive
+import nnlite.files.safetensors
 from nnlite.layers import Linear
 
 from test_hostile import SECONDS, MIB, within_budget
@@ -96,7 +98,7 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 def test_a_safetensors_file_a_reader_could_take_two_ways_is_refused(tmp_path, header, message):
     path = _safetensors(tmp_path / "w.safetensors", header)
     with pytest.raises(ValueError, match=f"w.safetensors.*{message}"):
-        nnlite.state.read_safetensors(path)
+        nnlite.files.safetensors.read_safetensors(path)
     model = nnlite.Sequential(Linear(1, 2))
     with pytest.raises(ValueError, match="w.safetensors"):
         model.load_weights(path, strict=False)
@@ -109,12 +111,12 @@ def test_a_safetensors_header_above_the_cap_is_refused_before_it_is_parsed(tmp_p
     entries = ", ".join(f'"t{i}": {{"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}'
                         for i in range(300_000))
     path = _safetensors(tmp_path / "w.safetensors", ("{" + entries + "}").encode(), b"")
-    assert path.stat().st_size > nnlite.state._MAX_HEADER
+    assert path.stat().st_size > nnlite.files.safetensors._MAX_HEADER
     tracemalloc.start()
     started = time.perf_counter()
     with pytest.raises(ValueError, match=r"w.safetensors: its header of .* bytes is larger "
                                          r"than nnlite reads"):
-        nnlite.state.read_safetensors(path)
+        nnlite.files.safetensors.read_safetensors(path)
     seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1] / 2 ** 20
     tracemalloc.stop()
     assert seconds < SECONDS and peak < MIB, (seconds, peak)

@@ -107,7 +107,7 @@ def test_relu_zeros_follow_the_memory_layout_of_its_input(rng):
         np.testing.assert_array_equal(y, np.maximum(x, 0))
         zeros = relu._filled(x.shape, x.dtype, 0, like=x)
         assert zeros.strides == x.strides
-    assert nnlite.layer.memory_order(nhwc.transpose(0, 3, 1, 2)) == (0, 2, 3, 1)
+    assert nnlite.core.layer.memory_order(nhwc.transpose(0, 3, 1, 2)) == (0, 2, 3, 1)
 
 
 def test_optimizer_steps_make_no_parameter_sized_temporaries(rng):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import nnlite
+import nnlite.files.archive
+import nnlite.files.safetensors
 from nnlite.layers import GRU, LSTM, Conv2D, Embedding, Linear, MultiHeadAttention, ReLU
 
 import hostile
@@ -91,7 +93,7 @@ def test_an_unknown_stored_member_is_refused_by_name_without_being_read(tmp_path
 def test_a_header_above_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch):
     path = tmp_path / "m.npz"
     nnlite.Sequential(Linear(2, 2)).save(path)
-    monkeypatch.setattr(nnlite.archive, "MAX_HEADER", 1000)
+    monkeypatch.setattr(nnlite.files.archive, "MAX_HEADER", 1000)
     with pytest.raises(ValueError, match=r"m.npz: its header of .* bytes is larger than "
                                          r"nnlite reads \(1,000\)"):
         nnlite.load(path)
@@ -104,8 +106,8 @@ def test_a_member_of_the_wrong_size_is_refused_before_it_is_inflated(tmp_path, m
     members["param/0.weight.npy"] = _npy(np.zeros((300, 300), np.float32))
     _stored(path, members)
     read = []
-    real = nnlite.archive.Archive.read
-    monkeypatch.setattr(nnlite.archive.Archive, "read",
+    real = nnlite.files.archive.Archive.read
+    monkeypatch.setattr(nnlite.files.archive.Archive, "read",
                         lambda self, name: read.append(name) or real(self, name))
     with pytest.raises(ValueError, match=r"parameter '0.weight' has shape \(300, 300\)"):
         nnlite.load(path)

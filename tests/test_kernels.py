@@ -200,7 +200,9 @@ def test_the_environment_selects_numpy():
 
 
 def test_a_misspelt_environment_is_an_error_not_a_silent_choice():
-    out = subprocess.run([sys.executable, "-c", "import nnlite"], capture_output=True,
+    """(The kernels load with the first layer: ``import nnlite`` alone loads nothing.)"""
+    out = subprocess.run([sys.executable, "-c", "import nnlite; nnlite.layers.ReLU()"],
+                         capture_output=True,
                          text=True, env={**__import__("os").environ, "NNLITE_KERNELS": "nump"})
     assert out.returncode != 0
     assert "NNLITE_KERNELS='nump'; it must be 'numba' or 'numpy'" in out.stderr

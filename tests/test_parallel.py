@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_info
 import nnlite
 from nnlite import layers as L
 from nnlite import losses, optim
-from nnlite.parallel import Replicas
+from nnlite.training.parallel import Replicas
 
 
 def cnn():

@@ -12,6 +12,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 import nnlite
+import nnlite.files.archive
+import nnlite.files.safetensors
 from nnlite import callbacks, layers, losses, optim
 
 
@@ -286,10 +288,10 @@ def test_two_saves_to_one_path_at_once_do_not_mix(tmp_path):
 
     def first(f):  # a second writer saves to the same path while the first is mid-write
         f.write(b"first, ")
-        nnlite.io.atomic_write(path, lambda g: g.write(b"second"))
+        nnlite.files.archive.atomic_write(path, lambda g: g.write(b"second"))
         f.write(b"complete")
 
-    nnlite.io.atomic_write(path, first)
+    nnlite.files.archive.atomic_write(path, first)
     assert path.read_bytes() == b"first, complete"
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 

@@ -35,7 +35,7 @@ _NUMBA = importlib.util.find_spec("numba") is not None  # installed (not yet imp
 #: Every replaceable reference, by name (the equality tests walk it).
 REFERENCES: dict[str, Callable] = {}
 #: True inside ``numpy_path()``, in this thread or task only.
-_references_here = contextvars.ContextVar("references_here", default=False)
+_numpy = contextvars.ContextVar("on_numpy", default=False)
 
 
 def use(path: str) -> None:
@@ -51,11 +51,11 @@ def use(path: str) -> None:
 def numpy_path() -> Iterator[None]:
     """Run the NumPy references inside the block, in this thread only: ``load`` probes a
     file's model on one sample, where compiling a kernel would cost more than it runs."""
-    token = _references_here.set(True)
+    token = _numpy.set(True)
     try:
         yield
     finally:
-        _references_here.reset(token)
+        _numpy.reset(token)
 
 
 def active() -> str:
@@ -102,8 +102,7 @@ def replaceable(reference: Callable) -> Callable:
 
     @functools.wraps(reference)
     def run(*args: Any) -> Any:
-        if _wanted != "numba" or name in _broken or _references_here.get() or \
-                not (_compiled or _module()):
+        if _wanted != "numba" or name in _broken or _numpy.get() or not (_compiled or _module()):
             return reference(*args)
         try:
             result = getattr(_compiled, name)(*args)

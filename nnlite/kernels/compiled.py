@@ -226,7 +226,7 @@ def relu_vjp(g, x):
 
 
 def _memory_order(a):
-    """a's axes from the largest stride to the smallest: ``nnlite.layer.memory_order``,
+    """a's axes from the largest stride to the smallest: ``nnlite.core.layer.memory_order``,
     written again since the kernels import nothing of nnlite."""
     return tuple(np.argsort([-abs(s) for s in a.strides], kind="stable"))
 

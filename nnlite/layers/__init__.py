@@ -1,15 +1,18 @@
-"""nnlite's layers, one module per family."""
-from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .attention import MultiHeadAttention
-from .convolution import Conv2D
-from .dense import Flatten, Linear
-from .embedding import Embedding, PositionalEmbedding
-from .merge import Add, Concatenate, Multiply
-from .normalisation import BatchNorm, LayerNorm
-from .pooling import AvgPool2D, MaxPool2D
-from .recurrent import GRU, LSTM
-from .regularisation import Dropout, RandomHorizontalFlip, RandomShift
+"""nnlite's layers, one module per family; each module is loaded the first time one of its
+layers is used. A layer imports only ``nnlite.core`` and ``nnlite.kernels``: a new layer is
+one file (docs/custom-layers.md)."""
+from ..core import attach
 
+__getattr__, __dir__ = attach(__name__, {
+    "GELU": ".activations", "LeakyReLU": ".activations", "ReLU": ".activations",
+    "Sigmoid": ".activations", "Softmax": ".activations", "Tanh": ".activations",
+    "MultiHeadAttention": ".attention", "Conv2D": ".convolution", "Flatten": ".dense",
+    "Linear": ".dense", "Embedding": ".embedding", "PositionalEmbedding": ".embedding",
+    "Add": ".merge", "Concatenate": ".merge", "Multiply": ".merge",
+    "BatchNorm": ".normalisation", "LayerNorm": ".normalisation", "AvgPool2D": ".pooling",
+    "MaxPool2D": ".pooling", "GRU": ".recurrent", "LSTM": ".recurrent",
+    "Dropout": ".regularisation", "RandomHorizontalFlip": ".regularisation",
+    "RandomShift": ".regularisation"})
 __all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
            "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
            "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding",

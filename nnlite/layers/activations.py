@@ -7,11 +7,15 @@ J is symmetric, so the JVP is the same product: J · v = v ⊙ f'(x), and ``jvp`
 """
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
+from ..core.door import MAX_DIMS, check_number, quote
+from ..core.layer import Layer
+from ..core.losses import sigmoid
 from ..kernels import replaceable
-from ..layer import Layer
-from ..validate import MAX_DIMS, check_number, quote
 
 
 class _Symmetric(Layer):
@@ -23,6 +27,12 @@ class _Symmetric(Layer):
 
 class ReLU(_Symmetric):
     """y = max(x, 0).  VJP: g ⊙ [x > 0];  JVP: v ⊙ [x > 0]."""
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # the largest |slope|: its Lipschitz bound (nnlite.check)
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Relu", x)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
@@ -48,6 +58,12 @@ class LeakyReLU(_Symmetric):
         super().__init__()
         self.negative_slope = check_number("LeakyReLU", "negative_slope", negative_slope)
 
+    def lipschitz_bound(self) -> float:
+        return max(1.0, abs(self.negative_slope))
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("LeakyRelu", x, alpha=self.negative_slope)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._positive = x > 0
         return np.where(self._positive, x, x * x.dtype.type(self.negative_slope))
@@ -60,6 +76,12 @@ class LeakyReLU(_Symmetric):
 class Sigmoid(_Symmetric):
     """y = 1 / (1 + e⁻ˣ), without overflow.  VJP: g ⊙ y(1 − y);  JVP: v ⊙ y(1 − y)."""
 
+    def lipschitz_bound(self) -> float:
+        return 0.25  # σ'(0)
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Sigmoid", x)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = sigmoid(x)
         return self._y.copy()  # backward needs y intact, whatever the caller writes into it
@@ -71,6 +93,12 @@ class Sigmoid(_Symmetric):
 
 class Tanh(_Symmetric):
     """y = tanh(x).  VJP: g ⊙ (1 − y²);  JVP: v ⊙ (1 − y²)."""
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # the largest |slope|
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Tanh", x)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = np.tanh(x)
@@ -103,6 +131,31 @@ class GELU(_Symmetric):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {quote(approximate)}")
         self.approximate = approximate
 
+    def lipschitz_bound(self) -> float:
+        """The largest slope: Φ(x) + x·φ(x) at x = √2; the tanh form's maximum, found
+        numerically, rounded up."""
+        if self.approximate == "tanh":
+            return 1.128994
+        return 0.5 * (1 + math.erf(1)) + math.sqrt(2) * math.exp(-1) / math.sqrt(2 * math.pi)
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        """½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))), in opset 17."""
+        if self.approximate == "none":
+            inner = g.op("Mul", x, g.constant(1 / np.sqrt(2)))
+            if g.dtype == np.float64:  # onnxruntime has no float64 Erf: erf in float32
+                tensor = g.onnx.TensorProto  # between casts (within about 1e-6 of predict)
+                inner = g.op("Cast", g.op("Erf", g.op("Cast", inner, to=tensor.FLOAT)),
+                             to=tensor.DOUBLE)
+            else:
+                inner = g.op("Erf", inner)
+        else:
+            cube = g.op("Mul", g.op("Mul", x, x), x)
+            inner = g.op("Tanh", g.op("Mul", g.op("Add", x, g.op("Mul", cube,
+                                                                 g.constant(0.044715))),
+                                      g.constant(self._C)))
+        one_plus = g.op("Add", inner, g.constant(1.0))
+        return g.op("Mul", g.op("Mul", x, one_plus), g.constant(0.5))
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
         if self.approximate == "tanh":
@@ -118,7 +171,7 @@ class GELU(_Symmetric):
             t = self._t
             du = self._C * (1 + 3 * 0.044715 * x * x)
             return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
-        slope = x * self._gauss                       # Φ'(x) = x·φ(x) + Φ(x), φ = e^(−x²/2)/√(2π)
+        slope = x * self._gauss  # d/dx[x·Φ(x)] = Φ(x) + x·φ(x), φ(x) = e^(−x²/2)/√(2π)
         slope *= slope.dtype.type(1 / np.sqrt(2 * np.pi))
         slope += self._cdf
         return np.multiply(grad, slope, out=slope)
@@ -169,6 +222,9 @@ class Softmax(_Symmetric):
             raise ValueError(f"{self!r}: axis {self.axis} is not an axis of an input of shape "
                              f"{np.shape(x)}")
 
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Softmax", x, axis=self.axis)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._y = softmax(x, self.axis)
         return self._y.copy()  # backward needs y intact, whatever the caller writes into it
@@ -176,12 +232,6 @@ class Softmax(_Symmetric):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         y = self._cached("_y")
         return y * (grad - np.sum(grad * y, axis=self.axis, keepdims=True))
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """σ(x) via e^(−|x|), which never overflows."""
-    z = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1, z) / (1 + z)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

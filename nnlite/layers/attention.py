@@ -1,14 +1,15 @@
 """Attention: multi-head self-attention, as ``torch.nn.MultiheadAttention``."""
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
 
-from ..budget import new_array
-from ..layer import Layer, default_rng
-from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number
+from ..core.door import check_flag, check_number, new_array
+from ..core.layer import Layer, default_rng
+from ..core.parameter import Parameter, resolve_dtype
 from .dense import Linear
 
 
@@ -61,6 +62,14 @@ class MultiHeadAttention(Layer):
         if x.ndim != 3 or x.shape[2] != self.embed_dim:
             raise ValueError(f"{self!r} expects input of shape (N, T, {self.embed_dim}), got "
                              f"{x.shape}")
+
+    def cost(self, shapes: list[tuple[int, ...]]) -> int:
+        """The load-time probe's charge beyond a call: the projections and each head's
+        T×T scores."""
+        if len(shapes[0]) != 3:
+            return 4 * math.prod(shapes[0])
+        n, t, _ = shapes[0]
+        return 8 * math.prod(shapes[0]) + 3 * n * self.num_heads * t * t
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         n, t, e = x.shape

@@ -6,16 +6,17 @@ output, handed on as an NCHW view of NHWC memory, needs no copy in the next.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..budget import new_array
+from ..core.door import check_flag, check_number, new_array, quote
+from ..core.layer import Layer, default_rng
+from ..core.parameter import Parameter, resolve_dtype
 from ..kernels import replaceable
-from ..layer import Layer, default_rng
-from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number, quote
 
 
 def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1
@@ -105,6 +106,27 @@ class Conv2D(Layer):
         if hp < kh or wp < kw:
             raise ValueError(f"{self!r}: input {x.shape} (padded to {hp}x{wp}) is smaller "
                              f"than the kernel {kh}x{kw}")
+
+    def cost(self, shapes: list[tuple[int, ...]]) -> int:
+        """The load-time probe's charge beyond a call: the padded input, its rows of
+        windows and the output."""
+        if len(shapes[0]) != 4:
+            return 4 * math.prod(shapes[0])
+        (n, c, h, w), (ph, pw), (kh, kw) = shapes[0], self.padding, self.kernel_size
+        padded = n * (h + 2 * ph) * (w + 2 * pw)
+        return math.prod(shapes[0]) + padded * (c * (kh * kw + 2) + self.out_channels)
+
+    #: Linear in x: its Lipschitz bound is the convolution's operator norm, padding
+    #: included, for the input's height and width (``nnlite.check``).
+    lipschitz_linear = True
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        ph, pw = self.padding
+        inputs = [x, g.constant(self.weight.data)]
+        if self.bias is not None:
+            inputs.append(g.constant(self.bias.data))
+        return g.op("Conv", *inputs, kernel_shape=list(self.kernel_size),
+                    strides=list(self.stride), pads=[ph, pw, ph, pw])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         y, self._xh, self._last = self._convolve(x, None if self.bias is None else

@@ -1,14 +1,15 @@
 """Dense layers: Linear and Flatten."""
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
 
-from ..budget import new_array
-from ..layer import Layer, default_rng
-from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number, quote
+from ..core.door import check_flag, check_number, new_array, quote
+from ..core.layer import Layer, default_rng
+from ..core.parameter import Parameter, resolve_dtype
 
 
 class Linear(Layer):
@@ -51,6 +52,21 @@ class Linear(Layer):
             raise ValueError(f"{self!r} expects input of shape (N, {self.in_features}), "
                              f"got {x.shape}")
 
+    def cost(self, shapes: list[tuple[int, ...]]) -> int:
+        """The load-time probe's charge beyond a call (``nnlite.core.door``): the input and
+        two outputs' worth of values."""
+        size = math.prod(shapes[0])
+        return size + 2 * size // max(shapes[0][-1], 1) * self.out_features
+
+    def lipschitz_bound(self) -> float:
+        """‖W‖₂ = σ_max(W): how far y moves per unit x moves (``nnlite.check``)."""
+        return float(np.linalg.norm(self.weight.data.astype(np.float64), 2))
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        """x Wᵀ + b as ONNX's MatMul and Add."""
+        y = g.op("MatMul", x, g.constant(self.weight.data.T))
+        return g.op("Add", y, g.constant(self.bias.data)) if self.bias is not None else y
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
         y = x @ self.weight.data.T
@@ -81,6 +97,12 @@ class Flatten(Layer):
 
     VJP: dL/dx = g.reshape(x.shape) (J is the identity, re-indexed).  JVP: v.reshape(N, -1).
     """
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # it moves nothing further than it moved
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Flatten", x, axis=1)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._shape = x.shape

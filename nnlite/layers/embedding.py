@@ -1,14 +1,15 @@
 """Embeddings: a table of vectors looked up by integer id, and one added per position."""
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
 
-from ..budget import new_array
-from ..layer import Layer, default_rng
-from ..parameter import Parameter, resolve_dtype
-from ..validate import check_number
+from ..core.door import check_number, new_array
+from ..core.layer import Layer, default_rng
+from ..core.parameter import Parameter, resolve_dtype
 
 
 class Embedding(Layer):
@@ -35,6 +36,13 @@ class Embedding(Layer):
         w = new_array(shape, self.dtype)
         w[...] = (rng or default_rng()).standard_normal(shape)
         self.weight = Parameter(w, self.dtype)
+
+    def cost(self, shapes: list[tuple[int, ...]]) -> int:
+        """The load-time probe's charge beyond a call: the ids and a vector for each."""
+        return math.prod(shapes[0]) * (1 + self.embedding_dim)
+
+    def to_onnx(self, g: Any, ids: str) -> str:
+        return g.op("Gather", g.constant(self.weight.data), ids, axis=0)
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids)
@@ -104,6 +112,15 @@ class PositionalEmbedding(Layer):
         if x.shape[1] > self.num_positions:
             raise ValueError(f"{self!r}: a sequence of {x.shape[1]} positions is longer than "
                              f"the table of {self.num_positions}")
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # x + P: it moves nothing further than it moved
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        """x + P[:T], T read off x's shape at run time."""
+        t = g.op("Slice", g.op("Shape", x), g.constant([1], np.int64), g.constant([2], np.int64))
+        table = g.op("Slice", g.constant(self.weight.data), g.constant([0], np.int64), t)
+        return g.op("Add", x, table)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._t = x.shape[1]

@@ -7,13 +7,14 @@ per input and sums the paths, Σᵢ Jᵢ · vᵢ; a None tangent is zero and add
 """
 from __future__ import annotations
 
+import math
 from functools import reduce
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..layer import Layer
-from ..validate import MAX_DIMS, check_number
+from ..core.door import MAX_DIMS, check_number
+from ..core.layer import Layer
 
 
 class _Merge(Layer):
@@ -36,6 +37,13 @@ class Add(_Merge):
     """y = x₁ + x₂ + ⋯ + xₖ (same shapes).  Jᵢ = I, so the VJP hands g to every input, and
     the JVP is Σᵢ vᵢ."""
 
+    def lipschitz_merge(self, bounds: list[float]) -> float:
+        """A bound for x₁ + ⋯ + xₖ from bounds of each input: their sum."""
+        return sum(bounds)
+
+    def to_onnx(self, g: Any, *inputs: str) -> str:
+        return g.op("Sum", *inputs)
+
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         y = xs[0] + xs[1]
         for x in xs[2:]:
@@ -57,6 +65,12 @@ class Multiply(_Merge):
     """y = x₁ ⊙ x₂ ⊙ ⋯ ⊙ xₖ (same shapes).  Jᵢ = diag(Πⱼ≠ᵢ xⱼ), so the VJP for input i
     is g ⊙ Πⱼ≠ᵢ xⱼ (computed from prefix and suffix products, no division), and the JVP
     Σᵢ vᵢ ⊙ Πⱼ≠ᵢ xⱼ: the same products, summed."""
+
+    def to_onnx(self, g: Any, *inputs: str) -> str:
+        y = inputs[0]
+        for x in inputs[1:]:
+            y = g.op("Mul", y, x)
+        return y
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         self._xs = xs
@@ -109,6 +123,13 @@ class Concatenate(_Merge):
         if any(len(s) != len(shapes[0]) for s in shapes) or any(o != others[0] for o in others):
             raise ValueError(f"{self!r} needs inputs whose shapes agree except along axis "
                              f"{self.axis}, got {', '.join(str(s) for s in shapes)}")
+
+    def lipschitz_merge(self, bounds: list[float]) -> float:
+        """A bound for [x₁, …, xₖ] from bounds of each input: √(Σ bᵢ²)."""
+        return math.sqrt(sum(b * b for b in bounds))
+
+    def to_onnx(self, g: Any, *inputs: str) -> str:
+        return g.op("Concat", *inputs, axis=self.axis)
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         self._shapes = [x.shape for x in xs]

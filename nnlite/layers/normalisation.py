@@ -1,14 +1,14 @@
 """Normalisation layers: BatchNorm and LayerNorm."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from ..budget import new_array
-from ..layer import Layer
-from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number
+from ..core.door import check_flag, check_number, new_array
+from ..core.layer import Layer
+from ..core.parameter import Parameter, resolve_dtype
 
 
 class BatchNorm(Layer):
@@ -30,8 +30,11 @@ class BatchNorm(Layer):
     """
 
     #: Adds up a per-channel sum over the parts of a batch that ``fit(threads=n)`` split
-    #: among threads (``nnlite.parallel`` sets it in each part's copy); None: one part.
+    #: among threads (``nnlite.training.parallel`` sets it in each part's copy); None: one part.
     across: Any = None
+    #: In training it normalises with the batch's own statistics: ``fit`` refuses a last
+    #: batch of one sample, which would give each channel one value.
+    batch_statistics = True
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *,
                  dtype: Any = None):
@@ -70,6 +73,15 @@ class BatchNorm(Layer):
     def _whole(self, part_sum: np.ndarray) -> np.ndarray:
         """A sum over this part of the batch, as the sum over the whole batch."""
         return part_sum if self.across is None else self.across(part_sum)
+
+    def lipschitz_bound(self) -> float:
+        """In eval mode, x ↦ γ(x − μ)/√(σ² + ε) + β per channel: max |γ|/√(σ² + ε)."""
+        return float(np.max(np.abs(self.weight.data) / np.sqrt(self.running_var + self.eps)))
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("BatchNormalization", x, g.constant(self.weight.data),
+                    g.constant(self.bias.data), g.constant(self.running_mean),
+                    g.constant(self.running_var), epsilon=self.eps)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         rows = self._rows(x)
@@ -165,6 +177,18 @@ class LayerNorm(Layer):
         if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
             raise ValueError(f"{self!r} normalises trailing axes {self.normalized_shape}, got "
                              f"input of shape {x.shape}")
+
+    def lipschitz_bound(self) -> float:
+        """max |γ|/√ε: loose (the slope of x/√(σ² + ε) near σ² = 0)."""
+        gamma = 1.0 if self.weight is None else float(np.max(np.abs(self.weight.data)))
+        return gamma / math.sqrt(self.eps) if self.eps > 0 else math.inf
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        shape = self.normalized_shape
+        scale = self.weight.data if self.weight is not None else np.ones(shape)
+        bias = self.bias.data if self.bias is not None else np.zeros(shape)
+        return g.op("LayerNormalization", x, g.constant(scale), g.constant(bias),
+                    axis=-len(shape), epsilon=self.eps)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         d = int(np.prod(self.normalized_shape))

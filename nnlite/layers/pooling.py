@@ -5,13 +5,15 @@ a window's channels sit in contiguous runs.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from ..core.door import quote
+from ..core.layer import Layer
 from ..kernels import replaceable
-from ..layer import Layer
-from ..validate import quote
+from .activations import ReLU
 from .convolution import _check_nchw, _pair
 
 
@@ -185,6 +187,10 @@ class _Pool2D(Layer):
         return self.tangent_2d(tangent.transpose(0, 2, 3, 1), *self._cached("_args"),
                                self.kernel_size, self.stride).transpose(0, 3, 1, 2)
 
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op(self.onnx_op, x, kernel_shape=list(self.kernel_size),
+                    strides=list(self.stride))
+
     def get_config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
@@ -200,6 +206,22 @@ class MaxPool2D(_Pool2D):
     pool_2d, adjoint_2d = staticmethod(max_pool_2d), staticmethod(max_pool_2d_adjoint)
     tangent_2d = staticmethod(max_pool_2d_tangent)
 
+    onnx_op = "MaxPool"
+
+    def lipschitz_bound(self) -> float:
+        """1 where windows do not overlap; √(windows covering a pixel) where they do."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        return math.sqrt(math.ceil(kh / sh) * math.ceil(kw / sw))
+
+    def commutes_with(self, before: Layer) -> bool:
+        """Whether a Sequential may run this pool before ``before``, the layer before it, to
+        the same result: a ReLU, where the windows tile (stride = kernel). max(relu(x)) =
+        relu(max(x)), and the gradient reaches a window's maximum through the ReLU exactly
+        when that maximum is positive, either way round; so the ReLU touches a quarter of
+        the values (the same bits where the windows cover the input; where they leave rows
+        or columns out, a zero gradient's sign may differ)."""
+        return type(before) is ReLU and self.stride == self.kernel_size
+
 
 class AvgPool2D(_Pool2D):
     """y = the mean of each window (as ``torch.nn.AvgPool2d``, floor mode, no padding).
@@ -210,3 +232,7 @@ class AvgPool2D(_Pool2D):
 
     pool_2d, adjoint_2d = staticmethod(avg_pool_2d), staticmethod(avg_pool_2d_adjoint)
     tangent_2d = staticmethod(avg_pool_2d_tangent)
+
+    onnx_op = "AveragePool"
+    #: Linear in x: its bound is its operator norm for the input's size (``nnlite.check``).
+    lipschitz_linear = True

@@ -9,15 +9,20 @@ loop over time is the only Python loop, each step whole-batch products.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
 
-from ..budget import new_array
-from ..layer import Layer, default_rng
-from ..parameter import Parameter, resolve_dtype
-from ..validate import check_flag, check_number
-from .activations import sigmoid
+from ..core.door import check_flag, check_number, new_array
+from ..core.layer import Layer, default_rng
+from ..core.losses import sigmoid
+from ..core.parameter import Parameter, resolve_dtype
+
+
+#: What one time step costs the load-time probe beyond its arrays (its Python work), in values.
+STEP = 1 << 9
 
 
 class _Recurrent(Layer):
@@ -43,6 +48,14 @@ class _Recurrent(Layer):
             w = new_array(shape, self.dtype)
             w[...] = rng.uniform(-limit, limit, shape)
             setattr(self, attr, Parameter(w, self.dtype))
+
+    def cost(self, shapes: list[tuple[int, ...]]) -> int:
+        """The load-time probe's charge beyond a call: T steps, each a few vectors of the
+        hidden size per sample, and ``STEP`` for its Python work."""
+        if len(shapes[0]) != 3:
+            return 4 * math.prod(shapes[0])
+        n, t, _ = shapes[0]
+        return math.prod(shapes[0]) + t * (STEP + 8 * n * self.hidden_size)
 
     def _projections(self, x: np.ndarray, hidden_bias: bool) -> np.ndarray:
         """x W_ihᵀ + b_ih (+ b_hh) for every step at once, as (T, N, G·H)."""

@@ -1,11 +1,13 @@
 """Regularisation layers: Dropout, and data augmentation (RandomShift, RandomHorizontalFlip)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..layer import Layer, default_rng
-from ..validate import check_number, quote
+from ..core.door import check_number, quote
+from ..core.layer import Layer, default_rng
 
 
 class Dropout(Layer):
@@ -24,6 +26,12 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p is the probability of dropping a unit and must be "
                              f"in [0, 1), got {quote(p)}")
         self.p = float(p)
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # the identity in eval mode
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Identity", x)  # the identity at inference
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.p == 0:
@@ -61,6 +69,12 @@ class RandomShift(Layer):
     def check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4:
             raise ValueError(f"{self!r} expects images of shape (N, C, H, W), got {x.shape}")
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # the identity in eval mode
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Identity", x)  # the identity at inference
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.max_shift == 0:
@@ -118,6 +132,12 @@ class RandomHorizontalFlip(Layer):
     def check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4:
             raise ValueError(f"{self!r} expects images of shape (N, C, H, W), got {x.shape}")
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # the identity in eval mode
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Identity", x)  # the identity at inference
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         y = x.copy()

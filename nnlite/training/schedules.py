@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from ..core.door import check_number
 from .callbacks import Callback
-from .validate import check_number
 
 Optimizer = Any  # an nnlite.optim.Optimizer (this module sits below it)
 

@@ -1,7 +1,7 @@
 """Symbolic values: Keras's functional API, the graph a ``Model`` is built from.
 
 ``Input(shape)`` makes a symbolic value; calling a layer on symbolic values adds a
-node to a graph (``connect``) and returns its symbolic output. ``nnlite.graph.Model``
+node to a graph (``connect``) and returns its symbolic output. ``nnlite.models.graph.Model``
 turns such a graph into a layer.
 """
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .budget import charge, probe
-from .layer import Layer
-from .parameter import get_default_dtype
+from ..core.door import charge, probe
+from ..core.layer import Layer
+from ..core.parameter import get_default_dtype
 
 
 class Node:
@@ -64,7 +64,7 @@ def connect(layer: Layer, x: Symbol | Sequence[Symbol]) -> Symbol | list[Symbol]
 
     The output shapes come from running the layer once, in eval mode, on one sample of
     zeros, so a call that cannot work fails here, when the model is built (while ``load``
-    rebuilds a file, within its probe budget: see ``nnlite.budget``).
+    rebuilds a file, within its probe budget: see ``nnlite.core.door``).
     """
     multi_in = isinstance(x, (list, tuple))
     inputs = list(x) if multi_in else [x]

@@ -4,8 +4,7 @@ Training never builds a Jacobian: each backward is a vector-Jacobian product u�
 each jvp a Jacobian-vector product J·v. These tools build J from either (a row per
 VJP, a column per JVP) and from central differences, so a layer's backward and jvp
 can be compared with the truth, and with each other: ⟨u, J·v⟩ = ⟨uᵀJ, v⟩ holds to
-rounding (the adjoint test). ``lipschitz`` and ``lipschitz_bound`` come from
-``nnlite.lipschitz``.
+rounding (the adjoint test).
 """
 from __future__ import annotations
 
@@ -15,12 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .layer import Layer
-from .lipschitz import lipschitz, lipschitz_bound
-from .parameter import grads_kept
-
-__all__ = ["jvp", "vjp", "jacobian", "numerical_jacobian", "check_layer", "GradCheckReport",
-           "lipschitz", "lipschitz_bound"]
+from ..core.layer import Layer
+from ..core.parameter import grads_kept
 
 
 def numerical_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
@@ -188,6 +183,22 @@ def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: floa
     params = {name: p for name, p in layer.named_parameters() if p.requires_grad}  # not frozen
     for p in params.values():
         p.grad[...] = 0
+    dxs, grads = _check_backward(report, layer, xs, gs, params, multi_in, multi_out)
+
+    def loss(inputs: list[np.ndarray]) -> float:
+        return float(sum(np.vdot(g, y) for g, y in zip(gs, forward(inputs))))
+
+    _check_gradients(report, loss, xs, dxs, params, grads, multi_in, eps, atol, rtol)
+    _check_jvp(report, layer, forward, xs, multi_in, gs, dxs, eps, atol, rtol, seed)
+    report.ok = not report.problems
+    return report
+
+
+def _check_backward(report: GradCheckReport, layer: Layer, xs: list[np.ndarray],
+                    gs: list[np.ndarray], params: dict, multi_in: bool, multi_out: bool
+                    ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """backward(g) twice: it must leave its inputs alone, give the same dL/dx and add the
+    same parameter gradients again; (dL/dx per input, each parameter's gradient)."""
     before = [v.copy() for v in xs + gs]
 
     def backward() -> list[np.ndarray]:
@@ -206,10 +217,14 @@ def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: floa
             report.problems.append(f"a second backward did not add the same gradient to "
                                    f"{name!r} (backward must accumulate into .grad)")
         p.grad[...] = 0
+    return dxs, grads
 
-    def loss(inputs: list[np.ndarray]) -> float:
-        return float(sum(np.vdot(g, y) for g, y in zip(gs, forward(inputs))))
 
+def _check_gradients(report: GradCheckReport, loss: Callable, xs: list[np.ndarray],
+                     dxs: list[np.ndarray], params: dict, grads: dict, multi_in: bool,
+                     eps: float, atol: float, rtol: float) -> None:
+    """Each dL/dxᵢ (integer inputs aside) and each dL/dθ against central differences of
+    ``loss``."""
     for i, (v, dx) in enumerate(zip(xs, dxs)):
         if v.dtype.kind in "iu":
             continue
@@ -227,9 +242,6 @@ def check_layer(layer: Layer, x: np.ndarray | Sequence[np.ndarray], *, eps: floa
                 p.data = keep
         _compare(report, f"dL/d{name}", grads[name], _numerical_grad(loss_of_p, p.data, eps),
                  atol, rtol)
-    _check_jvp(report, layer, forward, xs, multi_in, gs, dxs, eps, atol, rtol, seed)
-    report.ok = not report.problems
-    return report
 
 
 def _check_jvp(report: GradCheckReport, layer: Layer, forward: Callable, xs: list[np.ndarray],

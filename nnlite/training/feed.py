@@ -11,14 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .validate import check_number
-
-
-def is_stream(x: Any) -> bool:
-    """Whether ``x`` is a dataset object or an iterator of batches, not array data."""
-    if isinstance(x, (np.ndarray, list, tuple, dict, str, bytes)) or hasattr(x, "__array__"):
-        return False
-    return (hasattr(x, "__len__") and hasattr(x, "__getitem__")) or hasattr(x, "__iter__")
+from ..core.door import bare, check_number
 
 
 class Feed:
@@ -111,26 +104,3 @@ def predict_stream(model: Any, feed: Feed, with_targets: bool = False
             targets.append(y if isinstance(y, list) else [y])
     ys = [np.concatenate(parts) for parts in zip(*targets)] if with_targets else None
     return [np.concatenate(parts) for parts in zip(*outs)], ys
-
-
-def validation_source(model: Any, data: Any, losses: list[Any]) -> tuple[Any, Any] | None:
-    """fit's ``validation_data`` as evaluate's (x, y): a pair of arrays, checked now like
-    the training data, or a dataset (y None); None when there is none."""
-    if is_stream(data):
-        if not hasattr(data, "__getitem__"):
-            raise ValueError("fit: validation_data may be a dataset (len and [i]), not an "
-                             "iterator, which the first epoch would use up")
-        return data, None
-    if data is None:
-        return None
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("fit: validation_data must be a pair (x_val, y_val) or a dataset")
-    vx, vy = (model._as_inputs(data[0], "validation_data"),
-              model._as_targets(data[1], "validation_data"))
-    model._check_data(vx, vy, losses, "validation_data")
-    return bare(vx), bare(vy)
-
-
-def bare(values: list[Any]) -> Any:
-    """One array bare, several as the list: how containers take inputs and outputs."""
-    return values if len(values) > 1 else values[0]

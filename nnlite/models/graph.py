@@ -1,6 +1,6 @@
 """Graph models: Keras's functional API over any directed acyclic graph of layers.
 
-``Model(inputs, outputs)`` turns a graph of symbolic values (``nnlite.symbolic``:
+``Model(inputs, outputs)`` turns a graph of symbolic values (``nnlite.models.symbolic``:
 ``Input``, and layers called on them) into a layer. Forward runs the nodes in
 topological order, precomputed once. Backward runs their VJPs in reverse, and where a
 value feeds several nodes its gradient is the sum of what comes back along each path —
@@ -14,10 +14,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .budget import probe
-from .layer import Layer, shared_positions
+from ..core.door import probe
+from ..core.layer import Layer, shared_positions
+from .container import Container
 from .symbolic import Input, Symbol, symbols_of, topological
-from .training import Trainable
 
 
 class _Step(NamedTuple):
@@ -34,7 +34,7 @@ class _Step(NamedTuple):
     flows: tuple[bool, ...]  # per input: does a trainable parameter lie upstream of it?
 
 
-class Model(Trainable):
+class Model(Container):
     """A graph of layers from ``inputs`` to ``outputs`` (one symbolic value or a list).
 
     ``forward`` takes one array per input (a list when there are several) and returns one
@@ -66,30 +66,7 @@ class Model(Trainable):
         self.__dict__["layers"] = layers
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
-        self._plan()
-
-    def _plan(self) -> None:
-        """Number every value and precompute the steps of forward and backward."""
-        slot: dict[int, int] = {id(v): i for i, v in enumerate(self.inputs)}
-        for node in self._nodes:
-            for v in node.outputs:
-                slot[id(v)] = len(slot)
-        index = {id(layer): i for i, layer in enumerate(self.layers)}
-        shared = shared_positions([node.layer for node in self._nodes])
-        upstream = [False] * len(slot)  # does a trainable parameter lie upstream of it?
-        steps = []
-        for k, node in enumerate(self._nodes):
-            ins = tuple(slot[id(v)] for v in node.inputs)
-            outs = tuple(slot[id(v)] for v in node.outputs)
-            trainable = bool(node.layer.trainable_parameters())
-            flows = tuple(upstream[s] for s in ins)
-            for s in outs:
-                upstream[s] = trainable or any(flows)
-            steps.append(_Step(node.layer, str(index[id(node.layer)]), ins, outs,
-                               node.multi_in, node.multi_out, k in shared, trainable, flows))
-        self._steps, self._n_values = steps, len(slot)
-        self._in_slots = tuple(slot[id(v)] for v in self.inputs)
-        self._out_slots = tuple(slot[id(v)] for v in self.outputs)
+        self._steps, self._n_values, self._in_slots, self._out_slots = _plan(self)
 
     # -- what the training loop needs ------------------------------------------------------
     @property
@@ -215,10 +192,20 @@ class Model(Trainable):
         dx = [grads[s] for s in self._in_slots]
         return dx if self._multi_in else dx[0]
 
+    def to_onnx(self, g: Any, *inputs: str) -> str | list[str]:
+        """Each node's ONNX nodes, in topological order (``nnlite.files.onnx``)."""
+        names: dict[int, str] = {id(v): n for v, n in zip(self.inputs, inputs)}
+        for node in self._nodes:
+            out = g.layer(node.layer, [names[id(v)] for v in node.inputs])
+            for v, name in zip(node.outputs, out if node.multi_out else [out]):
+                names[id(v)] = name
+        outs = [names[id(v)] for v in self.outputs]
+        return outs if len(outs) > 1 else outs[0]
+
     def _pass_input_grad(self, needed: bool) -> None:
         """A layer whose every node has no trainable parameter upstream may skip its dL/dx
         (the plan first sees which layers are frozen now)."""
-        self._plan()
+        self._steps, self._n_values, self._in_slots, self._out_slots = _plan(self)
         upstream: dict[int, bool] = {}
         for step in self._steps:
             upstream[id(step.layer)] = upstream.get(id(step.layer), False) or any(step.flows)
@@ -230,53 +217,17 @@ class Model(Trainable):
     def get_config(self) -> dict[str, Any]:
         """The graph: its distinct layers, and each node as [layer, its inputs], where a
         value is [node, output] (node -1 being the model's inputs)."""
-        where = {id(v): [-1, i] for i, v in enumerate(self.inputs)}
-        index = {id(layer): i for i, layer in enumerate(self.layers)}
-        nodes = []
-        for k, node in enumerate(self._nodes):
-            nodes.append({"layer": index[id(node.layer)],
-                          "inputs": [where[id(v)] for v in node.inputs],
-                          "list": node.multi_in})
-            for i, v in enumerate(node.outputs):
-                where[id(v)] = [k, i]
-        return {"layers": list(self.layers),
-                "inputs": [{"shape": list(v.shape), "dtype": v.dtype and v.dtype.name}
-                           for v in self.inputs],
-                "nodes": nodes, "outputs": [where[id(v)] for v in self.outputs]}
+        return _config(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Model:
         """Rebuild the graph by calling the (already rebuilt) layers on new Inputs (each
         call probes one sample)."""
-        inputs = [Input(tuple(spec["shape"]), spec["dtype"]) for spec in config["inputs"]]
-        made: list[list[Symbol]] = []
-
-        def value(ref: list[int]) -> Symbol:
-            node, i = ref
-            return inputs[i] if node == -1 else made[node][i]
-
-        for spec in config["nodes"]:
-            args = [value(ref) for ref in spec["inputs"]]
-            out = config["layers"][spec["layer"]](args if spec["list"] else args[0])
-            made.append(out if isinstance(out, list) else [out])
-        outputs = [value(ref) for ref in config["outputs"]]
+        inputs, outputs = _rebuilt(config)
         return cls(inputs, outputs)
 
-    def _summary_rows(self, input_shape):
-        names = {id(v): f"input_{i}" for i, v in enumerate(self.inputs)}
-        rows = [(f"input_{i} (Input)", str((None, *v.shape)), 0, "")
-                for i, v in enumerate(self.inputs)]
-        calls: dict[int, int] = {}
-        for node, step in zip(self._nodes, self._steps):
-            call = calls[id(node.layer)] = calls.get(id(node.layer), -1) + 1
-            name = step.name + (f"[{call}]" if step.shared else "")
-            for i, v in enumerate(node.outputs):
-                names[id(v)] = name + (f".{i}" if node.multi_out else "")
-            count = 0 if call else sum(p.size for p in node.layer.parameters())
-            shapes = ", ".join(str((None, *v.shape)) for v in node.outputs)
-            rows.append((f"{name} {type(node.layer).__name__}", shapes, count,
-                         ", ".join(names[id(v)] for v in node.inputs)))
-        return rows
+    def _summary_rows(self, input_shape: Any) -> list[tuple[str, str, int, str]]:
+        return _summary_rows(self)
 
 
 def _accumulate(grads: list[Any], owned: list[bool], slot: int, g: Any, source: str) -> None:
@@ -298,3 +249,80 @@ def _accumulate(grads: list[Any], owned: list[bool], slot: int, g: Any, source: 
 
 def _forward(layer: Layer, x: Any) -> Any:
     return layer.forward(x)
+
+
+def _plan(model: Model) -> tuple[list[_Step], int, tuple[int, ...], tuple[int, ...]]:
+    """Every value numbered, and the steps of forward and backward precomputed: (steps,
+    how many values, the inputs' numbers, the outputs' numbers)."""
+    slot: dict[int, int] = {id(v): i for i, v in enumerate(model.inputs)}
+    for node in model._nodes:
+        for v in node.outputs:
+            slot[id(v)] = len(slot)
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    shared = shared_positions([node.layer for node in model._nodes])
+    upstream = [False] * len(slot)  # does a trainable parameter lie upstream of it?
+    steps = []
+    for k, node in enumerate(model._nodes):
+        ins = tuple(slot[id(v)] for v in node.inputs)
+        outs = tuple(slot[id(v)] for v in node.outputs)
+        trainable = bool(node.layer.trainable_parameters())
+        flows = tuple(upstream[s] for s in ins)
+        for s in outs:
+            upstream[s] = trainable or any(flows)
+        steps.append(_Step(node.layer, str(index[id(node.layer)]), ins, outs,
+                           node.multi_in, node.multi_out, k in shared, trainable, flows))
+    return (steps, len(slot), tuple(slot[id(v)] for v in model.inputs),
+            tuple(slot[id(v)] for v in model.outputs))
+
+
+def _summary_rows(model: Model) -> list[tuple[str, str, int, str]]:
+    """``summary``'s rows: each Input, then each node: its layer (a shared one's call
+    numbered), output shapes, parameters (at its first call) and the values it reads."""
+    names = {id(v): f"input_{i}" for i, v in enumerate(model.inputs)}
+    rows = [(f"input_{i} (Input)", str((None, *v.shape)), 0, "")
+            for i, v in enumerate(model.inputs)]
+    calls: dict[int, int] = {}
+    for node, step in zip(model._nodes, model._steps):
+        call = calls[id(node.layer)] = calls.get(id(node.layer), -1) + 1
+        name = step.name + (f"[{call}]" if step.shared else "")
+        for i, v in enumerate(node.outputs):
+            names[id(v)] = name + (f".{i}" if node.multi_out else "")
+        count = 0 if call else sum(p.size for p in node.layer.parameters())
+        shapes = ", ".join(str((None, *v.shape)) for v in node.outputs)
+        rows.append((f"{name} {type(node.layer).__name__}", shapes, count,
+                     ", ".join(names[id(v)] for v in node.inputs)))
+    return rows
+
+
+def _config(model: Model) -> dict[str, Any]:
+    """``Model.get_config``."""
+    where = {id(v): [-1, i] for i, v in enumerate(model.inputs)}
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    nodes = []
+    for k, node in enumerate(model._nodes):
+        nodes.append({"layer": index[id(node.layer)],
+                      "inputs": [where[id(v)] for v in node.inputs],
+                      "list": node.multi_in})
+        for i, v in enumerate(node.outputs):
+            where[id(v)] = [k, i]
+    return {"layers": list(model.layers),
+            "inputs": [{"shape": list(v.shape), "dtype": v.dtype and v.dtype.name}
+                       for v in model.inputs],
+            "nodes": nodes, "outputs": [where[id(v)] for v in model.outputs]}
+
+
+def _rebuilt(config: dict[str, Any]) -> tuple[list[Symbol], list[Symbol]]:
+    """``Model.from_config``'s inputs and outputs: the layers called on new Inputs."""
+    inputs = [Input(tuple(spec["shape"]), spec["dtype"]) for spec in config["inputs"]]
+    made: list[list[Symbol]] = []
+
+    def value(ref: list[int]) -> Symbol:
+        node, i = ref
+        return inputs[i] if node == -1 else made[node][i]
+
+    for spec in config["nodes"]:
+        args = [value(ref) for ref in spec["inputs"]]
+        out = config["layers"][spec["layer"]](args if spec["list"] else args[0])
+        made.append(out if isinstance(out, list) else [out])
+    outputs = [value(ref) for ref in config["outputs"]]
+    return inputs, outputs

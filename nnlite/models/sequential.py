@@ -11,26 +11,21 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .budget import probe_rows
-from .layer import Layer
-from .layers.activations import ReLU
-from .layers.pooling import MaxPool2D
-from .training import Trainable
+from ..core.door import probe_rows
+from ..core.layer import Layer
+from .container import Container
 
 
-class Sequential(Trainable):
+class Sequential(Container):
     """Layers applied in order; itself a Layer, so Sequentials nest.
 
     VJP: g · J = g · J_L ⋯ J₁, computed as each layer's backward in reverse. A layer
     placed at several positions shares its parameters between them (their gradients
     add up); each position keeps its own forward state.
 
-    A ReLU followed by a MaxPool2D whose windows tile (stride = kernel) runs after it
-    instead: max(relu(x)) = relu(max(x)), and the gradient reaches a window's maximum
-    through the ReLU exactly when that maximum is positive, either way round. So the ReLU
-    touches a quarter of the values, with the same results (the same bits where the
-    windows cover the input; where they leave rows or columns out, a zero gradient's sign
-    may differ). Only where neither layer is used at another position.
+    A layer whose ``commutes_with(previous)`` says so runs before the layer before it, to
+    the same result: a MaxPool2D after a ReLU, whose windows tile, so the ReLU touches a
+    quarter of the values. Only where neither layer is used at another position.
     """
 
     #: The probe at load runs (and charges) a Sequential's layers one by one.
@@ -62,9 +57,10 @@ class Sequential(Trainable):
                 for pool in {first, first + 1} & self._swapped:  # run in order again
                     self._order[pool - 1:pool + 1] = [pool - 1, pool]
                     self._swapped.discard(pool)
-        if type(layer) is MaxPool2D and layer.stride == layer.kernel_size and i and \
-                type(self.layers[i - 1]) is ReLU and not {i - 1, i} & self._shared:
-            self._order[i - 1:] = [i, i - 1]  # the pool first: max and ReLU commute
+        commutes = getattr(layer, "commutes_with", None)  # (MaxPool2D's, after a ReLU)
+        if i and commutes is not None and commutes(self.layers[i - 1]) and \
+                not {i - 1, i} & self._shared:
+            self._order[i - 1:] = [i, i - 1]  # this layer first, to the same result
             self._swapped.add(i)
         return self
 
@@ -72,7 +68,7 @@ class Sequential(Trainable):
     def input_dtypes(self) -> list[np.dtype | None]:
         """Integer ids for a Sequential that starts with an Embedding, else floats."""
         first = self.layers[0] if self.layers else None
-        if isinstance(first, Trainable):
+        if isinstance(first, Container):
             return first.input_dtypes
         return [np.dtype(np.int64)] if first is not None and first.integer_input else [None]
 
@@ -123,6 +119,12 @@ class Sequential(Trainable):
                 self.layers[i].restore_call_state(states[i])
             tangent = self.layers[i].jvp(tangent)
         return tangent
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        """Each layer's ONNX nodes in turn (``nnlite.files.onnx``)."""
+        for layer in self.layers:
+            x = g.layer(layer, [x])
+        return x
 
     def _pass_input_grad(self, needed: bool) -> None:
         """Without dL/dx, backward stops at the first layer with trainable parameters (a

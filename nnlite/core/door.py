@@ -1,15 +1,143 @@
-"""Checks at the door: arguments and values, checked once where they come in.
+"""Checks at the door: arguments, values and data, checked once where they come in, never
+per batch; and the probe, one row through a model, that finds layers which do not fit
+together before anything runs.
 
 Constructors check their arguments with ``check_number`` and ``check_flag``; ``load``,
 ``load_weights`` and ``load_state_dict`` pass every parameter and buffer through
-``checked`` before anything in the model changes. Nothing here runs per batch.
+``checked``; ``fit``, ``evaluate`` and ``predict`` take data through ``as_arrays`` and
+probe the model with ``probe_rows``.
+
+While a file loads (``nnlite.files``), two budgets hold what it can make nnlite do: the
+built-in layers make their parameters and buffers with ``new_array``, which may allocate
+no more than the arrays the file holds (``allocation_budget``); and every layer call of
+the probe is charged, before it runs, an upper bound on the values it allocates and the
+steps it takes (``CALL`` plus the layer's own ``cost(shapes)`` where it has one, else
+four times its inputs), against ``probe_budget``.
 """
 from __future__ import annotations
 
+import contextvars
 import math
+import re
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
+
+#: The probe budget of a small model, in values (16 MiB of float32).
+PROBE_FLOOR = 1 << 22
+#: What one layer call costs beyond its arrays (its Python work), in values.
+CALL = 1 << 8
+
+#: Bytes that layers may still allocate for parameters and buffers (None: no limit);
+#: ``load`` sets it to what the file holds, so a file cannot declare a huge layer.
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget",
+                                                                          default=None)
+_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("probe", default=None)
+
+
+@contextmanager
+def allocation_budget(nbytes: int) -> Iterator[None]:
+    """While active, ``new_array`` refuses to allocate more than ``nbytes`` in all."""
+    token = _budget.set([int(nbytes)])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def new_array(shape: tuple[int, ...], dtype: Any, fill: float = 0.0) -> np.ndarray:
+    """An array for a parameter or buffer, filled with ``fill``; the built-in layers make
+    theirs with it, so that a loaded file's architecture is held to the arrays it has."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    _take(_budget, nbytes, lambda left: f"it declares an array of shape {tuple(shape)} "
+                                        f"({nbytes:,} bytes), more than the file holds")
+    return np.full(shape, fill, dtype)
+
+
+@contextmanager
+def probe_budget(values: int) -> Iterator[None]:
+    """While active, ``probe`` refuses calls whose cost would exceed ``values`` in all."""
+    token = _left.set([max(int(values), PROBE_FLOOR)])
+    try:
+        yield
+    finally:
+        _left.reset(token)
+
+
+def probe(layer: Any, x: Any) -> Any:
+    """``layer.forward(x)`` at the door: ``check_input`` first, and the call charged first
+    while a budget is active; a Sequential's layers are run (checked and charged) one by
+    one, an error naming the layer's position."""
+    if getattr(layer, "chain", False):
+        for i, inner in enumerate(layer.layers):
+            try:
+                x = probe(inner, x)
+            except ValueError as e:
+                raise ValueError(_within(i, inner, str(e))) from None
+        return x
+    if _left.get() is not None:
+        shapes = [np.shape(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
+        charge(cost(layer, shapes), f"probing {type(layer).__name__} on inputs of shape "
+                                    f"{', '.join(map(str, shapes))}")
+    layer.check_input(x)
+    return layer.forward(x)
+
+
+def _within(i: int, layer: Any, message: str) -> str:
+    """``message`` from layer ``i`` of a Sequential, its path said once, innermost layer
+    named: "layer 2.0.1 (Linear): ...", however deep the containers nest."""
+    inner = re.match(r"layer ([\d.]+) \((\w+)\): ", message)
+    if inner:
+        return f"layer {i}.{inner[1]} ({inner[2]}): {message[inner.end():]}"
+    return f"layer {i} ({type(layer).__name__}): {message}"
+
+
+def probe_rows(layer: Any, x: Any) -> Any:
+    """``probe`` on the first row of ``x`` (an array, or a list of one per input), in eval
+    mode: the checks at the door, as cheap as one sample. An error's shapes are the
+    probe's, batch axis 1: it says ``x``'s batch size instead."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    rows = [v[:1] for v in xs]
+    try:
+        with layer.evaluating():
+            return probe(layer, rows if isinstance(x, (list, tuple)) else rows[0])
+    except ValueError as e:
+        raise ValueError(re.sub(r"\(1,", f"({len(xs[0])},", str(e))) from None
+
+
+def left() -> int | None:
+    """The values left in the active probe budget; None when no budget is active."""
+    budget = _left.get()
+    return None if budget is None else budget[0]
+
+
+def charge(values: int, what: str) -> None:
+    """Take ``values`` from the active budget (if any), or raise a ValueError saying
+    ``what`` would have cost them."""
+    _take(_left, values, lambda left: f"{what} is too large to rebuild: about {values:,} "
+                                      f"values of work, more than the file's budget of {left:,}")
+
+
+def _take(budget: contextvars.ContextVar, amount: int, refusal: Any) -> None:
+    """Take ``amount`` from ``budget`` when one is active, else raise the ValueError
+    ``refusal(what is left)`` says."""
+    left = budget.get()
+    if left is not None:
+        if amount > left[0]:
+            raise ValueError(refusal(left[0]))
+        left[0] -= amount
+
+
+def cost(layer: Any, shapes: list[tuple[int, ...]]) -> int:
+    """What one call of ``layer`` on inputs of ``shapes`` is charged: ``CALL``, plus the
+    layer's own ``cost(shapes)`` (an upper bound, in values, on what its forward allocates
+    and, for a recurrent layer, the steps it takes) where it has one, else four times its
+    inputs."""
+    own = getattr(layer, "cost", None)
+    return CALL + (own(shapes) if own is not None else 4 * sum(math.prod(s) for s in shapes))
+
 
 #: The most dimensions a NumPy array has: an axis argument lies in [-MAX_DIMS, MAX_DIMS).
 MAX_DIMS = 64
@@ -171,14 +299,20 @@ def check_fit_args(model: Any, optimizer: Any, epochs: Any, batch_size: Any,
 
 
 def check_last_batch(model: Any, n: int, batch_size: int, drop_last: bool) -> None:
-    """BatchNorm in training needs two values per channel; a last batch of one sample
-    gives one to a BatchNorm of (N, C) features: its eval-mode forward in the one-row probe
-    just kept one row per channel (``_centred``)."""
+    """A layer normalising with its batch's statistics in training (``batch_statistics``,
+    BatchNorm's) needs two values per channel; a last batch of one sample gives one to a
+    BatchNorm of (N, C) features: its eval-mode forward in the one-row probe just kept one
+    row per channel (``_centred``)."""
     if drop_last or n % batch_size != 1:
         return
     for m in model.modules():
-        if type(m).__name__ == "BatchNorm" and len(m.__dict__.get("_centred", ())) == 1:
+        if getattr(m, "batch_statistics", False) and len(m.__dict__.get("_centred", ())) == 1:
             raise ValueError(f"fit: the last batch of each epoch would hold 1 sample "
                              f"({n} samples, batch_size={batch_size}), and {m!r} cannot "
                              f"normalise one sample's features in training; pass "
                              f"drop_last=True or another batch_size")
+
+
+def bare(values: list[Any]) -> Any:
+    """One array bare, several as the list: how containers take inputs and outputs."""
+    return values if len(values) > 1 else values[0]

@@ -11,7 +11,7 @@ containers (always built from nnlite), else as ``"module:qualified name"``; load
 that class, or, when the program defines it elsewhere, the program's only layer class of
 that name (two are an error naming both). Writes are atomic; loading never executes code:
 only Layer classes defined in the running program are built, from their JSON configs,
-and ``nnlite.archive`` and ``nnlite.budget`` bound what a file can make nnlite inflate,
+and ``nnlite.files.archive`` and ``nnlite.files.budget`` bound what a file can make nnlite inflate,
 allocate and run.
 """
 from __future__ import annotations
@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels, layers, optim
+from .. import kernels, layers, optim
+from ..core.door import allocation_budget, check_number, checked, probe_budget, quote, whole
+from ..core.layer import Layer
 from .architecture import build, describe, subclasses
 from .archive import HEADER, Archive, atomic_write, little_endian
-from .budget import check_expansion, probe_budget, probe_model
-from .budget import allocation_budget
-from .layer import Layer
-from .validate import check_number, checked, quote, whole
+from .budget import check_expansion, probe_model
 
 FORMAT = "nnlite"
 VERSION = 4  # 2: layers inside configs, shared layers, tied parameters, Linear's W as

@@ -15,16 +15,10 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, svds
 
-from .graph import Model
-from .layer import Layer
-from .layers import (GELU, Add, AvgPool2D, BatchNorm, Concatenate, Conv2D, Dropout, Flatten,
-                     LayerNorm, LeakyReLU, Linear, MaxPool2D, PositionalEmbedding,
-                     RandomHorizontalFlip, RandomShift, ReLU, Sigmoid, Tanh)
-from .parameter import grads_kept
-from .sequential import Sequential
-from .validate import check_flag, check_number
+from ..core.door import check_flag, check_number
+from ..core.layer import Layer
+from ..core.parameter import grads_kept
 
 
 def lipschitz(model: Layer, x: np.ndarray, iters: int = 50, tol: float = 1e-6, *,
@@ -40,7 +34,7 @@ def lipschitz(model: Layer, x: np.ndarray, iters: int = 50, tol: float = 1e-6, *
     tol = check_number("lipschitz", "tol", tol, low=0)
     check_flag("lipschitz", "return_vectors", return_vectors)
     x = np.asarray(x)
-    if isinstance(model, Model) and len(model.inputs) > 1:
+    if len(getattr(model, "inputs", ())) > 1:  # a graph Model of several inputs
         raise ValueError("lipschitz: the model has several inputs; it takes one")
     if x.ndim < 2 or x.dtype.kind not in "fiub" or getattr(model, "integer_input", False) or \
             getattr(model, "input_dtypes", [None])[0] is not None:
@@ -104,28 +98,20 @@ def _by_rows(model: Layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # -- the global bound -------------------------------------------------------------------
 
-#: Largest slopes: ReLU and Tanh 1, Sigmoid σ'(0) = 1/4, GELU Φ(x) + x·φ(x) at x = √2
-#: (tanh form: its maximum, found numerically, rounded up).
-_SLOPES = {ReLU: lambda m: 1.0, Tanh: lambda m: 1.0, Sigmoid: lambda m: 0.25,
-           LeakyReLU: lambda m: max(1.0, abs(m.negative_slope)),
-           GELU: lambda m: 1.128994 if m.approximate == "tanh" else
-           0.5 * (1 + math.erf(1)) + math.sqrt(2) * math.exp(-1) / math.sqrt(2 * math.pi)}
-#: Layers that move nothing further than it moved, in eval mode.
-_ONE = (Flatten, Dropout, RandomShift, RandomHorizontalFlip, PositionalEmbedding)
-
-
 def lipschitz_bound(model: Layer, input_shape: tuple[int, ...] | None = None) -> float:
     """An upper bound on the ℓ2 Lipschitz constant of ``model`` (eval mode) everywhere,
-    composed layer by layer (see the module's docstring): σ_max(W) for Linear and Conv2D
-    and AvgPool2D's exact operator norm (by Lanczos iteration on the layer's own ``jvp`` and
-    ``backward``, so Conv2D's is that of the convolution, padding included, not of its
-    kernel matrix); the largest slope for activations; max |γ|/√(running_var + ε) for
-    BatchNorm (LayerNorm: max |γ|/√ε, loose); 1 for Flatten, Dropout and max-pooling
-    whose windows do not overlap (√(windows covering a pixel) when they do). A user's
-    layer gives its own by a ``lipschitz_bound()`` method. Conv2D and AvgPool2D need the
-    input's shape (one sample): a ``Model`` knows it, a Sequential after ``fit`` or
-    ``predict``, else pass ``input_shape``. A layer with no known bound (attention,
-    recurrent, Softmax, Multiply, Embedding) raises a ValueError naming it.
+    composed layer by layer (see the module's docstring). Each layer says its own: a
+    ``lipschitz_bound()`` method (the largest slope of an activation, σ_max(W) of a Linear,
+    max |γ|/√(running_var + ε) of BatchNorm, 1 for Flatten and Dropout, ...), or
+    ``lipschitz_linear = True`` for a linear layer whose exact operator norm this module
+    finds by Lanczos iteration on its own ``jvp`` and ``backward`` (Conv2D's is that of the
+    convolution, padding included, not of its kernel matrix); a layer that merges paths
+    says how bounds combine (``lipschitz_merge``: Add's sum, Concatenate's root of the sum
+    of squares). A user's layer gives its bound the same way. Linear layers of images
+    (Conv2D, AvgPool2D) need the input's shape (one sample): a ``Model`` knows it, a
+    Sequential after ``fit`` or ``predict``, else pass ``input_shape``. A layer with no
+    known bound (attention, recurrent, Softmax, Multiply, Embedding) raises a ValueError
+    naming it.
     """
     if input_shape is None:
         input_shape = (model.__dict__.get("input_shapes") or [None])[0]
@@ -147,13 +133,13 @@ def lipschitz_bound(model: Layer, input_shape: tuple[int, ...] | None = None) ->
 def _bound(layer: Layer, shape: tuple[int, ...] | None, name: str
            ) -> tuple[float, tuple[int, ...] | None]:
     """(a bound for ``layer``, its output's shape) for inputs of ``shape`` (or None)."""
-    if isinstance(layer, Sequential):
+    if getattr(layer, "chain", False):  # a Sequential: the product along the chain
         total = 1.0
         for i, inner in enumerate(layer.layers):
             bound, shape = _bound(inner, shape, f"{name}.{i}")
             total *= bound
         return total, shape
-    if isinstance(layer, Model):
+    if hasattr(layer, "outputs"):  # a graph Model
         out = layer.outputs[0].shape if len(layer.outputs) == 1 else None
         return _graph_bound(layer, name), out
     bound = _layer_bound(layer, shape, name)
@@ -161,50 +147,36 @@ def _bound(layer: Layer, shape: tuple[int, ...] | None, name: str
 
 
 def _layer_bound(layer: Layer, shape: tuple[int, ...] | None, name: str) -> float:
-    kind = type(layer)
+    """What ``layer`` says of its own bound: ``lipschitz_bound()``, or, linear, its operator
+    norm for inputs of ``shape``."""
     if hasattr(layer, "lipschitz_bound"):
         return float(layer.lipschitz_bound())
-    if kind in _SLOPES:
-        return _SLOPES[kind](layer)
-    if kind in _ONE:
-        return 1.0
-    if kind is Linear:
-        return operator_norm(layer, (layer.in_features,))
-    if kind is BatchNorm:
-        return float(np.max(np.abs(layer.weight.data) / np.sqrt(layer.running_var + layer.eps)))
-    if kind is LayerNorm:
-        gamma = 1.0 if layer.weight is None else float(np.max(np.abs(layer.weight.data)))
-        return gamma / math.sqrt(layer.eps) if layer.eps > 0 else math.inf
-    if kind is MaxPool2D:
-        (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
-        return math.sqrt(math.ceil(kh / sh) * math.ceil(kw / sw))
-    if kind in (Conv2D, AvgPool2D):
+    if getattr(layer, "lipschitz_linear", False):
         if shape is None:
-            raise ValueError(f"lipschitz_bound: {name} ({kind.__name__})'s bound depends on "
-                             f"its input's height and width; pass input_shape=(C, H, W) of "
-                             f"the model's input, or fit or predict first")
+            raise ValueError(f"lipschitz_bound: {name} ({type(layer).__name__})'s bound depends "
+                             f"on its input's shape; pass input_shape=(C, H, W) of the "
+                             f"model's input, or fit or predict first")
         return operator_norm(layer, shape)
     raise ValueError(f"lipschitz_bound: {name} ({layer!r}) has no known Lipschitz bound; a "
                      f"layer of your own can give one by a lipschitz_bound() method")
 
 
-def _graph_bound(model: Model, name: str) -> float:
+def _graph_bound(model: Any, name: str) -> float:
     """Bounds relative to the model's input, value by value: each Input 1 (it moves no
-    further than all inputs together), a layer's output its bound times its input's, an
-    Add's the sum, a Concatenate's the root of the sum of squares; the outputs joined."""
+    further than all inputs together), a layer's output its bound times its input's, a
+    merging layer's as it says (``lipschitz_merge``); the outputs joined."""
     bounds = [0.0] * model._n_values
     for s in model._in_slots:
         bounds[s] = 1.0
     for node, step in zip(model._nodes, model._steps):
         ins = [bounds[s] for s in step.ins]
         where = f"{name}.{step.name}"
-        if step.multi_in and type(step.layer) is Add:
-            out = sum(ins)
-        elif step.multi_in and type(step.layer) is Concatenate:
-            out = math.sqrt(sum(b * b for b in ins))
+        merge = getattr(step.layer, "lipschitz_merge", None)
+        if step.multi_in and merge is not None:
+            out = merge(ins)
         elif step.multi_in or step.multi_out:
             raise ValueError(f"lipschitz_bound: {where} ({step.layer!r}) has several inputs "
-                             f"or outputs; only Add and Concatenate are composed")
+                             f"or outputs, and no lipschitz_merge to compose their bounds")
         else:
             out = _bound(step.layer, node.inputs[0].shape, where)[0] * ins[0]
         for s in step.outs:
@@ -217,6 +189,8 @@ def operator_norm(layer: Layer, shape: tuple[int, ...]) -> float:
     iteration (scipy's ``svds``, ARPACK) on J with the layer's ``jvp`` and ``backward``, in
     a float64 copy (the layer is not touched). Plain power iteration crawls where the top
     singular values cluster, as a convolution's do, and stops below σ₁: no bound."""
+    from scipy.sparse.linalg import LinearOperator, svds  # (scipy, loaded on first use)
+
     layer = copy.deepcopy(layer).astype(np.float64)
     x = np.zeros((1, *shape))
     y = layer.forward(x)

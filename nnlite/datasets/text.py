@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .archive import atomic_write
+from ..files.archive import atomic_write
 
 #: A vocabulary file larger than this is refused unread (a character table is a few KB).
 MAX_FILE_BYTES = 1 << 20

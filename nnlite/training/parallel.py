@@ -37,24 +37,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .layer import Layer
-from .parameter import Parameter
-from .validate import check_number
-
-
-def check_threads(model: Layer, threads: Any) -> int:
-    """fit's ``threads``, checked at the door: a whole number >= 1, and with more than one,
-    a model whose samples meet only where a layer adds up its parts (``across``)."""
-    threads = check_number("fit", "threads", threads, integer=True, low=1)
-    if threads > 1:
-        for layer in model.modules():
-            if layer.__dict__.get("_buffers") and not hasattr(layer, "across"):
-                raise ValueError(f"fit: threads={threads} trains replicas of the model on parts "
-                                 f"of each batch, but {layer!r} keeps buffers ("
-                                 f"{', '.join(layer._buffers)}) that its copies would update "
-                                 f"apart (only a layer with ``across``, as BatchNorm, adds up "
-                                 f"its parts); train it with threads=1")
-    return threads
+from ..core.layer import Layer
+from ..core.parameter import Parameter
 
 
 class Replicas:
@@ -62,6 +46,13 @@ class Replicas:
     ``backward`` take and return what the model's do, for a whole batch."""
 
     def __init__(self, model: Layer, threads: int):
+        for layer in model.modules():  # fit's door: samples meet only where parts add up
+            if layer.__dict__.get("_buffers") and not hasattr(layer, "across"):
+                raise ValueError(f"fit: threads={threads} trains replicas of the model on parts "
+                                 f"of each batch, but {layer!r} keeps buffers ("
+                                 f"{', '.join(layer._buffers)}) that its copies would update "
+                                 f"apart (only a layer with ``across``, as BatchNorm, adds up "
+                                 f"its parts); train it with threads=1")
         self.model = model
         shared = {id(p.data): p.data for p in model.parameters()}
         self.copies = [copy.deepcopy(model, dict(shared)) for _ in range(threads - 1)]

@@ -1,5 +1,5 @@
 """Datasets (MNIST, Fashion-MNIST, tiny-shakespeare, scikit-learn's digits), the IDX format,
-and mini-batches; ``CharVocab`` (text to ids, from ``nnlite.text``).
+and ``Dataset``/``ArrayDataset`` (batches for ``fit``).
 
 MNIST-style loaders read the four original IDX gzip files from
 ``root/<name>/``; ``root`` defaults to ``$NNLITE_DATA``, else ``~/.cache/nnlite``.
@@ -19,8 +19,8 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .text import CharVocab  # noqa: F401  (nnlite.datasets.CharVocab)
-from .validate import check_batch_size, check_lengths
+from ..core.door import check_batch_size, check_lengths
+from ..training.trainer import rows as _rows
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -172,26 +172,6 @@ def _idx_header(data: bytes, name: str, size: int) -> tuple[np.dtype, tuple[int,
     return dtype, shape, header
 
 
-def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
-            rng: np.random.Generator | int | None = None,
-            drop_last: bool = False) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(x_batch, y_batch)`` of ``batch_size`` samples each.
-
-    ``x`` and ``y`` are arrays, or lists of arrays (a model's several inputs or targets),
-    which are sliced alike; ``y`` may be None. With ``shuffle`` the samples are taken in
-    a random order drawn from ``rng`` (a Generator or a seed); call again for a new order
-    each epoch. Without it, batches are views, in order. ``drop_last`` leaves out a
-    final, smaller batch.
-    """
-    check_batch_size(batch_size)
-    n = len(x[0]) if isinstance(x, list) else len(x)
-    order = np.random.default_rng(rng).permutation(n) if shuffle else None
-    end = n - n % batch_size if drop_last else n
-    for start in range(0, end, batch_size):
-        rows = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
-        yield _rows(x, rows), _rows(y, rows)
-
-
 class Dataset:
     """A dataset of batches, as Keras's ``keras.utils.PyDataset``: ``len(dataset)`` is its
     number of batches and ``dataset[i]`` batch i, ``(x, y)`` (lists for several inputs or
@@ -236,16 +216,6 @@ class ArrayDataset(Dataset):
         rows = rows if self.order is None else self.order[rows]
         return _rows(self.x, rows) if self.y is None else (_rows(self.x, rows),
                                                             _rows(self.y, rows))
-
-
-def _rows(a: Any, rows: Any) -> Any:
-    """The given rows of an array (or of each array in a list): a view for a slice, else a
-    copy by ``take``, which copies whole rows a little faster than ``a[indices]``."""
-    if a is None:
-        return None
-    if isinstance(a, list):
-        return [_rows(v, rows) for v in a]
-    return a[rows] if isinstance(rows, slice) else a.take(rows, axis=0)
 
 
 def _load_idx_dataset(name: str, root, download: bool) -> tuple[Split, Split]:

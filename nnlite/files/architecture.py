@@ -1,19 +1,19 @@
 """A layer as JSON and back: ``describe`` writes a layer's class and config (layers inside
 described in turn, a layer met again referred to by number), ``build`` rebuilds it, taking
 only classes nnlite and the running program define (never anything the file names into
-being). ``nnlite.io`` puts the description in a file's header.
+being). ``nnlite.files.io`` puts the description in a file's header.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from . import layers
-from .layer import Layer
-from .validate import quote, whole
+from .. import layers
+from ..core.door import quote, whole
+from ..core.layer import Layer
 
 #: nnlite's public containers, by the name files give them.
-_CONTAINERS = {"Sequential": "nnlite.sequential:Sequential", "Model": "nnlite.graph:Model"}
+_CONTAINERS = {"Sequential": "nnlite.models.sequential:Sequential", "Model": "nnlite.models.graph:Model"}
 
 
 def describe(layer: Layer, described: dict[int, int] | None = None) -> dict[str, Any]:

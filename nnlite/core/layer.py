@@ -21,7 +21,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import state as state_dicts
 from .parameter import Parameter, resolve_dtype
 
 _generator = np.random.default_rng()
@@ -44,86 +43,16 @@ def memory_order(x: np.ndarray) -> tuple[int, ...]:
     return tuple(sorted(range(x.ndim), key=lambda a: -abs(x.strides[a])))
 
 
-class Layer:
-    """Base class of every layer; subclasses write ``forward`` and ``backward``.
-
-    Parameters, buffers and sub-layers assigned as attributes register
-    themselves in assignment order, as in PyTorch.
-    """
+class Tree:
+    """What a layer holds, walked: its sub-layers, parameters and buffers in registration
+    order under PyTorch's dotted names, each once however often it is shared; its modes
+    (training or eval, trainable or frozen) set for every layer inside; its state dict.
+    ``Layer`` inherits it; the walks read the registry ``Layer.__setattr__`` fills."""
 
     training: bool = True
-    #: When False, ``backward`` may skip dL/dx and return None. ``fit`` sets it on the
-    #: model (nobody uses dL/dx of the data), and a container passes it on to the layers
-    #: whose input gradient nobody uses (the first one with parameters, unless it is also
-    #: used elsewhere), where ``skips_input_grad`` says the layer honours it.
-    input_grad: bool = True
-    #: Whether ``backward`` looks at ``input_grad`` (Linear, Conv2D and the containers).
-    skips_input_grad: bool = False
-    #: Whether the layer takes integer ids (Embedding): a model starting with it passes
-    #: integer inputs through uncast.
-    integer_input: bool = False
-    #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
-    rng: np.random.Generator | None = None
     #: What ``trainable`` reads; a layer's ``backward`` adds dL/dθ only while it is True.
     _trainable: bool = True
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, (Parameter, Layer, list, tuple)) or name in self.__dict__.get(
-                "_params", ()) or name in self.__dict__.get("_children", ()):
-            self._register(name, value)  # forward's plain arrays skip the registry
-        object.__setattr__(self, name, value)
-
-    def _register(self, name: str, value: Any) -> None:
-        d = self.__dict__
-        if "_params" not in d:
-            d["_params"], d["_children"], d["_buffers"] = {}, {}, {}
-        params, children = d["_params"], d["_children"]
-        params.pop(name, None)
-        children.pop(name, None)
-        if isinstance(value, Parameter):
-            params[name] = value
-        elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and
-                                          _layer_list(value)):
-            children[name] = value  # a list or tuple stays live: later appends register
-
-    def register_buffer(self, name: str, array: np.ndarray) -> None:
-        """Keep a non-trainable array (running statistics) that saves with the model."""
-        self.__dict__.setdefault("_buffers", {})[name] = None
-        object.__setattr__(self, name, array)
-
-    # -- the contract -----------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must define forward(x)")
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must define backward(grad)")
-
-    def jvp(self, tangent: Any) -> Any:
-        """J · v for the input of the last ``forward``: forward mode (see the module's
-        docstring). A user's layer writes its own (docs/custom-layers.md)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no jvp(tangent), the forward-mode product J·v; "
-            f"docs/custom-layers.md shows how to write one (the Jacobian tools use reverse "
-            f"mode without it)")
-
-    def check_input(self, x: Any) -> None:
-        """Raise a ValueError naming this layer and the shapes if ``forward`` cannot take
-        ``x``. It runs once, at the door (calling a layer, building a model, the one-row
-        probe of ``fit``, ``evaluate`` and ``predict``, ``load``), never per batch, so
-        ``forward`` holds only the formula. The default accepts anything."""
-
-    def __call__(self, x: Any) -> Any:
-        """``forward(x)`` after ``check_input`` (a Sequential's checks its layers'); on
-        symbolic values (``nnlite.Input``), a new node of a graph, whose output is symbolic
-        too: a symbolic value knows how a layer is called on it (``call_layer``, see
-        ``nnlite.symbolic``), so the contract knows no graphs."""
-        for v in x if isinstance(x, (list, tuple)) else (x,):
-            if hasattr(v, "call_layer"):
-                return v.call_layer(self, x)
-        self.check_input(x)
-        return self.forward(x)
-
-    # -- structure ----------------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, Layer]]:
         """(name, layer) of each sub-layer; the layers of a list attribute as ``name.i``."""
         for name, child in self.__dict__.get("_children", {}).items():
@@ -188,7 +117,6 @@ class Layer:
         for m, saved in zip(self.modules(), state):
             m.__dict__.update(saved)
 
-    # -- modes and state ----------------------------------------------------------
     def train(self, mode: bool = True) -> Layer:
         for m in self.modules():
             m.training = mode
@@ -241,13 +169,15 @@ class Layer:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer as ``{name: array}``, with the names and layouts
-        PyTorch gives the same architecture (see ``nnlite.state``)."""
-        return state_dicts.state_dict(self)
+        PyTorch gives the same architecture (see ``nnlite.core.state``)."""
+        from .state import state_dict  # (loaded on first use)
+        return state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:
         """Copy a state dict (PyTorch's names and layouts) in; returns
         ``(missing_keys, unexpected_keys)`` as torch does."""
-        return state_dicts.load_state_dict(self, state, strict)
+        from .state import load_state_dict
+        return load_state_dict(self, state, strict)
 
     def astype(self, dtype: Any) -> Layer:
         """Convert every parameter and floating buffer to ``dtype``, in place."""
@@ -263,6 +193,82 @@ class Layer:
             if np.issubdtype(value.dtype, np.floating):
                 setattr(owner, attr, value.astype(dtype))
         return self
+
+
+class Layer(Tree):
+    """Base class of every layer; subclasses write ``forward`` and ``backward``.
+
+    Parameters, buffers and sub-layers assigned as attributes register
+    themselves in assignment order, as in PyTorch.
+    """
+
+    #: When False, ``backward`` may skip dL/dx and return None. ``fit`` sets it on the
+    #: model (nobody uses dL/dx of the data), and a container passes it on to the layers
+    #: whose input gradient nobody uses (the first one with parameters, unless it is also
+    #: used elsewhere), where ``skips_input_grad`` says the layer honours it.
+    input_grad: bool = True
+    #: Whether ``backward`` looks at ``input_grad`` (Linear, Conv2D and the containers).
+    skips_input_grad: bool = False
+    #: Whether the layer takes integer ids (Embedding): a model starting with it passes
+    #: integer inputs through uncast.
+    integer_input: bool = False
+    #: The generator dropout-like layers draw from; ``fit`` sets it per epoch.
+    rng: np.random.Generator | None = None
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, (Parameter, Layer, list, tuple)) or name in self.__dict__.get(
+                "_params", ()) or name in self.__dict__.get("_children", ()):
+            self._register(name, value)  # forward's plain arrays skip the registry
+        object.__setattr__(self, name, value)
+
+    def _register(self, name: str, value: Any) -> None:
+        d = self.__dict__
+        if "_params" not in d:
+            d["_params"], d["_children"], d["_buffers"] = {}, {}, {}
+        params, children = d["_params"], d["_children"]
+        params.pop(name, None)
+        children.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and
+                                          _layer_list(value)):
+            children[name] = value  # a list or tuple stays live: later appends register
+
+    def register_buffer(self, name: str, array: np.ndarray) -> None:
+        """Keep a non-trainable array (running statistics) that saves with the model."""
+        self.__dict__.setdefault("_buffers", {})[name] = None
+        object.__setattr__(self, name, array)
+
+    # -- the contract -----------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must define forward(x)")
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must define backward(grad)")
+
+    def jvp(self, tangent: Any) -> Any:
+        """J · v for the input of the last ``forward``: forward mode (see the module's
+        docstring). A user's layer writes its own (docs/custom-layers.md)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no jvp(tangent), the forward-mode product J·v; "
+            f"docs/custom-layers.md shows how to write one (the Jacobian tools use reverse "
+            f"mode without it)")
+
+    def check_input(self, x: Any) -> None:
+        """Raise a ValueError naming this layer and the shapes if ``forward`` cannot take
+        ``x``. It runs once, at the door (calling a layer, building a model, the one-row
+        probe of ``fit``, ``evaluate`` and ``predict``, ``load``), never per batch, so
+        ``forward`` holds only the formula. The default accepts anything."""
+
+    def __call__(self, x: Any) -> Any:
+        """``forward(x)`` after ``check_input`` (a Sequential's checks its layers'); on
+        symbolic values (``nnlite.Input``), a new node of a graph, whose output is symbolic
+        too: a symbolic value knows how a layer is called on it (``call_layer``, see
+        ``nnlite.models.symbolic``), so the contract knows no graphs."""
+        for v in x if isinstance(x, (list, tuple)) else (x,):
+            if hasattr(v, "call_layer"):
+                return v.call_layer(self, x)
+        self.check_input(x)
+        return self.forward(x)
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (for ``save``/``load``).

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .layers.embedding import PositionalEmbedding
-from .validate import check_number
+from ..core.door import check_number
+from ..layers.embedding import PositionalEmbedding
 
 
 def context_length(model: Any) -> int | None:

@@ -1,6 +1,6 @@
 """A Parameter, a trainable array, and the floating dtype new parameters get by default.
 
-Parameters live in layers (``nnlite.layer``) and are what optimizers update
+Parameters live in layers (``nnlite.core.layer``) and are what optimizers update
 (``nnlite.optim``); their ``.grad`` is where a layer's ``backward`` adds dL/dθ.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .validate import quote
+from .door import quote
 
 _default_dtype = np.dtype(np.float32)
 

@@ -1,0 +1,314 @@
+"""What every container inherits to be trained and used, as Keras's ``Trainer``: ``fit``,
+``evaluate`` and ``predict``, each checking its arguments and data once, at the door.
+
+A container (``Sequential``, the graph ``Model``) is a Layer that also says how
+many inputs and outputs it has; ``Trainer`` drives it. ``fit`` hands the epochs to
+``nnlite.training.loop``: one batch is forward, the losses and their gradients, one
+``backward``, one optimizer step.
+With one input and one output, arrays go in and come out bare; with several, as
+lists, one entry per input or output, in order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..core.door import (as_arrays, bare, check_batch_size, check_fit_args, check_flag,
+                         check_last_batch, check_lengths, check_number, no_y, probe_rows)
+from ..core.layer import Layer, default_rng
+from ..core.losses import Loss, Objective, loss_weights_of, per_output, scorer
+from ..core.optimizer import Optimizer
+from ..core.parameter import get_default_dtype
+from . import loop
+from .callbacks import Callback, History
+
+
+class Trainer(Layer):
+    """Base class of the containers: the Keras-style ``fit``/``evaluate``/``predict``.
+
+    A container keeps its distinct layers in ``self.layers`` and says how many inputs and
+    outputs it has (``input_dtypes``, ``n_outputs``); its ``forward`` and ``backward`` take
+    and return bare arrays for one input or output, lists for several.
+    """
+
+    #: Set by ``fit``; a callback stops training by setting it to True.
+    stop_training = False
+    initial_epoch = 0
+
+    # -- what a container tells the loop ------------------------------------------------
+    @property
+    def input_dtypes(self) -> list[np.dtype | None]:
+        """One entry per input: the integer dtype an input keeps, or None for the model's
+        floating dtype, which inputs are cast to."""
+        return [None]
+
+    #: How many outputs the container has (a graph's say).
+    n_outputs = 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the model's parameters (the default dtype if it has none)."""
+        for p in self.parameters():
+            return p.data.dtype
+        return get_default_dtype()
+
+    def output_names(self) -> list[str]:
+        """How History and ``evaluate`` name each output's metrics."""
+        return [""] if self.n_outputs == 1 else [f"output_{i}_" for i in range(self.n_outputs)]
+
+    # -- inference ----------------------------------------------------------------
+    def predict(self, x: Any, batch_size: int = 1024, *, steps: int | None = None
+                ) -> np.ndarray | list[np.ndarray]:
+        """The model's outputs for ``x``, computed in eval mode, ``batch_size`` rows at a time
+        (one array, or a list of one array per output). ``x`` may be a dataset or an
+        iterator of batches (``nnlite.training.feed``; an iterator's ``steps`` batches), whose
+        outputs are joined."""
+        if is_stream(x):
+            from .feed import Feed, predict_stream  # (streams: loaded on first use)
+            outs = predict_stream(self, Feed(x, "predict", steps))[0]
+            return outs if self.n_outputs > 1 else outs[0]
+        xs = self._as_inputs(x, "predict")
+        check_batch_size(batch_size)
+        shapes = [(v.shape[1:], v.dtype.str) for v in xs]
+        if len(xs[0]) and self.__dict__.get("_predicted") != shapes:  # a new kind of input
+            self._check_inputs(xs, "predict")  # (sampling a sequence calls predict per token)
+            self.__dict__["_predicted"] = shapes
+        outs: list[np.ndarray] | None = None
+        n = len(xs[0])
+        with self.evaluating():
+            for start in range(0, n, batch_size):
+                ys = self._forward_list([v[start:start + batch_size] for v in xs])
+                if outs is None:
+                    outs = [np.empty((n,) + y.shape[1:], y.dtype) for y in ys]
+                for out, y in zip(outs, ys):
+                    out[start:start + len(y)] = y
+        if outs is None:
+            outs = [np.empty((0,), self.dtype) for _ in range(self.n_outputs)]
+        return outs if self.n_outputs > 1 else outs[0]
+
+    def evaluate(self, x: Any, y: Any = None, loss: Loss | Sequence[Loss] | None = None,
+                 metrics: Sequence[str] | None = None, batch_size: int = 1024,
+                 loss_weights: Sequence[float] | None = None, *,
+                 steps: int | None = None) -> dict[str, float]:
+        """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode.
+
+        The loss is ``loss``, else the one ``fit`` last trained the model with. Accuracy
+        (``metrics=None``) is reported for classification outputs only: a CrossEntropy or
+        BinaryCrossEntropy loss, or, with no loss known, an output of more than one unit
+        whose targets are class labels in range (a one-unit output with integer targets is
+        a regression: no accuracy, so a loss must be given); asking for
+        ``metrics=("accuracy",)`` on a regression output is a ValueError. With several
+        outputs, ``loss`` is the weighted sum and each output has its own
+        ``output_i_loss`` (and ``output_i_accuracy``). ``x`` may be a dataset or an iterator
+        of (x, y) batches (``nnlite.training.feed``), ``y`` then left out.
+        """
+        if is_stream(x):
+            from .feed import Feed, predict_stream
+            no_y(y, "evaluate")
+            preds, ys = predict_stream(self, Feed(x, "evaluate", steps), with_targets=True)
+        else:
+            xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
+            check_lengths(xs, ys, "evaluate")
+            preds = None
+        for metric in metrics or ():
+            if metric != "accuracy":
+                raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
+        known = loss if loss is not None else self.__dict__.get("_trained_with")
+        losses = per_output(known, self.n_outputs) if known is not None else \
+            [None] * self.n_outputs
+        weights = loss_weights_of(loss_weights, self.n_outputs)
+        if preds is None:
+            preds = self.predict(bare(xs), batch_size)
+            preds = preds if self.n_outputs > 1 else [preds]
+        return _scores(self.output_names(), losses, weights, preds, ys, metrics)
+
+    # -- training -----------------------------------------------------------------
+    def fit(self, x: Any, y: Any = None, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
+            epochs: int = 1, batch_size: int = 32,
+            validation_data: Any = None, shuffle: bool = True,
+            callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
+            initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
+            drop_last: bool = False, steps_per_epoch: int | None = None,
+            threads: int = 1) -> History:
+        """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
+        the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
+        validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
+        ``loss`` is a list (one loss per output), the trained loss is the sum weighted by
+        ``loss_weights``, and each output's own metrics are logged as ``output_i_loss``.
+
+        With ``verbose``, each epoch prints one line to stdout: its number, its time and
+        its metrics; in a terminal or a notebook a progress bar (on stderr) runs meanwhile.
+
+        Each epoch's shuffling and dropout draws depend only on ``seed`` and the
+        epoch number. A non-finite loss stops training with FloatingPointError and
+        leaves model and optimizer as they were at the start of the last epoch
+        whose weights were finite. Ctrl-C stops after the current batch. ``drop_last``
+        leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
+        ``threads`` > 1 splits each batch among that many threads (``nnlite.training.parallel``):
+        it pays where a batch takes tens of milliseconds, as a convolutional network's.
+
+        ``x`` may instead be a dataset object or an iterator of (x, y) batches, ``y`` then
+        left out (``nnlite.training.feed``: Keras's ``PyDataset`` protocol, or ``steps_per_epoch``
+        batches of an iterator); ``shuffle`` shuffles a dataset's batch order, and every
+        batch is checked as it arrives. ``validation_data`` may be a dataset too.
+        """
+        losses = per_output(loss, self.n_outputs)
+        threads = check_number("fit", "threads", threads, integer=True, low=1)
+        check_fit_args(self, optimizer, epochs, batch_size, initial_epoch)
+        epoch_data, steps = fit_data(self, x, y, losses, batch_size, shuffle, drop_last,
+                                     steps_per_epoch)
+        val = validation_source(self, validation_data, losses)  # evaluate's x and y
+        weights = loss_weights_of(loss_weights, self.n_outputs)
+        self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
+        self.stop_training, self.initial_epoch = False, initial_epoch
+        seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
+        validate = None if val is None else lambda: self.evaluate(
+            *val, losses, loss_weights=weights, batch_size=batch_size)  # Keras's batches
+        return loop.train(self, epoch_data, Objective(losses, weights, self.output_names()),
+                          optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
+                          seed, threads, validate)
+
+    def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
+                    what: str, outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Lengths, shapes (a one-row probe, unless its ``outs`` for these shapes are given)
+        and targets of data for ``fit``, checked before any training; the probe's outputs."""
+        check_lengths(xs, ys, what)
+        outs = self._check_inputs(xs, what) if outs is None else outs
+        for i, (fn, out, t) in enumerate(zip(losses, outs, ys)):
+            try:
+                fn.check_target((len(t),) + out.shape[1:], t)
+            except ValueError as e:
+                where = f"output {i}: " if len(ys) > 1 else ""
+                raise ValueError(f"{what}: {where}{e}") from None
+        return outs
+
+    def _check_inputs(self, xs: list[np.ndarray], what: str) -> list[np.ndarray]:
+        """The door's one-row probe (``nnlite.core.door.probe_rows``): every layer's
+        ``check_input`` on the way; the outputs."""
+        try:
+            out = probe_rows(self, bare(xs))
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+        return out if self.n_outputs > 1 else [out]
+
+    def _forward_list(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        out = self.forward(bare(xs))
+        return out if self.n_outputs > 1 else [out]
+
+    # -- data in -------------------------------------------------------------------
+    def _as_inputs(self, x: Any, what: str) -> list[np.ndarray]:
+        """The inputs as a list of arrays, cast once to the model's dtype (integer ids kept)."""
+        xs = as_arrays(x, [self.dtype if d is None else d for d in self.input_dtypes], what, "x")
+        self.__dict__["input_shapes"] = [v.shape[1:] for v in xs]  # saved: a load-time probe
+        return xs
+
+    def _as_targets(self, y: Any, what: str) -> list[np.ndarray]:
+        return as_arrays(y, [None] * self.n_outputs, what, "y")
+
+
+def fit_data(model: Trainer, x: Any, y: Any, losses: list[Loss], batch_size: int,
+             shuffle: bool, drop_last: bool, steps: int | None) -> tuple[Callable, int]:
+    """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches,
+    and how many batches an epoch has."""
+    if is_stream(x):
+        from .feed import Feed, checked_batch
+        feed = Feed(x, "fit", steps)
+        no_y(y, "fit")
+        checked_batch(model, feed.first(), 0, "fit", feed.seen, losses)
+        return lambda rng, epoch: feed.batches(
+            lambda b, i: checked_batch(model, b, i, "fit", feed.seen, losses),
+            rng if shuffle else None, epoch), feed.steps
+    xs, ys = model._as_inputs(x, "fit"), model._as_targets(y, "fit")
+    model._check_data(xs, ys, losses, "fit")
+    check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last))
+    n = len(xs[0])
+    return lambda rng, epoch: batches(bare(xs), bare(ys), batch_size, shuffle=shuffle,
+                                      rng=rng, drop_last=drop_last), \
+        n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def _scores(names: list[str], losses: list[Loss | None], weights: list[float],
+            preds: list[np.ndarray], ys: list[np.ndarray], metrics: Sequence[str] | None
+            ) -> dict[str, float]:
+    """evaluate's numbers: the (weighted) loss where one is known, each output's own loss
+    when there are several, and accuracy where an output is a classifier's (``scorer``)."""
+    accuracy = [scorer(fn, p, t) for fn, p, t in zip(losses, preds, ys)]
+    for name, fn, t, acc in zip(names, losses, ys, accuracy):
+        where = f"output {name[:-1]}" if name else "the output"
+        if metrics and acc is None:
+            raise ValueError(f"evaluate: accuracy is for classification; {where} is a "
+                             f"regression ({type(fn).__name__} loss, {t.dtype} targets)")
+        if fn is None and acc is None:
+            raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
+                             f"fit the model first (no loss is known, and its targets "
+                             f"are not class labels of its outputs)")
+    results: dict[str, float] = {}
+    if losses[0] is not None:
+        for fn, p, t in zip(losses, preds, ys):
+            fn.check_target(p.shape, t)
+        values = [fn.forward(p, t) for fn, p, t in zip(losses, preds, ys)]
+        results["loss"] = float(sum(w * v for w, v in zip(weights, values)))
+        if len(losses) > 1:
+            results.update({f"{name}loss": v for name, v in zip(names, values)})
+    if metrics is None or metrics:
+        for name, acc, p, t in zip(names, accuracy, preds, ys):
+            if acc is not None:
+                results[f"{name}accuracy"] = acc.accuracy(p, t)
+    return results
+
+
+def is_stream(x: Any) -> bool:
+    """Whether ``x`` is a dataset object or an iterator of batches, not array data."""
+    if isinstance(x, (np.ndarray, list, tuple, dict, str, bytes)) or hasattr(x, "__array__"):
+        return False
+    return (hasattr(x, "__len__") and hasattr(x, "__getitem__")) or hasattr(x, "__iter__")
+
+
+def validation_source(model: Any, data: Any, losses: list[Any]) -> tuple[Any, Any] | None:
+    """fit's ``validation_data`` as evaluate's (x, y): a pair of arrays, checked now like
+    the training data, or a dataset (y None); None when there is none."""
+    if is_stream(data):
+        if not hasattr(data, "__getitem__"):
+            raise ValueError("fit: validation_data may be a dataset (len and [i]), not an "
+                             "iterator, which the first epoch would use up")
+        return data, None
+    if data is None:
+        return None
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("fit: validation_data must be a pair (x_val, y_val) or a dataset")
+    vx, vy = (model._as_inputs(data[0], "validation_data"),
+              model._as_targets(data[1], "validation_data"))
+    model._check_data(vx, vy, losses, "validation_data")
+    return bare(vx), bare(vy)
+
+
+def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
+            rng: np.random.Generator | int | None = None,
+            drop_last: bool = False) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(x_batch, y_batch)`` of ``batch_size`` samples each.
+
+    ``x`` and ``y`` are arrays, or lists of arrays (a model's several inputs or targets),
+    which are sliced alike; ``y`` may be None. With ``shuffle`` the samples are taken in
+    a random order drawn from ``rng`` (a Generator or a seed); call again for a new order
+    each epoch. Without it, batches are views, in order. ``drop_last`` leaves out a
+    final, smaller batch.
+    """
+    check_batch_size(batch_size)
+    n = len(x[0]) if isinstance(x, list) else len(x)
+    order = np.random.default_rng(rng).permutation(n) if shuffle else None
+    end = n - n % batch_size if drop_last else n
+    for start in range(0, end, batch_size):
+        taken = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
+        yield rows(x, taken), rows(y, taken)
+
+
+def rows(a: Any, taken: Any) -> Any:
+    """The given rows of an array (or of each array in a list): a view for a slice, else a
+    copy by ``take``, which copies whole rows a little faster than ``a[indices]``."""
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [rows(v, taken) for v in a]
+    return a[taken] if isinstance(taken, slice) else a.take(taken, axis=0)
