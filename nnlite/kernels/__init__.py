@@ -10,7 +10,9 @@ same; ``tests/test_kernels.py`` checks every pair).
 The numba path is active when numba imports, unless ``NNLITE_KERNELS=numpy`` is set in
 the environment or ``use("numpy")`` is called. If numba is missing, or importing or
 compiling a kernel fails, nnlite runs the NumPy path (warning once if numba was there but
-failed), never an error.
+failed), never an error. ``numpy_path()`` runs the references in one thread for a while
+(``load`` probes a file's model so, rather than compile a kernel for one sample).
+May import: nothing of nnlite.
 """
 from __future__ import annotations
 

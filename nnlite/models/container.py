@@ -13,12 +13,9 @@ from ..training.trainer import Trainer
 
 
 class Container(Trainer):
-    """Base class of Sequential and Model: a Layer of layers, trained by ``Trainer``.
-
-    A container keeps its distinct layers in ``self.layers`` and says how many inputs and
-    outputs it has (``input_dtypes``, ``n_outputs``); its ``forward`` and ``backward`` take
-    and return bare arrays for one input or output, lists for several.
-    """
+    """Base class of Sequential and Model: a Layer of layers (``self.layers``), trained by
+    ``Trainer``; its ``_pass_input_grad`` and ``_summary_rows`` say how its backward reaches
+    its layers and what ``summary`` lists."""
 
     skips_input_grad = True
 
