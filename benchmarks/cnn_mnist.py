@@ -21,6 +21,7 @@ import numpy as np
 
 import nnlite
 from mlp_mnist import machine, profile, race, ratio, table
+import results
 from nnlite import layers as L
 
 try:
@@ -174,6 +175,10 @@ def main() -> None:
     print()
     print(table(["", "s/epoch", "vs PyTorch", "vs GEMM floor",
                  f"test accuracy ({args.rounds} epochs)"], rows))
+    for c in contenders[:-1] if torch else ():
+        if c.name != "pytorch":
+            results.headline(f"MNIST CNN epoch ({len(x):,} images), {c.name} / PyTorch",
+                             f"{ratio(times, c.name, 'pytorch'):.2f}x")
 
     nn, floor = contenders[0], contenders[-1]
     steps = min(40, len(x) // BATCH)
@@ -197,4 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    results.main(__file__, main)

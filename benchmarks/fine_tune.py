@@ -20,6 +20,7 @@ import nnlite
 
 import cnn_mnist
 from mlp_mnist import PAUSE, machine, table
+import results
 
 try:
     import torch
@@ -84,7 +85,9 @@ def main() -> None:
                      f"{statistics.median(w / h for w, h in zip(whole, head)):.2f}x"))
     print(f"\nseconds per epoch of {args.samples} images, median of {args.rounds} rounds")
     print(table(("framework", "whole", "head only", "speed-up"), rows))
+    results.headline("CNN epoch, convolutions frozen: speed-up over training it whole",
+                     rows[0][3])
 
 
 if __name__ == "__main__":
-    main()
+    results.main(__file__, main)

@@ -21,6 +21,7 @@ from nnlite.layers import Linear, ReLU
 
 from cnn_mnist import nnlite_cnn
 from mlp_mnist import machine, table
+import results
 
 
 def timed(run) -> float:
@@ -69,6 +70,8 @@ def main() -> None:
         rows.append((name, f"{f * 1e3:.2f}", f"{j * 1e3:.2f}", f"{r:.2f}x"))
     print(f"\none pass over {args.batch} test images, median of {args.rounds} alternating rounds")
     print(table(("model", "forward ms", "jvp ms", "jvp / forward"), rows))
+    results.headline(f"one jvp / one forward, {rows[0][0]} and {rows[1][0]}",
+                     f"{rows[0][3]}, {rows[1][3]}")
 
     mlp.fit(x.reshape(-1, 784), y, loss=nnlite.losses.CrossEntropy(),
             optimizer=nnlite.optim.Adam(mlp.parameters(), lr=1e-3), epochs=args.epochs,
@@ -89,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    results.main(__file__, main)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from shakespeare_gpt import build, windows  # noqa: E402
 
 from mlp_mnist import PAUSE, machine, profile, table  # noqa: E402
+import results
 
 CONTEXT, BATCH, WIDTH, LAYERS, HEADS = 64, 12, 128, 4, 4
 
@@ -149,6 +150,8 @@ def main() -> None:
     for c in contenders[:-1]:
         ratio = statistics.median(a / b for a, b in zip(times[c.name], times["pytorch"]))
         print(f"\n{c.name} / PyTorch, time per step: {ratio:.2f}x (median of per-round ratios)")
+        results.headline(f"character GPT step (nanoGPT's CPU configuration), {c.name} / "
+                         f"PyTorch", f"{ratio:.2f}x")
     step_ms, spent = profile(contenders[0].model.layers, lambda: contenders[0].steps(args.steps),
                              args.steps)
     layers_ms = sum(spent.values())
@@ -161,4 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    results.main(__file__, main)

@@ -24,7 +24,8 @@ import nnlite
 from nnlite.layers import Add, Linear, ReLU
 
 import mlp_mnist
-from mlp_mnist import LR, race, ratio, table, torch
+from mlp_mnist import LR, machine, race, ratio, table, torch
+import results
 
 BATCH = 128
 
@@ -107,6 +108,7 @@ def main() -> None:
                            torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
                            torch.nn.ReLU(), torch.nn.Linear(128, 10)), x, y),
                        Torch("PyTorch residual MLP", TorchResidual, x, y)]
+    print(machine(torch))
     print(f"MNIST ({len(x):,} images), Adam lr {LR}, batch {BATCH}, float32, median of "
           f"{args.rounds} alternating rounds (ratios: median of the per-round ratios)")
     times = race(contenders, args.rounds)
@@ -123,6 +125,7 @@ def main() -> None:
                    ["residual MLP: nnlite / PyTorch", f"{residual:.2f}x"],
                    ["difference of the two", f"{residual - plain:+.2f}"]]
     ratios.append(["Model / Sequential, per batch (finer)", f"{batch_race(x, y):.3f}x"])
+    results.headline("graph Model MLP batch / the same Sequential's", ratios[-1][1])
     print(table(["ratio", "value"], ratios))
 
 
@@ -163,4 +166,4 @@ def graph(layers):
 
 
 if __name__ == "__main__":
-    main()
+    results.main(__file__, main)

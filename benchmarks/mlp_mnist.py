@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import nnlite
+import results
 from nnlite.layers import Linear, ReLU
 
 try:
@@ -359,6 +360,9 @@ def main() -> None:
     print()
     print(table(["", "s/epoch", "samples/s", "vs PyTorch", "vs GEMM floor",
                  "peak alloc/epoch", f"test acc ({args.rounds + 1} ep)"], rows))
+    if torch:
+        results.headline(f"MNIST MLP epoch ({len(x):,} images), nnlite / PyTorch",
+                         f"{ratio(times, 'nnlite', 'pytorch'):.2f}x")
 
     if torch:
         print("\nPrediction on the 10,000 test images (samples/s, best of 5, alternating):")
@@ -402,4 +406,4 @@ def scaling(x, y, kinds, n=20000, rounds=3):
 
 
 if __name__ == "__main__":
-    main()
+    results.main(__file__, main)
