@@ -131,7 +131,8 @@ def main() -> None:
     contenders = [NNLite(len(chars), x, y), Torch(len(chars), x, y)]
     if args.threads > 1:
         contenders.insert(1, NNLite(len(chars), x, y, args.threads))
-    print(f"{machine(torch)}; {args.rounds} rounds of {args.steps} steps, alternating")
+    print(machine(torch))
+    print(f"{args.rounds} rounds of {args.steps} steps, alternating")
     for c in contenders:              # warm-up round, not timed
         c.steps(args.steps)
     times = {c.name: [] for c in contenders}

@@ -36,15 +36,22 @@ def skip_or_fail(message):
     pytest.skip(message)
 
 
+#: The extra that installs each optional package the tests use.
+EXTRAS = {"torch": "bench", "onnx": "onnx", "onnxruntime": "onnx", "matplotlib": "plot",
+          "numba": "numba", "dask": "distributed", "importlinter": "test", "mkdocs": "docs",
+          "mkdocstrings": "docs", "mkdocs_jupyter": "docs"}
+
+
 def require(module):
-    """Import an optional package (PyTorch, onnx, onnxruntime) or skip the test; in CI
+    """Import an optional package or skip the test, saying which extra installs it; in CI
     (NNLITE_NO_SKIP=1), where the extras are installed, a missing one fails the test."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        skip_or_fail(f"{module} is not installed (pip install -e \".[bench,onnx,plot]\")")
+        extra = EXTRAS.get(module.split(".")[0], "test")
+        skip_or_fail(f"{module} is not installed (pip install -e \".[{extra}]\")")
 
 
 def rewrite(path, change_header=None, change_arrays=None):
