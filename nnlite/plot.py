@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .check import jacobian, lipschitz
-from .core.layer import Layer
+from .check.jacobians import in_mode, jacobian_at
+from .core.layer import Layer, default_rng
 from .training.callbacks import Callback, History, in_notebook
 from .training.curves import panels, plot_history, pyplot
 
@@ -44,26 +45,32 @@ def _one_sample(x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return x
 
 
-def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any = None) -> Any:
+def plot_jacobian(layer: Layer, x: np.ndarray, *, chain: bool = False, ax: Any = None,
+                  training: bool = False) -> Any:
     """The Jacobian J[i, j] = ∂yᵢ/∂xⱼ of ``layer`` (or a whole model) at one sample ``x``
     (a batch of one, or one 1-D sample), as ``nnlite.check.jacobian`` returns it: rows are
     output coordinates, columns input coordinates, white is zero.
 
     With ``chain`` (a Sequential), the layers' Jacobians follow, last layer first, so the
     panels read as the chain rule J = J_L ··· J_2 · J_1; the figure's title says how
-    closely the product of the drawn factors equals J. Layers run in eval mode (no dropout).
+    closely the product of the drawn factors equals J. The layers run in eval mode (no
+    dropout), or with ``training`` in training mode, the factors' random masks the same as
+    the whole's (nnlite's generator is put back before they are drawn again).
     """
     x = _one_sample(x)
     if chain and not getattr(layer, "chain", False):
         raise ValueError(f"plot_jacobian(chain=True) draws a Sequential's layers; "
                          f"{type(layer).__name__} is not one")
     factors = list(layer.layers) if chain else []
-    with layer.evaluating():
-        whole = jacobian(layer, x)
-        parts, value = [], x
+    generator = default_rng().bit_generator
+    with in_mode(layer, training, "plot_jacobian"):
+        drawn = generator.state
+        whole = jacobian(layer, x, training=training)
+        generator.state, parts, value = drawn, [], x  # the same draws, layer by layer
         for f in factors:
-            parts.append(jacobian(f, value))
-            value = f.forward(value)
+            out = f.forward(value)
+            parts.append(jacobian_at(f, value, out))
+            value = out
     fig, axes = panels(ax, 1 + len(parts), 4, (3.2, 3.0))
     if parts:
         product = parts[0]
@@ -133,12 +140,13 @@ def plot_images(images: np.ndarray, labels: Sequence[Any] | None = None,
 
 
 def plot_sensitivity(model: Layer, x: np.ndarray, image_shape: Sequence[int] | None = None,
-                     *, ax: Any = None) -> Any:
+                     *, ax: Any = None, training: bool = False) -> Any:
     """Each sample of ``x`` beside the input direction its output is most sensitive to:
     the top right-singular vector of the model's Jacobian there (red positive, blue
-    negative), titled with the local Lipschitz constant ‖J‖₂ (``nnlite.check.lipschitz``).
-    ``x`` as ``plot_images`` takes it, with ``image_shape`` for flat rows."""
-    sigma, vectors = lipschitz(model, x, return_vectors=True)
+    negative), titled with the local Lipschitz constant ‖J‖₂ (``nnlite.check.lipschitz``,
+    in eval mode unless ``training``). ``x`` as ``plot_images`` takes it, with
+    ``image_shape`` for flat rows."""
+    sigma, vectors = lipschitz(model, x, return_vectors=True, training=training)
     images, directions = _as_images(x, image_shape), _as_images(vectors, image_shape)
     if directions.ndim == 4:  # colour: the direction summed over the channels
         directions = directions.sum(axis=-1)

@@ -138,3 +138,36 @@ def test_report_reads_well(rng):
     text = str(report)
     assert text.startswith("check_layer(Linear(in_features=4") and "OK" in text
     assert report.max_abs_error < 1e-6 and bool(report)
+
+
+def test_the_jacobian_tools_see_the_model_in_eval_mode_unless_asked_and_restore_its_modes(rng):
+    """After fit a model is in training mode: with Dropout, the Jacobian would be a random
+    matrix. The tools evaluate in eval mode by default; with training=True one call's
+    passes share one forward's masks, which follow nnlite's seed."""
+    from nnlite import check, losses, optim
+    from nnlite.layers import Dropout, Linear, ReLU
+
+    x, y = rng.standard_normal((64, 6)).astype(np.float32), rng.integers(0, 3, 64)
+    model = nnlite.Sequential(Linear(6, 16), ReLU(), Dropout(0.5), Linear(16, 3))
+    model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(model.parameters()),
+              verbose=False)
+    assert model.training and model[2].training
+    one = x[:1]
+    forward = check.jacobian(model, one, mode="forward")
+    np.testing.assert_array_equal(forward, check.jacobian(model, one, mode="forward"))
+    np.testing.assert_allclose(forward, check.jacobian(model, one, mode="reverse"), atol=1e-6)
+    np.testing.assert_allclose(check.lipschitz(model, one), np.linalg.norm(forward, 2),
+                               rtol=1e-5)
+    v, u = rng.standard_normal((1, 6)), rng.standard_normal((1, 3))
+    np.testing.assert_allclose(check.jvp(model, one, v)[1], v @ forward.T, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(check.vjp(model, one, u)[1], u @ forward, rtol=1e-5, atol=1e-6)
+    assert model.training and model[2].training  # the modes fit left, restored
+    nnlite.set_seed(3)
+    drawn = check.jacobian(model, one, mode="forward", training=True)
+    nnlite.set_seed(3)
+    np.testing.assert_allclose(drawn, check.jacobian(model, one, mode="reverse", training=True),
+                               atol=1e-6)
+    assert np.abs(drawn - forward).max() > 1e-3  # a mask was drawn
+    with pytest.raises(ValueError, match="jacobian: training must be True or False"):
+        check.jacobian(model, one, training="yes")

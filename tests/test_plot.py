@@ -117,6 +117,30 @@ def test_jacobian_chain_draws_the_factors_and_their_product(plt, rng):
     assert model.training  # the mode it was in is restored
 
 
+def test_the_pictures_of_a_model_with_dropout_are_eval_mode_unless_training_is_asked(plt, rng):
+    from nnlite.layers import Dropout
+
+    model = nnlite.Sequential(Linear(6, 8), ReLU(), Dropout(0.5), Linear(8, 3))
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    assert model.training  # as fit leaves it
+    drawn = lambda fig: [np.asarray(ax.get_images()[0].get_array())  # noqa: E731
+                         for ax in fig.axes if ax.get_images()]
+    whole = drawn(nnlite.plot.plot_jacobian(model, x[:1]))[0]
+    with model.evaluating():
+        np.testing.assert_array_equal(whole, jacobian(model, x[:1]))
+    nnlite.set_seed(1)
+    whole, *factors = drawn(nnlite.plot.plot_jacobian(model, x[:1], chain=True, training=True))
+    nnlite.set_seed(1)
+    np.testing.assert_allclose(whole, jacobian(model, x[:1], training=True), atol=1e-6)
+    product = factors[0]
+    for f in factors[1:]:
+        product = product @ f
+    np.testing.assert_allclose(product, whole, atol=1e-5)  # the factors share the masks
+    sigma = nnlite.check.lipschitz(model, x)
+    titles = [ax.get_title() for ax in nnlite.plot.plot_sensitivity(model, x, (2, 3)).axes]
+    assert titles[1] == f"‖J‖₂ = {sigma[0]:.3g}" and model.training
+
+
 def test_jacobian_refuses_a_batch_and_a_chain_of_a_single_layer(plt, rng):
     with pytest.raises(ValueError, match=r"one sample: x has shape \(2, 5\)"):
         nnlite.plot.plot_jacobian(Linear(5, 3), np.ones((2, 5), np.float32))

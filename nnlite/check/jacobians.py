@@ -9,11 +9,13 @@ rounding (the adjoint test).
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..core.door import check_flag
 from ..core.layer import Layer
 from ..core.parameter import grads_kept
 
@@ -40,29 +42,52 @@ def numerical_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return np.stack(columns, axis=1)
 
 
-def jvp(layer: Layer, x: Any, v: Any) -> tuple[Any, Any]:
+@contextmanager
+def in_mode(layer: Layer, training: bool, what: str) -> Iterator[None]:
+    """``layer`` in eval mode inside the block (no dropout, BatchNorm's running statistics),
+    or with ``training`` in training mode; every layer's own mode as it was afterwards.
+    In training mode a random layer draws its mask in each forward from nnlite's
+    generator (``nnlite.set_seed``), and every backward or jvp after it uses that mask."""
+    check_flag(what, "training", training)
+    modes = [(m, m.training) for m in layer.modules()]
+    layer.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def jvp(layer: Layer, x: Any, v: Any, *, training: bool = False) -> tuple[Any, Any]:
     """(y, J·v): ``layer.forward(x)``, then ``layer.jvp(v)``, as ``torch.func.jvp`` with
-    arrays. For several inputs ``x`` and ``v`` are lists (a None tangent is zero).
-    Parameters and their gradients are not touched."""
-    y = layer.forward(list(x) if isinstance(x, (list, tuple)) else x)
-    return y, layer.jvp(list(v) if isinstance(v, (list, tuple)) else v)
+    arrays, in eval mode unless ``training`` (``in_mode``). For several inputs ``x`` and
+    ``v`` are lists (a None tangent is zero). Parameters and their gradients are not
+    touched."""
+    with in_mode(layer, training, "jvp"):
+        y = layer.forward(list(x) if isinstance(x, (list, tuple)) else x)
+        return y, layer.jvp(list(v) if isinstance(v, (list, tuple)) else v)
 
 
-def vjp(layer: Layer, x: Any, u: Any) -> tuple[Any, Any]:
+def vjp(layer: Layer, x: Any, u: Any, *, training: bool = False) -> tuple[Any, Any]:
     """(y, uᵀJ): ``layer.forward(x)``, then ``layer.backward(u)``, as ``torch.func.vjp``
-    with arrays (one array per input, a list for several). Parameter gradients are left
-    as they were."""
-    with grads_kept(layer.parameters()):
+    with arrays (one array per input, a list for several), in eval mode unless
+    ``training`` (``in_mode``). Parameter gradients are left as they were."""
+    with in_mode(layer, training, "vjp"), grads_kept(layer.parameters()):
         y = layer.forward(list(x) if isinstance(x, (list, tuple)) else x)
         return y, layer.backward(list(u) if isinstance(u, (list, tuple)) else u)
 
 
-def jacobian(layer: Layer, x: np.ndarray | Sequence[np.ndarray], mode: str = "auto"
-             ) -> np.ndarray | list[np.ndarray]:
+def jacobian(layer: Layer, x: np.ndarray | Sequence[np.ndarray], mode: str = "auto", *,
+             training: bool = False) -> np.ndarray | list[np.ndarray]:
     """∂y/∂x of shape (y.size, x.size): built row by row from VJPs eᵢᵀJ (``"reverse"``),
     or column by column from JVPs J·eⱼ (``"forward"``); ``"auto"`` takes the one with
     fewer passes (forward when x has fewer entries than y). The same matrix either way.
     A layer without ``jvp`` is built in reverse mode.
+
+    The model runs in eval mode (no dropout, BatchNorm's running statistics), whatever
+    mode ``fit`` left it in, and its modes are restored after; with ``training=True`` in
+    training mode, one forward drawing the random masks every row or column then uses,
+    from nnlite's generator: after ``nnlite.set_seed(s)`` both modes give one matrix.
 
     For a layer with several inputs, ``x`` is a list and the result one Jacobian per
     input, ∂y/∂xₖ; with several outputs, y is all of them flattened and joined. Integer
@@ -72,17 +97,26 @@ def jacobian(layer: Layer, x: np.ndarray | Sequence[np.ndarray], mode: str = "au
         raise ValueError(f"jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
     multi_in = isinstance(x, (list, tuple))
     xs = list(x) if multi_in else [x]
-    with grads_kept(layer.parameters()):
-        outs = _as_list(layer.forward(xs if multi_in else xs[0]))
-        n_in, n_out = sum(_size(v) for v in xs), sum(o.size for o in outs)
-        if mode == "forward" or (mode == "auto" and n_in < n_out):
-            try:
-                jacobians = _columns(layer, xs, outs, multi_in)
-                return jacobians if multi_in else jacobians[0]
-            except NotImplementedError:
-                pass  # no jvp: reverse mode
-        jacobians = _rows(layer, xs, outs, multi_in)
-        return jacobians if multi_in else jacobians[0]
+    with in_mode(layer, training, "jacobian"), grads_kept(layer.parameters()):
+        outs = layer.forward(xs if multi_in else xs[0])
+        return jacobian_at(layer, x, outs, mode)
+
+
+def jacobian_at(layer: Layer, x: Any, out: Any, mode: str = "auto"
+                ) -> np.ndarray | list[np.ndarray]:
+    """``jacobian`` of ``layer`` at ``x``, whose forward just returned ``out``: built from
+    that forward's cached state, without running it again."""
+    multi_in = isinstance(x, (list, tuple))
+    xs, outs = list(x) if multi_in else [x], _as_list(out)
+    n_in, n_out = sum(_size(v) for v in xs), sum(o.size for o in outs)
+    if mode == "forward" or (mode == "auto" and n_in < n_out):
+        try:
+            jacobians = _columns(layer, xs, outs, multi_in)
+            return jacobians if multi_in else jacobians[0]
+        except NotImplementedError:
+            pass  # no jvp: reverse mode
+    jacobians = _rows(layer, xs, outs, multi_in)
+    return jacobians if multi_in else jacobians[0]
 
 
 def _size(x: np.ndarray) -> int:

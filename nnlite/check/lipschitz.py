@@ -19,12 +19,15 @@ import numpy as np
 from ..core.door import check_flag, check_number
 from ..core.layer import Layer
 from ..core.parameter import grads_kept
+from .jacobians import in_mode
 
 
 def lipschitz(model: Layer, x: np.ndarray, iters: int = 50, tol: float = 1e-6, *,
-              return_vectors: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+              return_vectors: bool = False, training: bool = False
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """‖J(xₙ)‖₂ for each sample xₙ of ``x``: shape (N,), the local Lipschitz constant of
-    ``model`` (eval mode) at each sample. Power iteration stops after ``iters`` steps or
+    ``model`` (in eval mode, or with ``training`` in training mode, one forward's random
+    masks throughout: ``in_mode``) at each sample. Power iteration stops after ``iters`` steps or
     once no sample's estimate moved by more than ``tol`` (relative). With
     ``return_vectors``, also the top right-singular vectors, shaped like ``x``: the input
     direction each sample's output is most sensitive to. A model containing a layer
@@ -45,7 +48,7 @@ def lipschitz(model: Layer, x: np.ndarray, iters: int = 50, tol: float = 1e-6, *
     params = model.parameters()
     x = x.astype(params[0].dtype if params else np.result_type(x.dtype, np.float32))
     model.check_input(x)
-    with model.evaluating(), grads_kept(model.parameters()):
+    with in_mode(model, training, "lipschitz"), grads_kept(model.parameters()):
         model.forward(x)
         try:
             sigma, v = _power_iteration(model, x, iters, tol)
