@@ -415,8 +415,10 @@ def test_batchnorm_and_a_last_batch_of_one_is_caught_before_the_first_step(digit
     ({"initial_epoch": 1.5}, r"initial_epoch must be a whole number"),
     ({"batch_size": True}, r"batch_size must be a positive whole number, got True"),
     ({"epochs": True}, r"epochs must be a whole number .* got True"),
-    ({"x": (row for row in range(3))}, r"fit: x is an iterator of batches, so give "
-                                       r"steps_per_epoch="),
+    ({"x": (row for row in range(3))}, r"fit: x is a dataset or an iterator of \(x, y\) "
+                                       r"batches, which hold the targets; leave y out"),
+    ({"x": (row for row in range(3)), "y": None}, r"fit: batch 0 of the dataset is int, not "
+                                                  r"a pair \(x, y\)"),
     ({"y": np.full((1797, 10), -0.1)}, r"probability targets must be >= 0"),
     ({"drop_last": "yes"}, r"drop_last must be True or False"),
 ])

@@ -120,10 +120,16 @@ def test_the_arguments_streams_need(data):
     x, y = data
     with pytest.raises(ValueError, match="leave y out"):
         trained(ArrayDataset(x, y), y)
-    with pytest.raises(ValueError, match="steps_per_epoch="):
-        trained(iter([(x, y)]))
-    with pytest.raises(ValueError, match=r"ran out after 1 batches of the 2"):
-        trained(iter([(x, y)]), steps_per_epoch=2)
+    for steps, message in [(None, r"ran out in epoch 2, after 0 batches;"),
+                           (2, r"ran out in epoch 1, after 1 batches of the 2 an epoch")]:
+        model = mlp()            # a one-shot iterator that runs out ends training, as Keras's
+        with pytest.warns(UserWarning, match=message):
+            history = model.fit(iter([(x, y)]), loss=losses.CrossEntropy(), epochs=3,
+                                optimizer=optim.Adam(model.parameters()), verbose=False,
+                                steps_per_epoch=steps)
+        assert history.epoch == [0]  # the epoch it trained, and nothing made up
+    with pytest.raises(ValueError, match="made of batches already .* batch_size=16"):
+        trained(ArrayDataset(x, y), batch_size=16)
     with pytest.raises(ValueError, match=r"steps_per_epoch must be a whole number in \[1, 7"):
         trained(ArrayDataset(x, y, 16), steps_per_epoch=8)
     with pytest.raises(ValueError, match="not an iterator, which the first epoch would use"):
@@ -188,3 +194,54 @@ def test_a_huge_shuffled_dataset_draws_only_the_batches_an_epoch_takes():
     assert peak < 64, peak
     epochs = [data.read[1:5], data.read[5:9]]  # (read[0]: the door's look at batch 0)
     assert all(len(set(e)) == 4 for e in epochs) and epochs[0] != epochs[1]
+
+
+def test_a_pytorch_dataloader_or_a_list_of_batches_trains_every_epoch_as_the_arrays_do(data):
+    """A re-iterable of (x, y) batches is iterated afresh each epoch (len() its steps): a
+    DataLoader yields lists of tensors, taken as arrays."""
+    torch = require_torch()
+    x, y = data
+    batches = [(x[i:i + 20], y[i:i + 20]) for i in range(0, 100, 20)]
+    arrays, _ = trained(x, y, batch_size=20, shuffle=False)
+    listed, model = trained(batches, shuffle=False)
+    assert same(arrays, listed)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+        batch_size=20, shuffle=False)
+    loaded, model = trained(loader, shuffle=False)
+    assert same(arrays, loaded)
+    np.testing.assert_array_equal(model.predict(loader), model.predict(x))
+    scores = model.evaluate(loader)
+    assert scores == pytest.approx(model.evaluate(x, y, loss=losses.CrossEntropy()))
+    with pytest.raises(ValueError, match=r"made of batches already \(DataLoader\), so "
+                                         r"batch_size=20 cannot apply"):
+        trained(loader, batch_size=20)
+    history = model.fit(loader, loss=losses.CrossEntropy(), epochs=2, verbose=False,
+                        optimizer=optim.SGD(model.parameters(), lr=0.1),
+                        validation_data=loader)     # a re-iterable validates every epoch
+    assert len(history.history["val_loss"]) == 2
+
+
+def require_torch():
+    from conftest import require
+    return require("torch")
+
+
+def test_validation_split_holds_out_the_last_part_before_shuffling(data):
+    x, y = data
+    split, _ = trained(x, y, validation_split=0.2)
+    held, _ = trained(x[:80], y[:80], validation_data=(x[80:], y[80:]))
+    assert same(split, held)
+    model = mlp()
+    history = model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(
+        model.parameters()), epochs=1, validation_split=0.2, verbose=False, seed=5)
+    assert history.history["val_loss"][0] == pytest.approx(
+        model.evaluate(x[80:], y[80:])["loss"], rel=1e-6)
+    for kwargs, message in [({"validation_split": 1.0}, "leave samples on both sides"),
+                            ({"validation_split": -0.1}, r"validation_split must be a number"),
+                            ({"validation_split": 0.2, "validation_data": (x, y)},
+                             "validation_data or validation_split, not both")]:
+        with pytest.raises(ValueError, match=message):
+            trained(x, y, **kwargs)
+    with pytest.raises(ValueError, match="validation_split cuts arrays"):
+        trained(ArrayDataset(x, y, 20), validation_split=0.2)

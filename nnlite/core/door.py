@@ -226,6 +226,8 @@ def as_arrays(value: Any, dtypes: list[Any], what: str, kind: str) -> list[np.nd
         if isinstance(v, Iterator):
             raise ValueError(f"{name} is a {type(v).__name__}; nnlite's fit, evaluate and "
                              f"predict take arrays (np.asarray(list(...)) makes one)")
+        if not isinstance(v, np.ndarray) and hasattr(v, "numpy"):
+            v = v.numpy()  # a PyTorch tensor (a DataLoader's batch), as an array
         try:
             v = np.asarray(v, dtype=dtype if dtype is not None and dtype.kind == "f" else None)
         except (TypeError, ValueError) as e:
@@ -274,11 +276,9 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
 
 
-def check_fit_args(model: Any, optimizer: Any, epochs: Any, batch_size: Any,
-                   initial_epoch: Any) -> None:
-    """fit's settings: a batch size, an optimizer (an object with ``step`` and ``params``)
-    over this model's parameters only, whole epoch counts."""
-    check_batch_size(batch_size)
+def check_fit_args(model: Any, optimizer: Any, epochs: Any, initial_epoch: Any) -> None:
+    """fit's settings: an optimizer (an object with ``step`` and ``params``) over this
+    model's parameters only, whole epoch counts."""
     if not hasattr(optimizer, "step") or not hasattr(optimizer, "params"):
         raise ValueError(f"fit: optimizer must be an nnlite optimizer such as "
                          f"nnlite.optim.Adam(model.parameters()), got {optimizer!r}")

@@ -45,8 +45,8 @@ def train(model: Any, epoch_data: Callable[[np.random.Generator, int], Iterable]
                 cbs.call("on_epoch_begin", epoch)
                 logs = _epoch(model, epoch_data(rng, epoch), objective, optimizer, cbs,
                               interrupted, net, snapshot, epoch)
-                if interrupted.raised:  # a partial epoch is not reported as done
-                    break
+                if interrupted.raised or logs is None:  # a partial or an empty epoch is
+                    break                                # not reported as done
                 logs.update({f"val_{k}": v for k, v in (validate() if validate else {}).items()})
                 if not snapshot.take(epoch + 1):
                     snapshot.restore()
@@ -79,9 +79,10 @@ def shown(verbose: bool, epochs: int, steps: int) -> list[Callback]:
 
 def _epoch(model: Any, data: Iterable, objective: Any, optimizer: Any, cbs: CallbackList,
            interrupted: InterruptFlag, net: Any, snapshot: Snapshot, epoch: int
-           ) -> dict[str, float]:
-    """One pass over ``data``; the epoch's means of ``objective``'s metrics. A non-finite
-    loss rolls model and optimizer back to the snapshot and raises FloatingPointError."""
+           ) -> dict[str, float] | None:
+    """One pass over ``data``; the epoch's means of ``objective``'s metrics (None for an
+    epoch of no batches: a used-up iterator). A non-finite loss rolls model and optimizer
+    back to the snapshot and raises FloatingPointError."""
     objective.reset()
     frozen = None  # the freeze count backward's reach was last set for
     for b, (x, y) in enumerate(data):
@@ -103,7 +104,7 @@ def _epoch(model: Any, data: Iterable, objective: Any, optimizer: Any, cbs: Call
             hook(b, {"loss": value})
         if interrupted.raised:
             break
-    return objective.logs()
+    return objective.logs() if objective.seen else None
 
 
 class Snapshot:

@@ -59,17 +59,19 @@ class Trainer(Layer):
         return [""] if self.n_outputs == 1 else [f"output_{i}_" for i in range(self.n_outputs)]
 
     # -- inference ----------------------------------------------------------------
-    def predict(self, x: Any, batch_size: int = 1024, *, steps: int | None = None
+    def predict(self, x: Any, batch_size: int | None = None, *, steps: int | None = None
                 ) -> np.ndarray | list[np.ndarray]:
         """The model's outputs for ``x``, computed in eval mode, ``batch_size`` rows at a time
-        (one array, or a list of one array per output). ``x`` may be a dataset or an
-        iterator of batches (``nnlite.training.feed``; an iterator's ``steps`` batches), whose
-        outputs are joined."""
+        (1024 unless given; one array, or a list of one array per output). ``x`` may be
+        batches (a dataset, a DataLoader, an iterator, a list: ``nnlite.training.feed``;
+        an iterator's ``steps`` batches), whose outputs are joined."""
         if is_stream(x):
             from .feed import Feed, predict_stream  # (streams: loaded on first use)
+            _no_batch_size(batch_size, x, "predict")
             outs = predict_stream(self, Feed(x, "predict", steps))[0]
             return outs if self.n_outputs > 1 else outs[0]
         xs = self._as_inputs(x, "predict")
+        batch_size = 1024 if batch_size is None else batch_size
         check_batch_size(batch_size)
         shapes = [(v.shape[1:], v.dtype.str) for v in xs]
         if len(xs[0]) and self.__dict__.get("_predicted") != shapes:  # a new kind of input
@@ -89,7 +91,7 @@ class Trainer(Layer):
         return outs if self.n_outputs > 1 else outs[0]
 
     def evaluate(self, x: Any, y: Any = None, loss: Loss | Sequence[Loss] | None = None,
-                 metrics: Sequence[str] | None = None, batch_size: int = 1024,
+                 metrics: Sequence[str] | None = None, batch_size: int | None = None,
                  loss_weights: Sequence[float] | None = None, *,
                  steps: int | None = None) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` over the whole of (x, y), in eval mode.
@@ -107,6 +109,7 @@ class Trainer(Layer):
         if is_stream(x):
             from .feed import Feed, predict_stream
             no_y(y, "evaluate")
+            _no_batch_size(batch_size, x, "evaluate")
             preds, ys = predict_stream(self, Feed(x, "evaluate", steps), with_targets=True)
         else:
             xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
@@ -126,8 +129,8 @@ class Trainer(Layer):
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
-            epochs: int = 1, batch_size: int = 32,
-            validation_data: Any = None, shuffle: bool = True,
+            epochs: int = 1, batch_size: int | None = None,
+            validation_data: Any = None, validation_split: float = 0.0, shuffle: bool = True,
             callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
             initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
             drop_last: bool = False, steps_per_epoch: int | None = None,
@@ -146,26 +149,29 @@ class Trainer(Layer):
         leaves model and optimizer as they were at the start of the last epoch
         whose weights were finite. Ctrl-C stops after the current batch. ``drop_last``
         leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
-        ``threads`` > 1 splits each batch among that many threads (``nnlite.training.parallel``):
+        ``threads`` > 1 splits each batch among that many threads (``training.parallel``):
         it pays where a batch takes tens of milliseconds, as a convolutional network's.
+        ``validation_split`` holds out the last part of the arrays, as Keras does.
 
-        ``x`` may instead be a dataset object or an iterator of (x, y) batches, ``y`` then
-        left out (``nnlite.training.feed``: Keras's ``PyDataset`` protocol, or ``steps_per_epoch``
-        batches of an iterator); ``shuffle`` shuffles a dataset's batch order, and every
-        batch is checked as it arrives. ``validation_data`` may be a dataset too.
+        ``x`` may be batches of (x, y) instead, ``y`` and ``batch_size`` left out
+        (``training.feed``): a dataset (Keras's ``PyDataset``), a ``DataLoader``, a list of
+        pairs, or an iterator (``steps_per_epoch`` an epoch; used up, training stops with a
+        warning). Each batch is checked as it arrives; ``validation_data`` may be batches.
         """
         losses = per_output(loss, self.n_outputs)
         threads = check_number("fit", "threads", threads, integer=True, low=1)
-        check_fit_args(self, optimizer, epochs, batch_size, initial_epoch)
-        epoch_data, steps = fit_data(self, x, y, losses, batch_size, shuffle, drop_last,
-                                     steps_per_epoch)
-        val = validation_source(self, validation_data, losses)  # evaluate's x and y
+        check_fit_args(self, optimizer, epochs, initial_epoch)
+        if validation_split and validation_data is not None:
+            raise ValueError("fit: give validation_data or validation_split, not both")
+        epoch_data, steps, held = fit_data(self, x, y, losses, batch_size, shuffle, drop_last,
+                                           steps_per_epoch, validation_split)
+        val = validation_source(self, validation_data, losses) if held is None else held
         weights = loss_weights_of(loss_weights, self.n_outputs)
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
         validate = None if val is None else lambda: self.evaluate(
-            *val, losses, loss_weights=weights, batch_size=batch_size)  # Keras's batches
+            *val, losses, loss_weights=weights, batch_size=batch_size)  # fit's batches
         return loop.train(self, epoch_data, Objective(losses, weights, self.output_names()),
                           optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
                           seed, threads, validate)
@@ -208,25 +214,56 @@ class Trainer(Layer):
         return as_arrays(y, [None] * self.n_outputs, what, "y")
 
 
-def fit_data(model: Trainer, x: Any, y: Any, losses: list[Loss], batch_size: int,
-             shuffle: bool, drop_last: bool, steps: int | None) -> tuple[Callable, int]:
-    """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches,
-    and how many batches an epoch has."""
+def fit_data(model: Trainer, x: Any, y: Any, losses: list[Loss], batch_size: int | None,
+             shuffle: bool, drop_last: bool, steps: int | None, split: float
+             ) -> tuple[Callable, int | None, tuple[Any, Any] | None]:
+    """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches; how
+    many batches an epoch has (None: as many as an iterator gives); and the (x, y) that
+    ``validation_split`` holds out, Keras's way: the last part, taken before shuffling."""
     if is_stream(x):
         from .feed import Feed, checked_batch
         feed = Feed(x, "fit", steps)
         no_y(y, "fit")
+        _no_batch_size(batch_size, x, "fit")
+        if split:
+            raise ValueError("fit: validation_split cuts arrays; x is made of batches, so "
+                             "give validation_data instead")
         checked_batch(model, feed.first(), 0, "fit", feed.seen, losses)
-        return lambda rng, epoch: feed.batches(
-            lambda b, i: checked_batch(model, b, i, "fit", feed.seen, losses),
-            rng if shuffle else None, epoch), feed.steps
+
+        def epoch_data(rng: np.random.Generator, epoch: int) -> Iterator:
+            yield from feed.batches(lambda b, i: checked_batch(model, b, i, "fit", feed.seen,
+                                                               losses), rng if shuffle else None,
+                                    epoch)
+            if feed.ran_out is not None:  # a one-shot iterator is used up: stop, as Keras
+                feed.warn_ran_out()
+                model.stop_training = True
+        return epoch_data, feed.steps, None
+    batch_size = 32 if batch_size is None else batch_size
+    check_batch_size(batch_size)
     xs, ys = model._as_inputs(x, "fit"), model._as_targets(y, "fit")
+    check_lengths(xs, ys, "fit")
+    held, at = None, _split_at(len(xs[0]), split)
+    if at < len(xs[0]):
+        held = (bare([v[at:] for v in xs]), bare([v[at:] for v in ys]))
+        xs, ys = [v[:at] for v in xs], [v[:at] for v in ys]
     model._check_data(xs, ys, losses, "fit")
     check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last))
     n = len(xs[0])
     return lambda rng, epoch: batches(bare(xs), bare(ys), batch_size, shuffle=shuffle,
                                       rng=rng, drop_last=drop_last), \
-        n // batch_size if drop_last else math.ceil(n / batch_size)
+        n // batch_size if drop_last else math.ceil(n / batch_size), held
+
+
+def _split_at(n: int, split: Any) -> int:
+    """Where ``validation_split`` cuts n samples (n: it holds nothing out)."""
+    if not split:
+        return n
+    split = check_number("fit", "validation_split", split, low=0, high=1)
+    at = int(n * (1 - split))
+    if not 0 < at < n:
+        raise ValueError(f"fit: validation_split must be in (0, 1) and leave samples on both "
+                         f"sides; {split} of {n} samples leaves {at} to train on")
+    return at
 
 
 def _scores(names: list[str], losses: list[Loss | None], weights: list[float],
@@ -259,20 +296,32 @@ def _scores(names: list[str], losses: list[Loss | None], weights: list[float],
     return results
 
 
+def _no_batch_size(batch_size: Any, x: Any, what: str) -> None:
+    if batch_size is not None:
+        raise ValueError(f"{what}: x is made of batches already ({type(x).__name__}), so "
+                         f"batch_size={batch_size!r} cannot apply; leave it out")
+
+
 def is_stream(x: Any) -> bool:
-    """Whether ``x`` is a dataset object or an iterator of batches, not array data."""
-    if isinstance(x, (np.ndarray, list, tuple, dict, str, bytes)) or hasattr(x, "__array__"):
+    """Whether ``x`` is batches (a dataset object, a re-iterable such as a DataLoader, an
+    iterator, or a list of ``(x, y)`` batches), not array data (an array, or a list of one
+    array per input)."""
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(isinstance(b, (list, tuple)) and len(b) > 0 and
+                                  np.ndim(b[0]) > 0 for b in x)
+    if isinstance(x, (np.ndarray, dict, str, bytes)) or hasattr(x, "__array__"):
         return False
     return (hasattr(x, "__len__") and hasattr(x, "__getitem__")) or hasattr(x, "__iter__")
 
 
 def validation_source(model: Any, data: Any, losses: list[Any]) -> tuple[Any, Any] | None:
     """fit's ``validation_data`` as evaluate's (x, y): a pair of arrays, checked now like
-    the training data, or a dataset (y None); None when there is none."""
-    if is_stream(data):
-        if not hasattr(data, "__getitem__"):
-            raise ValueError("fit: validation_data may be a dataset (len and [i]), not an "
-                             "iterator, which the first epoch would use up")
+    the training data, or batches (a dataset, a DataLoader; y None); None when there is
+    none. A tuple or list is the pair, as in Keras."""
+    if not isinstance(data, (tuple, list)) and is_stream(data):
+        if iter(data) is data:
+            raise ValueError("fit: validation_data may be a dataset or a re-iterable such as "
+                             "a DataLoader, not an iterator, which the first epoch would use up")
         return data, None
     if data is None:
         return None
