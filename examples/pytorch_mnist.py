@@ -6,12 +6,13 @@ CrossEntropy on the logits, the same function); Adadelta at lr 1.0, StepLR with 
 every epoch; batch 64, test batch 1000, 14 epochs; inputs normalised by MNIST's mean 0.1307
 and standard deviation 0.3081. Prints PyTorch's lines: the loss every --log-interval
 batches and each epoch's test loss and accuracy. --save-model writes the weights as a
-PyTorch state dict in safetensors (torch.nn's names: they load into the same Net).
+PyTorch state dict in safetensors (Net's names: it loads into PyTorch's Net).
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
 --quick trains one epoch on 6,400 images and tests on 1,000; --plot DIR writes the
 curves there as PNG.
 """
 import argparse
+from collections import OrderedDict
 import os
 from pathlib import Path
 
@@ -22,12 +23,14 @@ from nnlite.layers import Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU
 
 
 def net() -> nnlite.Sequential:
-    return nnlite.Sequential(
-        Conv2D(1, 32, 3, 1), ReLU(),                   # conv1, F.relu
-        Conv2D(32, 64, 3, 1), ReLU(),                  # conv2, F.relu
-        MaxPool2D(2), Dropout(0.25),                   # F.max_pool2d(x, 2), dropout1
-        Flatten(), Linear(9216, 128), ReLU(),          # torch.flatten(x, 1), fc1, F.relu
-        Dropout(0.5), Linear(128, 10))                 # dropout2, fc2 (log_softmax: the loss)
+    """PyTorch's ``Net``: its layers' names, and PyTorch's initialisation (init="torch")."""
+    return nnlite.Sequential(OrderedDict([
+        ("conv1", Conv2D(1, 32, 3, 1, init="torch")), ("relu1", ReLU()),
+        ("conv2", Conv2D(32, 64, 3, 1, init="torch")), ("relu2", ReLU()),
+        ("pool", MaxPool2D(2)), ("dropout1", Dropout(0.25)),
+        ("flatten", Flatten()), ("fc1", Linear(9216, 128, init="torch")), ("relu3", ReLU()),
+        ("dropout2", Dropout(0.5)), ("fc2", Linear(128, 10, init="torch"))]))
+    # log_softmax and nll_loss: CrossEntropy on the logits
 
 
 class Log(nnlite.callbacks.Callback):

@@ -4,6 +4,9 @@ import pytest
 
 import nnlite
 from nnlite import layers, losses, optim
+from nnlite.layers import Conv2D
+
+from conftest import require
 
 #: These oracles run on both kernel paths: the compiled kernels (the numba extra) and NumPy.
 pytestmark = pytest.mark.usefixtures("kernel_path")
@@ -281,3 +284,39 @@ def test_the_relu_and_pool_run_in_order_where_they_do_not_commute_exactly():
     assert shared._order == [1, 0]
     shared.append(layers.Flatten()).append(relu)  # the ReLU now runs at two positions
     assert shared._order == [0, 1, 2, 3] and not shared._swapped
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, "same"), (4, "same"), ((2, 5), "same"),
+                                             (3, "valid"), (2, (1, 0))])
+def test_padding_same_and_valid_are_pytorchs(rng, kernel, padding):
+    torch = require("torch")
+    mine = Conv2D(2, 3, kernel, padding=padding, dtype=np.float64, init="torch")
+    theirs = torch.nn.Conv2d(2, 3, kernel, padding=padding).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(mine.weight.data))
+        theirs.bias.copy_(torch.from_numpy(mine.bias.data))
+    x = rng.standard_normal((2, 2, 7, 6))
+    xt = torch.from_numpy(x).requires_grad_()
+    out = theirs(xt)
+    np.testing.assert_allclose(mine(x), out.detach().numpy(), atol=1e-10)
+    g = rng.standard_normal(out.shape)
+    out.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(mine.backward(g), xt.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(mine.weight.grad, theirs.weight.grad.numpy(), atol=1e-10)
+    if padding == "same":
+        assert mine(x).shape[2:] == x.shape[2:]
+    assert nnlite.check.check_layer(Conv2D(2, 3, kernel, padding=padding), x)
+
+
+def test_padding_same_refuses_a_stride_and_unknown_words_and_round_trips(tmp_path, rng):
+    with pytest.raises(ValueError, match="padding='same' needs stride 1"):
+        Conv2D(1, 2, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="padding must be 'same', 'valid' or whole numbers"):
+        Conv2D(1, 2, 3, padding="full")
+    model = nnlite.Sequential(Conv2D(1, 2, 4, padding="same", init="torch"))
+    x = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
+    model.predict(x)
+    model.save(tmp_path / "m.npz")
+    loaded = nnlite.load(tmp_path / "m.npz")
+    assert loaded[0].padding == "same" and loaded[0].init == "torch"
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))

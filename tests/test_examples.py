@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+import nnlite
 from conftest import require
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -149,10 +152,55 @@ def test_pytorchs_mnist_example_ported_trains_and_its_weights_load_into_torchs_n
     assert "Train Epoch: 1 [640/6400 (10%)]" in out and "Test set: Average loss:" in out
     assert accuracy(out) > 0.85
     figures(tmp_path / "figs", ["history"])
+    first = float(re.search(r"Train Epoch: 1 \[0/6400 \(0%\)\]\tLoss: (\d+\.\d+)", out)[1])
+    assert 2.0 < first < 2.6  # PyTorch's initialisation: about ln 10, as PyTorch's run starts
     torch = require("torch")
     from safetensors.torch import load_file
-    nn = torch.nn
-    theirs = nn.Sequential(nn.Conv2d(1, 32, 3, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 1),
-                           nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-                           nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
-    theirs.load_state_dict(load_file(tmp_path / "mnist_cnn.safetensors"))
+    theirs = _torchs_net(torch)()
+    theirs.load_state_dict(load_file(tmp_path / "mnist_cnn.safetensors"), strict=True)
+    spec = importlib.util.spec_from_file_location("pytorch_mnist", EXAMPLES / "pytorch_mnist.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    mine = example.net()
+    mine.load_weights(tmp_path / "mnist_cnn.safetensors")
+    x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = theirs.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(mine.predict(x), expected, atol=1e-5)
+
+
+def _torchs_net(torch):
+    """pytorch/examples' mnist ``Net``, as written there (log_softmax left out: logits)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
+            self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+            self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+            x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
+            return self.fc2(self.dropout2(x))
+    return Net
+
+
+def test_the_ported_net_starts_where_pytorchs_does(rng):
+    """With PyTorch's initial weights loaded, the first batch's loss is PyTorch's."""
+    torch = require("torch")
+    spec = importlib.util.spec_from_file_location("pytorch_mnist", EXAMPLES / "pytorch_mnist.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    torch.manual_seed(1)
+    theirs = _torchs_net(torch)().double().eval()
+    mine = example.net().astype(np.float64)
+    mine.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x, y = rng.standard_normal((16, 1, 28, 28)), rng.integers(0, 10, 16)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)),
+                                                 torch.from_numpy(y)).item()
+    assert abs(mine.evaluate(x, y, loss=nnlite.losses.CrossEntropy())["loss"] - loss) <= 1e-10
+    weights = example.net().fc1.weight.data    # init="torch": U(±1/√fan_in)
+    assert np.abs(weights).max() <= 1 / np.sqrt(9216) and weights.std() > 0.5 / np.sqrt(9216 * 3)

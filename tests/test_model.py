@@ -363,3 +363,23 @@ def test_predict_checks_each_new_kind_of_input_once():
     assert len(calls) == 1
     with pytest.raises(ValueError, match=r"predict: .*\(N, 4\), got \(2, 5\)"):
         model.predict(np.ones((2, 5)))
+
+
+def test_named_layers_as_torch_sequential_takes_them(tmp_path, rng):
+    from collections import OrderedDict
+    from nnlite.layers import Linear, ReLU
+
+    model = nnlite.Sequential(OrderedDict([("fc1", Linear(4, 3)), ("act", ReLU()),
+                                           ("fc2", Linear(3, 2))]))
+    assert model.fc1 is model[0] and model.fc2 is model[2] and model.names[1] == "act"
+    assert list(model.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    model.predict(x)
+    model.save(tmp_path / "m.npz")
+    loaded = nnlite.load(tmp_path / "m.npz")
+    assert loaded.names == ["fc1", "act", "fc2"]
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert "fc1 Linear" in model.summary() and "(fc2): Linear" in repr(model)
+    for bad in ({"fit": ReLU()}, {"a.b": ReLU()}, {"": ReLU()}):
+        with pytest.raises(ValueError, match="a layer's name must be a new string"):
+            nnlite.Sequential(bad)

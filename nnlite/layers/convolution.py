@@ -13,10 +13,11 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..core.door import check_flag, check_number, new_array, quote
-from ..core.layer import Layer, default_rng
-from ..core.parameter import Parameter, resolve_dtype
+from ..core.door import check_flag, check_number, quote
+from ..core.layer import Layer
+from ..core.parameter import resolve_dtype
 from ..kernels import replaceable
+from .dense import initial
 
 
 def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1
@@ -27,6 +28,25 @@ def _pair(owner: str, name: str, value: int | tuple[int, int], low: int = 1
         raise ValueError(f"{owner}: {name} must be one whole number or two, got {quote(value)}")
     h, w = (check_number(owner, name, v, integer=True, low=low) for v in values)
     return h, w
+
+
+def _padding(value: Any, kernel: tuple[int, int], stride: tuple[int, int]
+             ) -> tuple[tuple[int, int] | str, tuple[int, int, int, int]]:
+    """(the padding as given: (ph, pw) or "same"/"valid", the rows and columns added on
+    each side: top, bottom, left, right). "same" keeps H and W (stride 1 only), the odd
+    extra row or column at the bottom or right, as ``torch.nn.Conv2d(padding="same")``."""
+    if value == "valid":
+        return "valid", (0, 0, 0, 0)
+    if value == "same":
+        if stride != (1, 1):
+            raise ValueError(f"Conv2D: padding='same' needs stride 1, got stride {stride}")
+        (th, tw) = (kernel[0] - 1, kernel[1] - 1)
+        return "same", (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    if isinstance(value, str):
+        raise ValueError(f"Conv2D: padding must be 'same', 'valid' or whole numbers, got "
+                         f"{quote(value)}")
+    ph, pw = _pair("Conv2D", "padding", value, low=0)
+    return (ph, pw), (ph, ph, pw, pw)
 
 
 def _check_nchw(layer: Layer, x: np.ndarray, channels: int | None = None) -> None:
@@ -60,6 +80,11 @@ _CHUNK_BYTES = 2 << 20
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) of NCHW input.
 
+    ``padding`` is rows and columns of zeros on each side (one number or two), or, as
+    PyTorch's, ``"valid"`` (none) or ``"same"`` (the output keeps H and W; stride 1; for an
+    even kernel the extra row and column go at the bottom and right). ``init`` is
+    Linear's: "he" (the default), "glorot" or "torch" (PyTorch's default draw).
+
     y[n, o, p, q] = b[o] + Σ_{c,i,j} W[o, c, i, j] · xpad[n, c, s·p + i, s·q + j].
     Computed as a matrix product: the windows of x as rows (im2col) with a column of
     ones, times W with b as that column's weights.
@@ -78,9 +103,9 @@ class Conv2D(Layer):
     skips_input_grad = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                 bias: bool = True, *, dtype: Any = None,
-                 rng: np.random.Generator | None = None):
+                 stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] | str = 0, bias: bool = True, *,
+                 init: str = "he", dtype: Any = None, rng: np.random.Generator | None = None):
         super().__init__()
         self.in_channels = check_number("Conv2D", "in_channels", in_channels, integer=True,
                                         low=1)
@@ -88,21 +113,18 @@ class Conv2D(Layer):
                                          low=1)
         self.kernel_size = _pair("Conv2D", "kernel_size", kernel_size)
         self.stride = _pair("Conv2D", "stride", stride)
-        self.padding = _pair("Conv2D", "padding", padding, low=0)
-        self.dtype = resolve_dtype(dtype)
-        kh, kw = self.kernel_size
-        limit = np.sqrt(6.0 / (self.in_channels * kh * kw))  # He uniform, fan_in = C·kh·kw
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        w = new_array(shape, self.dtype)
-        w[...] = (rng or default_rng()).uniform(-limit, limit, shape)
-        self.weight = Parameter(w, self.dtype)
-        self.bias = Parameter(new_array((self.out_channels,), self.dtype), self.dtype) \
-            if check_flag("Conv2D", "bias", bias) else None
+        self.padding, self._pads = _padding(padding, self.kernel_size, self.stride)
+        self.init, self.dtype = init, resolve_dtype(dtype)
+        kh, kw = self.kernel_size  # fan_in = C·kh·kw, as Linear's init (nnlite.layers.dense)
+        self.weight, self.bias = initial(
+            "Conv2D", init, (self.out_channels, self.in_channels, kh, kw),
+            self.in_channels * kh * kw, self.out_channels * kh * kw,
+            check_flag("Conv2D", "bias", bias), self.dtype, rng)
 
     def check_input(self, x: np.ndarray) -> None:
         _check_nchw(self, x, self.in_channels)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+        (kh, kw), (top, bottom, left, right) = self.kernel_size, self._pads
+        hp, wp = x.shape[2] + top + bottom, x.shape[3] + left + right
         if hp < kh or wp < kw:
             raise ValueError(f"{self!r}: input {x.shape} (padded to {hp}x{wp}) is smaller "
                              f"than the kernel {kh}x{kw}")
@@ -112,8 +134,9 @@ class Conv2D(Layer):
         windows and the output."""
         if len(shapes[0]) != 4:
             return 4 * math.prod(shapes[0])
-        (n, c, h, w), (ph, pw), (kh, kw) = shapes[0], self.padding, self.kernel_size
-        padded = n * (h + 2 * ph) * (w + 2 * pw)
+        (n, c, h, w), (top, bottom, left, right), (kh, kw) = shapes[0], self._pads, \
+            self.kernel_size
+        padded = n * (h + top + bottom) * (w + left + right)
         return math.prod(shapes[0]) + padded * (c * (kh * kw + 2) + self.out_channels)
 
     #: Linear in x: its Lipschitz bound is the convolution's operator norm, padding
@@ -121,12 +144,12 @@ class Conv2D(Layer):
     lipschitz_linear = True
 
     def to_onnx(self, g: Any, x: str) -> str:
-        ph, pw = self.padding
+        top, bottom, left, right = self._pads
         inputs = [x, g.constant(self.weight.data)]
         if self.bias is not None:
             inputs.append(g.constant(self.bias.data))
         return g.op("Conv", *inputs, kernel_shape=list(self.kernel_size),
-                    strides=list(self.stride), pads=[ph, pw, ph, pw])
+                    strides=list(self.stride), pads=[top, left, bottom, right])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         y, self._xh, self._last = self._convolve(x, None if self.bias is None else
@@ -182,8 +205,8 @@ class Conv2D(Layer):
                 self.bias.grad += dw[:, width]
         if dxh is None:
             return None
-        (ph, pw), (hp, wp) = self.padding, xh.shape[1:3]
-        return dxh[:, ph:hp - ph, pw:wp - pw].transpose(0, 3, 1, 2)
+        (top, bottom, left, right), (hp, wp) = self._pads, xh.shape[1:3]
+        return dxh[:, top:hp - bottom, left:wp - right].transpose(0, 3, 1, 2)
 
     def _im2col(self, xh: np.ndarray, reuse: tuple[int, np.ndarray] | None = None
                 ) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -237,16 +260,17 @@ class Conv2D(Layer):
         return self.weight.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
 
     def _padded(self, xh: np.ndarray) -> np.ndarray:
-        ph, pw = self.padding
-        if not (ph or pw):
+        top, bottom, left, right = self._pads
+        if not (top or bottom or left or right):
             return xh
         n, h, w, c = xh.shape
-        out = np.zeros((n, h + 2 * ph, w + 2 * pw, c), xh.dtype)
-        out[:, ph:ph + h, pw:pw + w] = xh
+        out = np.zeros((n, h + top + bottom, w + left + right, c), xh.dtype)
+        out[:, top:top + h, left:left + w] = xh
         return out
 
     def get_config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "bias": self.bias is not None,
+                "padding": self.padding if isinstance(self.padding, str) else
+                list(self.padding), "bias": self.bias is not None, "init": self.init,
                 "dtype": self.dtype.name}

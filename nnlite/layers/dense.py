@@ -12,6 +12,24 @@ from ..core.layer import Layer, default_rng
 from ..core.parameter import Parameter, resolve_dtype
 
 
+def initial(owner: str, init: str, shape: tuple[int, ...], fan_in: int, fan_out: int,
+            bias: bool, dtype: np.dtype, rng: np.random.Generator | None
+            ) -> tuple[Parameter, Parameter | None]:
+    """A weight of ``shape`` and a bias (or None), drawn as ``init`` says (Linear's
+    docstring): "he", "glorot" (zero biases) or "torch" (PyTorch's default)."""
+    if init not in ("he", "glorot", "torch"):
+        raise ValueError(f"{owner}: init must be 'he', 'glorot' or 'torch', got {quote(init)}")
+    rng = rng or default_rng()
+    limit = 1 / np.sqrt(fan_in) if init == "torch" else \
+        np.sqrt(6.0 / (fan_in if init == "he" else fan_in + fan_out))
+    w = new_array(shape, dtype)
+    w[...] = rng.uniform(-limit, limit, shape)
+    b = new_array((shape[0],), dtype) if bias else None
+    if b is not None and init == "torch":
+        b[...] = rng.uniform(-limit, limit, b.shape)
+    return Parameter(w, dtype), None if b is None else Parameter(b, dtype)
+
+
 class Linear(Layer):
     """y = x @ Wᵀ + b, with W of shape (out_features, in_features), as ``torch.nn.Linear``.
 
@@ -19,8 +37,9 @@ class Linear(Layer):
     (the Jacobian ∂y/∂x is W for every row, so g · J = g @ W).  JVP: J · v = v @ Wᵀ.
 
     ``init="he"`` draws W from U(±√(6/fan_in)), right for ReLU networks;
-    ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid.
-    Biases start at zero. Draws come from ``rng``, else nnlite's generator.
+    ``init="glorot"`` from U(±√(6/(fan_in+fan_out))), for tanh and sigmoid; both start the
+    biases at zero. ``init="torch"`` is PyTorch's default: W and b from U(±1/√fan_in)
+    (kaiming-uniform with a = √5). Draws come from ``rng``, else nnlite's generator.
     Parameters are of ``dtype``, by default nnlite's default dtype (float32).
     """
 
@@ -30,21 +49,14 @@ class Linear(Layer):
                  init: str = "he", dtype: Any = None,
                  rng: np.random.Generator | None = None):
         super().__init__()
-        if init not in ("he", "glorot"):
-            raise ValueError(f"Linear: init must be 'he' or 'glorot', got {quote(init)}")
         self.in_features = check_number("Linear", "in_features", in_features, integer=True,
                                         low=1)
         self.out_features = check_number("Linear", "out_features", out_features, integer=True,
                                          low=1)
         self.init, self.dtype = init, resolve_dtype(dtype)
-        fan = self.in_features if init == "he" else self.in_features + self.out_features
-        limit = np.sqrt(6.0 / fan)
-        shape = (self.out_features, self.in_features)
-        w = new_array(shape, self.dtype)
-        w[...] = (rng or default_rng()).uniform(-limit, limit, shape)
-        self.weight = Parameter(w, self.dtype)
-        self.bias = Parameter(new_array((self.out_features,), self.dtype), self.dtype) \
-            if check_flag("Linear", "bias", bias) else None
+        self.weight, self.bias = initial("Linear", init, (self.out_features, self.in_features),
+                                         self.in_features, self.out_features,
+                                         check_flag("Linear", "bias", bias), self.dtype, rng)
         self._x = None
 
     def check_input(self, x: np.ndarray) -> None:

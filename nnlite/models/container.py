@@ -64,7 +64,8 @@ class Container(Trainer):
         return text
 
     def extra_repr(self) -> str:
-        rows = (f"({i}): {layer!r}".replace("\n", "\n  ") for i, layer in enumerate(self.layers))
+        names = self.__dict__.get("names") or range(len(self.layers))
+        rows = (f"({n}): {layer!r}".replace("\n", "\n  ") for n, layer in zip(names, self.layers))
         return "\n" + "".join(f"  {row}\n" for row in rows)
 
     def _summary_rows(self, input_shape) -> list[tuple[str, str, int, str]]:

@@ -7,11 +7,11 @@ Training (fit/evaluate/predict) comes from ``nnlite.training``.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..core.door import probe_rows
+from ..core.door import probe_rows, quote
 from ..core.layer import Layer
 from .container import Container
 
@@ -31,23 +31,37 @@ class Sequential(Container):
     #: The probe at load runs (and charges) a Sequential's layers one by one.
     chain = True
 
-    def __init__(self, *layers: Layer):
+    def __init__(self, *layers: Layer | Mapping[str, Layer]):
+        """``Sequential(a, b, c)``, its layers named "0", "1", "2"; or, as
+        ``torch.nn.Sequential`` takes them, ``Sequential(OrderedDict([("conv1", a), ...]))``,
+        each layer named: ``model.conv1`` is it, and state dicts, files and ``summary``
+        use the names (``model[0]`` is still the first layer)."""
         super().__init__()
-        self.__dict__["layers"] = []  # registered one by one, as "0", "1", ...
+        named = len(layers) == 1 and isinstance(layers[0], Mapping)
+        pairs = list(layers[0].items()) if named else [(None, layer) for layer in layers]
+        self.__dict__["layers"] = []  # registered one by one, as "0", "1", ... or named
+        self.__dict__["names"] = []
         self._shared: set[int] = set()  # positions whose layers are used elsewhere too
         self._first_at: dict[int, int] = {}  # id of each layer inside -> its first position
         self._stop = 0  # backward runs the layers from the last down to this one
         self._order: list[int] = []  # positions in the order forward runs them
         self._swapped: set[int] = set()  # max-pools running before the ReLU before them
-        for layer in layers:
-            self.append(layer)
+        for name, layer in pairs:
+            self.append(layer, name)
 
-    def append(self, layer: Layer) -> Sequential:
+    def append(self, layer: Layer, name: str | None = None) -> Sequential:
+        """Add ``layer`` at the end, named ``name`` (its position by default)."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes Layers, got {type(layer).__name__}")
         i = len(self.layers)
+        name = str(i) if name is None else name
+        if not isinstance(name, str) or not name or "." in name or name in self.names or \
+                (hasattr(self, name) and not name.isdigit()):
+            raise ValueError(f"Sequential: a layer's name must be a new string without a "
+                             f"dot, not the name of an attribute; got {quote(name)}")
         self.__dict__.pop("_predicted", None)  # predict checks its inputs anew
-        setattr(self, str(i), layer)
+        setattr(self, name, layer)
+        self.names.append(name)
         self.layers.append(layer)
         self._order.append(i)
         for m in layer.modules():  # a layer met before: both positions keep call states
@@ -82,11 +96,19 @@ class Sequential(Container):
         return iter(self.layers)
 
     def get_config(self) -> dict[str, Any]:
-        return {"layers": list(self.layers)}
+        config: dict[str, Any] = {"layers": list(self.layers)}
+        if self.names != [str(i) for i in range(len(self.layers))]:
+            config["names"] = list(self.names)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
-        return cls(*config["layers"])
+        names = config.get("names")
+        if names is None:
+            return cls(*config["layers"])
+        if not isinstance(names, list) or len(names) != len(config["layers"]):
+            raise ValueError("Sequential: its names must be a list of one name per layer")
+        return cls(dict(zip(names, config["layers"])))
 
     def check_input(self, x: np.ndarray) -> None:
         """Each layer's ``check_input`` on the way of one row through the chain."""
@@ -153,5 +175,5 @@ class Sequential(Container):
                 for i, layer in enumerate(self.layers):
                     x = layer.forward(x)
                     shapes[i] = str((None, *x.shape[1:]))
-        return [(f"{i} {type(layer).__name__}", shape, sum(p.size for p in layer.parameters()),
-                 "") for i, (layer, shape) in enumerate(zip(self.layers, shapes))]
+        return [(f"{name} {type(layer).__name__}", shape, sum(p.size for p in layer.parameters()),
+                 "") for name, layer, shape in zip(self.names, self.layers, shapes)]
