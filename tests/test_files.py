@@ -172,7 +172,7 @@ def test_every_builtin_layer_and_graphs_with_several_inputs_and_outputs_export(t
     h = Conv2D(2, 3, 3, stride=2, padding=1)(a)
     h = layers.AvgPool2D(2, stride=1)(ReLU()(BatchNorm(3)(h)))
     h = Flatten()(nnlite.Sequential(RandomShift(1), layers.RandomHorizontalFlip(),
-                                    layers.Tanh())(h))
+                                    layers.Tanh(), layers.Reshape((-1, 2, 2)))(h))
     h = layers.Concatenate()([Linear(12, 5)(h), b])
     h = layers.Multiply()([layers.GELU()(Linear(10, 5)(h)), layers.Sigmoid()(b)])
     out0 = layers.Softmax()(layers.LeakyReLU(0.2)(layers.Add()([h, b, b])))

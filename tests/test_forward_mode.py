@@ -42,6 +42,7 @@ def _single_cases(torch):
         ours = L.Linear(5, 4, dtype=F64)
         cases.append((f"Linear{shape}", ours, _torch_twin(torch, ours, nn.Linear(5, 4)), shape))
     cases += [("Flatten", L.Flatten(), nn.Flatten(), (2, 3, 4)),
+              ("Reshape", L.Reshape((4, 3)), nn.Unflatten(1, (4, 3)), (2, 12)),
               ("ReLU", L.ReLU(), nn.ReLU(), (3, 5)),
               ("LeakyReLU", L.LeakyReLU(0.2), nn.LeakyReLU(0.2), (3, 5)),
               ("Sigmoid", L.Sigmoid(), nn.Sigmoid(), (3, 5)),

@@ -17,6 +17,7 @@ EXAMPLES = {
     "Linear": [(lambda: layers.Linear(5, 3), [(4, 5), (2, 3, 5)]),
                (lambda: layers.Linear(4, 2, bias=False, init="glorot"), [(3, 4)])],
     "Flatten": [(layers.Flatten, [(2, 3, 4), (3, 5)])],
+    "Reshape": [(lambda: layers.Reshape((2, -1)), [(3, 6), (2, 2, 3)])],
     "ReLU": [(layers.ReLU, [(4, 5), (2, 3, 4)])],
     "LeakyReLU": [(lambda: layers.LeakyReLU(0.2), [(4, 5), (2, 3, 4)])],
     "Sigmoid": [(layers.Sigmoid, [(4, 5), (2, 3, 4)])],

@@ -7,14 +7,15 @@ __getattr__, __dir__ = attach(__name__, {
     "GELU": ".activations", "LeakyReLU": ".activations", "ReLU": ".activations",
     "Sigmoid": ".activations", "Softmax": ".activations", "Tanh": ".activations",
     "MultiHeadAttention": ".attention", "Conv2D": ".convolution", "Flatten": ".dense",
-    "Linear": ".dense", "Embedding": ".embedding", "PositionalEmbedding": ".embedding",
+    "Linear": ".dense", "Reshape": ".dense", "Embedding": ".embedding",
+    "PositionalEmbedding": ".embedding",
     "Add": ".merge", "Concatenate": ".merge", "Multiply": ".merge",
     "BatchNorm": ".normalisation", "LayerNorm": ".normalisation", "AvgPool2D": ".pooling",
     "MaxPool2D": ".pooling", "GRU": ".recurrent", "LSTM": ".recurrent",
     "Dropout": ".regularisation", "RandomHorizontalFlip": ".regularisation",
     "RandomShift": ".regularisation"})
-__all__ = ["Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-           "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
+__all__ = ["Linear", "Flatten", "Reshape", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
+           "Softmax", "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
            "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding",
            "PositionalEmbedding",
            "MultiHeadAttention", "LSTM", "GRU"]

@@ -126,3 +126,47 @@ class Flatten(Layer):
     def jvp(self, tangent: np.ndarray) -> np.ndarray:
         return tangent.reshape(tangent.shape[0], -1)
 
+
+
+class Reshape(Layer):
+    """y = x.reshape(N, *shape): each sample to ``shape`` (one sample's shape, ``-1`` at
+    most once, for the size left), as Keras's ``Reshape`` and torch's ``Unflatten``.
+
+    VJP: dL/dx = g.reshape(x.shape) (J is the identity, re-indexed).  JVP: v reshaped as x.
+    """
+
+    def __init__(self, shape: tuple[int, ...] | list[int]):
+        super().__init__()
+        if not isinstance(shape, (list, tuple)) or not shape:
+            raise ValueError(f"Reshape: shape must be one sample's shape, such as (1, 28, 28), "
+                             f"got {quote(shape)}")
+        dims = [check_number("Reshape", "shape", d, integer=True, low=-1) for d in shape]
+        if 0 in dims or dims.count(-1) > 1:
+            raise ValueError(f"Reshape: shape's sizes must be positive, with -1 at most once, "
+                             f"got {quote(shape)}")
+        self.shape = tuple(dims)
+
+    def check_input(self, x: np.ndarray) -> None:
+        size, known = math.prod(np.shape(x)[1:]), math.prod(d for d in self.shape if d != -1)
+        if np.ndim(x) < 1 or (size != known if -1 not in self.shape else size % known):
+            raise ValueError(f"{self!r} cannot reshape samples of shape {np.shape(x)[1:]} "
+                             f"({size} values) to {self.shape}")
+
+    def lipschitz_bound(self) -> float:
+        return 1.0  # it moves nothing further than it moved
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.op("Reshape", x, g.constant([0, *self.shape], np.int64))  # 0: N, as it is
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(x.shape[0], *self.shape)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad.reshape(self._cached("_shape"))
+
+    def jvp(self, tangent: np.ndarray) -> np.ndarray:
+        return tangent.reshape(tangent.shape[0], *self.shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"shape": list(self.shape)}
