@@ -25,7 +25,7 @@ def _torch_twin(torch, ours, theirs, suffix=""):
 def _against_torch(torch, layer, f, xs, vs):
     """nnlite's (y, J·v) against torch.func.jvp of ``f`` at the same inputs, in float64."""
     multi = isinstance(xs, list)
-    y, jv = check.jvp(layer, xs, vs)
+    y, jv = check.jvp(layer, xs, vs, training=layer.training)  # the mode the case set
     txs = tuple(torch.from_numpy(x) for x in (xs if multi else [xs]))
     tvs = tuple(torch.zeros_like(t) if v is None else torch.from_numpy(v)
                 for t, v in zip(txs, vs if multi else [vs]))
