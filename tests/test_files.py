@@ -748,3 +748,25 @@ def test_export_onnx_with_a_wrong_input_shape_names_the_layer_and_both_shapes(tm
                                          r"\(N, 4\), got \(1, 5\)"):
         nnlite.export_onnx(model, tmp_path / "m.onnx", input_shape=(5,))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_loaded_model_evaluates_with_the_loss_it_was_trained_with(tmp_path, digits):
+    x, y, xt, yt = (v.reshape(len(v), -1) for v in digits)
+    y, yt = y.ravel(), yt.ravel()
+    model = mlp()
+    loss = losses.CrossEntropy(label_smoothing=0.1, weight=np.linspace(0.5, 2, 10))
+    model.fit(x, y, loss=loss, optimizer=optim.Adam(model.parameters()), epochs=1,
+              verbose=False)
+    model.save(tmp_path / "m.npz")
+    loaded = nnlite.load(tmp_path / "m.npz")
+    assert loaded.evaluate(xt, yt) == pytest.approx(model.evaluate(xt, yt), rel=1e-6)
+    assert "loss" in loaded.evaluate(xt, yt)
+    for record, message in [({"class": "os:system"}, "is not one of nnlite's losses"),
+                            ({"class": "CrossEntropy", "config": {"weight": [-1]}},
+                             "weight must hold one finite number"),
+                            ([{"class": "MSE"}, {"class": "MSE"}], "one loss per output")]:
+        rewrite(tmp_path / "m.npz", lambda h: h.update(loss=record))
+        with pytest.raises(ValueError, match=f"m.npz: its loss.*{message}|m.npz: .*{message}"):
+            nnlite.load(tmp_path / "m.npz")
+    rewrite(tmp_path / "m.npz", lambda h: h.pop("loss"))   # a file without it: as before
+    assert set(nnlite.load(tmp_path / "m.npz").evaluate(xt, yt)) == {"accuracy"}

@@ -4,6 +4,8 @@ import pytest
 from nnlite import losses
 from nnlite.check import numerical_jacobian
 
+from conftest import require
+
 
 def numerical_grad(loss, pred, target):
     return numerical_jacobian(lambda p: np.array([loss.forward(p, target)]), pred).reshape(
@@ -132,3 +134,40 @@ def test_cross_entropy_backward_pairs_with_one_forward(logits):
     loss.backward()
     with pytest.raises(RuntimeError, match="one backward per forward"):
         loss.backward()
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 5, 4)])
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+@pytest.mark.parametrize("smoothing, weight", [(0.0, None), (0.1, None), (0.0, [1, 2, 0.5, 3]),
+                                               (0.2, [0.3, 1, 2, 0.7])])
+def test_cross_entropy_weight_and_label_smoothing_are_torchs(rng, shape, targets, smoothing,
+                                                              weight):
+    """torch's mean reduction: weighted labels divide by Σ w_y, and the smoothing term is
+    weighted per class; probability targets divide by the number of positions."""
+    torch = require("torch")
+    z = rng.standard_normal(shape)
+    if targets == "labels":
+        y = rng.integers(0, 4, shape[:-1])
+    else:
+        y = rng.dirichlet(np.ones(4), shape[:-1])
+    mine = losses.CrossEntropy(label_smoothing=smoothing, weight=weight)
+    value, grad = mine(z, y), mine.backward()
+    zt = torch.from_numpy(np.moveaxis(z, -1, 1).copy()).requires_grad_()
+    yt = torch.from_numpy(y if targets == "labels" else np.moveaxis(y, -1, 1).copy())
+    wt = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    theirs = torch.nn.functional.cross_entropy(zt, yt, weight=wt, label_smoothing=smoothing)
+    theirs.backward()
+    assert abs(value - theirs.item()) <= 1e-10
+    np.testing.assert_allclose(grad, np.moveaxis(zt.grad.numpy(), 1, -1), atol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"weight": [1, 2]}, r"weight has 2 numbers for logits of 4 classes"),
+    ({"weight": [1, -1, 1, 1]}, r"weight must hold one finite number >= 0 per class"),
+    ({"weight": [1, np.nan, 1, 1]}, r"weight must hold one finite number >= 0 per class"),
+    ({"weight": [[1, 1, 1, 1]]}, r"weight must hold one finite number >= 0 per class"),
+    ({"label_smoothing": 1.5}, r"label_smoothing must be a number in \[0, 1\]"),
+])
+def test_cross_entropy_settings_are_checked_at_the_door(rng, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        losses.CrossEntropy(**kwargs)(rng.standard_normal((3, 4)), np.array([0, 1, 2]))

@@ -6,8 +6,11 @@ needs; ``backward()`` returns dL/dpred, the gradient that starts backpropagation
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from .door import check_number, quote
 from .layer import Layer
 
 
@@ -44,6 +47,11 @@ class Loss:
         """Raise ValueError if ``target`` cannot go with predictions of ``pred_shape``."""
         _same_shape(self, np.empty(pred_shape), target)
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for files (``nnlite.save`` records the loss a
+        model was trained with, so a loaded model's ``evaluate`` reports it)."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -63,41 +71,71 @@ class MSE(Loss):
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy from logits z (…, C), mean over every position (…).
+    """Softmax cross-entropy from logits z (…, C), mean over every position (…), as
+    ``torch.nn.CrossEntropyLoss(weight=, label_smoothing=)`` computes it.
 
-    With class labels y of shape (…): L = mean(logsumexp(zₙ) − zₙ,yₙ).
-    With probability (or one-hot) targets t of z's shape: L = −mean(Σ_c t_c log softmax(z)_c).
-    dL/dz = (softmax(z) · Σ_c t_c − t) / M, i.e. (softmax(z) − onehot(y)) / M over the M
-    positions: softmax and the loss fused, so no Softmax layer belongs before it.
+    With class labels y of shape (…): L = Σₙ Σ_c aₙ,c (logsumexp(zₙ) − zₙ,c) / D, where
+    aₙ,c = (1 − ε) w_yₙ [c = yₙ] + (ε/C) w_c and D = Σₙ w_yₙ (the positions, without
+    ``weight``): with ε = 0 and no weights, mean(logsumexp(zₙ) − zₙ,yₙ).
+    With probability (or one-hot) targets t of z's shape: aₙ,c = w_c (tₙ,c (1 − ε) + ε/C)
+    and D the number of positions, as torch divides.
+    dL/dzₙ = (softmax(zₙ) Σ_c aₙ,c − aₙ) / D: softmax and the loss fused, so no Softmax
+    layer belongs before it. ``weight`` has one number >= 0 per class.
     """
 
     classification = True
 
+    def __init__(self, label_smoothing: float = 0.0, weight: Any = None):
+        self.label_smoothing = check_number("CrossEntropy", "label_smoothing", label_smoothing,
+                                            low=0, high=1)
+        self.weight = None if weight is None else np.asarray(weight, dtype=np.float64)
+        if self.weight is not None and (self.weight.ndim != 1 or not self.weight.size or
+                                        not (np.isfinite(self.weight).all() and
+                                             (self.weight >= 0).all())):
+            raise ValueError(f"CrossEntropy: weight must hold one finite number >= 0 per "
+                             f"class, got {quote(weight)}")
+
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         labels = target.shape != pred.shape  # class labels, else probabilities (checked in
-        self._shape = pred.shape             # check_target, at the door)
-        z = pred.reshape(-1, pred.shape[-1])
+        z = pred.reshape(-1, pred.shape[-1])  # check_target, at the door)
         n = z.shape[0]
+        self._shape, self._scale = pred.shape, 1.0 / n
         # Classes along rows, (C, M): each position's max and sum then run down contiguous
         # rows, several times faster than along a short last axis.
         s = z.T.copy()
         s -= s.max(axis=0)
-        if labels:
+        if labels and self.weight is None and not self.label_smoothing:
             # Where each position's true class sits in the flattened (C, M) array.
             self._picks = np.arange(n) + n * target.reshape(-1).astype(np.intp)
             self._t = None
             picked = s.ravel()[self._picks].sum()
         else:
-            self._picks = None
-            self._t = np.asarray(target, dtype=pred.dtype).reshape(-1, pred.shape[-1]).T
+            self._picks, (self._t, self._scale) = None, self._coefficients(target, labels, s)
             picked = np.vdot(self._t, s)
         np.exp(s, out=s)
         total = s.sum(axis=0)
         s /= total
         self._p = s
         log_total = np.log(total)
-        weighted = log_total.sum() if labels else log_total @ self._t.sum(axis=0)
-        return float(weighted - picked) / n
+        weighted = log_total.sum() if self._t is None else log_total @ self._t.sum(axis=0)
+        return float(weighted - picked) * self._scale
+
+    def get_config(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing,
+                "weight": None if self.weight is None else self.weight.tolist()}
+
+    def _coefficients(self, target: np.ndarray, labels: bool, s: np.ndarray
+                      ) -> tuple[np.ndarray, float]:
+        """(aₙ,c as (C, M), 1/D): each position's coefficient of each class's −log p."""
+        (c, m), eps = s.shape, self.label_smoothing
+        w = np.ones(c, s.dtype) if self.weight is None else self.weight.astype(s.dtype)
+        if not labels:
+            t = np.asarray(target, dtype=s.dtype).reshape(-1, c).T
+            return (t * (1 - eps) + eps / c) * w[:, None], 1.0 / m
+        y = target.reshape(-1).astype(np.intp)
+        a = np.repeat((eps / c) * w[:, None], m, axis=1)
+        a[y, np.arange(m)] += (1 - eps) * w[y]
+        return a, 1.0 / w[y].sum()
 
     def backward(self) -> np.ndarray:
         """dL/dz, written over forward's softmax: one backward per forward, as in PyTorch."""
@@ -107,7 +145,7 @@ class CrossEntropy(Loss):
             p.ravel()[self._picks] -= 1
         else:
             p = p * self._t.sum(axis=0) - self._t
-        p *= p.dtype.type(1.0 / p.shape[1])
+        p *= p.dtype.type(self._scale)
         return p.T.reshape(self._shape)
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float:
@@ -121,6 +159,9 @@ class CrossEntropy(Loss):
             raise ValueError(f"CrossEntropy expects logits of shape (N, …, classes), "
                              f"got {pred_shape}")
         target, classes = np.asarray(target), pred_shape[-1]
+        if self.weight is not None and len(self.weight) != classes:
+            raise ValueError(f"CrossEntropy: weight has {len(self.weight)} numbers for logits "
+                             f"of {classes} classes")
         if target.shape == pred_shape:
             if not (target >= 0).all():
                 raise ValueError("CrossEntropy: probability targets must be >= 0 (a negative "

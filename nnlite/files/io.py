@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import kernels, layers, optim
+from ..core import losses
 from ..core.door import allocation_budget, check_number, checked, probe_budget, quote, whole
 from ..core.layer import Layer
 from .architecture import build, describe, subclasses
@@ -71,6 +72,9 @@ def save(model: Layer, path: str | os.PathLike, *, optimizer: optim.Optimizer | 
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_arrays(names).items()})
     if epoch is not None:
         header["epoch"] = int(epoch)
+    trained = _described_losses(model.__dict__.get("_trained_with"))
+    if trained is not None:
+        header["loss"] = trained
     shapes = model.__dict__.get("input_shapes")
     if shapes:
         header["input_shapes"] = [list(s) for s in shapes]
@@ -195,6 +199,8 @@ def _rebuild(header: dict[str, Any], archive: Archive, want_optimizer: bool, ver
                 setattr(owner, attr, _array(archive, key, held, kind, transposed))
         if header.get("input_shapes"):
             probe_model(model, header["input_shapes"])
+    if "loss" in header:
+        model._trained_with = _losses(header["loss"], model)
     epoch = header.get("epoch")
     if not want_optimizer:
         return model, None, epoch
@@ -331,3 +337,41 @@ def _optimizer_classes() -> dict[str, type]:
     """The public optimizer classes, nnlite's and the running program's, by name."""
     return {cls.__name__: cls for cls in subclasses(optim.Optimizer)
             if not cls.__name__.startswith("_")}
+
+
+def _described_losses(trained: Any) -> Any:
+    """The loss (or list of losses) a model was trained with, as a file records it: class
+    and config; None when there is none, or one is not nnlite's (not recorded)."""
+    if trained is None:
+        return None
+    listed = isinstance(trained, list)
+    described = [{"class": type(fn).__name__, "config": fn.get_config()}
+                 for fn in (trained if listed else [trained])]
+    if any(_LOSSES.get(d["class"]) is not type(fn)
+           for d, fn in zip(described, trained if listed else [trained])):
+        return None
+    return described if listed else described[0]
+
+
+def _losses(spec: Any, model: Layer) -> Any:
+    """The loss (or losses) a file records, rebuilt from nnlite's own loss classes only."""
+    listed = isinstance(spec, list)
+    specs = spec if listed else [spec]
+    if listed != (getattr(model, "n_outputs", 1) > 1) or len(specs) != getattr(
+            model, "n_outputs", 1):
+        raise ValueError("its loss record does not give one loss per output of the model")
+    built = []
+    for d in specs:
+        cls = _LOSSES.get(d.get("class")) if isinstance(d, dict) else None
+        if cls is None or not isinstance(d.get("config", {}), dict):
+            raise ValueError(f"its loss record {quote(d)} is not one of nnlite's losses")
+        try:
+            built.append(cls(**d.get("config", {})))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"its loss {cls.__name__} cannot be built: {e}") from None
+    return built if listed else built[0]
+
+
+#: The losses a file may name.
+_LOSSES = {cls.__name__: cls for cls in (losses.MSE, losses.CrossEntropy,
+                                         losses.BinaryCrossEntropy)}
