@@ -28,8 +28,10 @@ __getattr__, __dir__ = attach(__name__, {
     "save": ".models.loading", "load": ".models.loading", "load_checkpoint": ".models.loading",
     "export_onnx": ".files.onnx",
     **{name: f".{name}" for name in ("layers", "losses", "optim", "callbacks", "check",
-                                     "datasets", "kernels", "plot", "onnx", "sklearn")}})
+                                     "datasets", "kernels", "metrics", "plot", "onnx",
+                                     "sklearn")}})
 __all__ = ["Parameter", "Layer", "Sequential", "Input", "Model", "set_seed",
            "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint",
            "export_onnx",
-           "layers", "losses", "optim", "callbacks", "check", "datasets", "kernels", "plot"]
+           "layers", "losses", "optim", "callbacks", "check", "datasets", "kernels", "metrics",
+           "plot"]

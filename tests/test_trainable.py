@@ -207,3 +207,44 @@ def test_a_stem_a_callback_unfreezes_learns_from_then_on(which, threads, rng):
               epochs=3, batch_size=32, verbose=False, callbacks=[unfreeze], threads=threads)
     assert unfreeze.moved == [False, True, True]
 
+
+
+def test_metrics_by_name_in_fit_and_evaluate_equal_scikit_learns(rng):
+    from sklearn.metrics import (mean_absolute_error, mean_squared_error,
+                                 top_k_accuracy_score)
+
+    from nnlite.metrics import TopKAccuracy
+
+    x, y = rng.standard_normal((200, 6)).astype(np.float32), rng.integers(0, 10, 200)
+    model = nnlite.Sequential(L.Linear(6, 10))
+    history = model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(
+        model.parameters()), epochs=2, verbose=False, validation_split=0.25,
+        metrics=["accuracy", "top_k_accuracy", TopKAccuracy(3)])
+    assert {"accuracy", "top_k_accuracy", "top_3_accuracy", "val_top_k_accuracy",
+            "val_top_3_accuracy"} <= set(history.history)
+    scores = model.evaluate(x, y, metrics=["accuracy", "top_k_accuracy", TopKAccuracy(3)])
+    logits = model.predict(x)
+    assert scores["top_k_accuracy"] == pytest.approx(
+        top_k_accuracy_score(y, logits, k=5, labels=range(10)))
+    assert scores["top_3_accuracy"] == pytest.approx(
+        top_k_accuracy_score(y, logits, k=3, labels=range(10)))
+    tied = np.array([[1.0, 1.0, 1.0, 0.0]])     # the label tied with the k-th: counted in
+    assert TopKAccuracy(1)(tied, np.array([2])) == 1.0
+    assert TopKAccuracy(1)(tied, np.array([3])) == 0.0
+    reg = nnlite.Sequential(L.Linear(6, 2))
+    t = rng.standard_normal((200, 2)).astype(np.float32)
+    h = reg.fit(x, t, loss=losses.MSE(), optimizer=optim.Adam(reg.parameters()),
+                verbose=False, metrics=["mae", "mse"])
+    assert set(h.history) == {"loss", "mae", "mse"}
+    got = reg.evaluate(x, t, metrics=["mae", "mse"])
+    assert got["mae"] == pytest.approx(mean_absolute_error(t, reg.predict(x)), rel=1e-6)
+    assert got["mse"] == pytest.approx(mean_squared_error(t, reg.predict(x)), rel=1e-6)
+    with pytest.raises(ValueError, match=r"unknown metric 'f1'; nnlite knows accuracy, "
+                                         r"top_k_accuracy, mae, mse"):
+        reg.evaluate(x, t, metrics=["f1"])
+    with pytest.raises(ValueError, match="accuracy is for classification"):
+        reg.fit(x, t, loss=losses.MSE(), optimizer=optim.Adam(reg.parameters()),
+                verbose=False, metrics=["accuracy"])
+    with pytest.raises(ValueError, match="does not match predictions of shape"):
+        reg.fit(x, t[:, :1], loss=losses.MSE(), optimizer=optim.Adam(reg.parameters()),
+                verbose=False, metrics=["mae"])

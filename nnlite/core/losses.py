@@ -245,16 +245,18 @@ class Objective(Loss):
     """L = Σᵢ wᵢ Lᵢ(outᵢ, yᵢ) over a model's outputs; dL/doutᵢ = wᵢ · dLᵢ/doutᵢ.
 
     ``count`` adds the last batch, weighted by its size, to the epoch's means (``logs``):
-    the loss; each output's own loss (``output_i_loss``) when there are several; then the
-    accuracy of each output trained with a classification loss (``output_i_accuracy``).
+    the loss; each output's own loss (``output_i_loss``) when there are several; then each
+    metric of ``scorers``, (output, key, function of (pred, target)), such as the accuracy
+    of an output trained with a classification loss (``output_i_accuracy``).
     """
 
-    def __init__(self, losses: Sequence[Loss], weights: Sequence[float], names: list[str]):
+    def __init__(self, losses: Sequence[Loss], weights: Sequence[float], names: list[str],
+                 scorers: Sequence[tuple[int, str, Any]]):
         self.losses, self.weights = list(losses), list(weights)
         self.multi = len(self.losses) > 1
-        self.scored = [i for i, f in enumerate(self.losses) if f.classification]
+        self.scorers = [(i, fn) for i, _, fn in scorers]
         self.keys = ["loss"] + [f"{name}loss" for name in names if self.multi] + \
-            [f"{names[i]}accuracy" for i in self.scored]
+            [key for _, key, _ in scorers]
         self.reset()
 
     def reset(self) -> None:
@@ -271,8 +273,7 @@ class Objective(Loss):
         return grads if self.multi else grads[0]
 
     def count(self, value: float) -> None:
-        accuracies = [self.losses[i].accuracy(self.outs[i], self.targets[i])
-                      for i in self.scored]
+        accuracies = [fn(self.outs[i], self.targets[i]) for i, fn in self.scorers]
         n = len(self.targets[0])
         self.seen += n
         self.sums += n * np.array([value, *(self.values if self.multi else []), *accuracies])

@@ -115,9 +115,8 @@ class Trainer(Layer):
             xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
             check_lengths(xs, ys, "evaluate")
             preds = None
-        for metric in metrics or ():
-            if metric != "accuracy":
-                raise ValueError(f"unknown metric {metric!r}; nnlite knows 'accuracy'")
+        others = _scorers([m for m in metrics if m != "accuracy"], [None] * self.n_outputs,
+                          self.output_names(), "evaluate") if metrics is not None else []
         known = loss if loss is not None else self.__dict__.get("_trained_with")
         losses = per_output(known, self.n_outputs) if known is not None else \
             [None] * self.n_outputs
@@ -125,7 +124,11 @@ class Trainer(Layer):
         if preds is None:
             preds = self.predict(bare(xs), batch_size)
             preds = preds if self.n_outputs > 1 else [preds]
-        return _scores(self.output_names(), losses, weights, preds, ys, metrics)
+        scores = _scores(self.output_names(), losses, weights, preds, ys, metrics)
+        for i, key, metric in others:
+            metric.check_target(preds[i].shape, ys[i])
+            scores[key] = metric(preds[i], ys[i])
+        return scores
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
@@ -134,7 +137,7 @@ class Trainer(Layer):
             callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
             initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
             drop_last: bool = False, steps_per_epoch: int | None = None,
-            threads: int = 1) -> History:
+            threads: int = 1, metrics: Sequence[Any] | None = None) -> History:
         """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
         the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
         validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
@@ -159,6 +162,7 @@ class Trainer(Layer):
         warning). Each batch is checked as it arrives; ``validation_data`` may be batches.
         """
         losses = per_output(loss, self.n_outputs)
+        self._metrics = _scorers(metrics, losses, self.output_names(), "fit")
         threads = check_number("fit", "threads", threads, integer=True, low=1)
         check_fit_args(self, optimizer, epochs, initial_epoch)
         if validation_split and validation_data is not None:
@@ -171,8 +175,9 @@ class Trainer(Layer):
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
         validate = None if val is None else lambda: self.evaluate(
-            *val, losses, loss_weights=weights, batch_size=batch_size)  # fit's batches
-        return loop.train(self, epoch_data, Objective(losses, weights, self.output_names()),
+            *val, losses, metrics, batch_size, weights)  # fit's batches, loss and metrics
+        return loop.train(self, epoch_data, Objective(losses, weights, self.output_names(),
+                                                      self._metrics),
                           optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
                           seed, threads, validate)
 
@@ -182,9 +187,11 @@ class Trainer(Layer):
         and targets of data for ``fit``, checked before any training; the probe's outputs."""
         check_lengths(xs, ys, what)
         outs = self._check_inputs(xs, what) if outs is None else outs
-        for i, (fn, out, t) in enumerate(zip(losses, outs, ys)):
+        checks = list(enumerate(losses)) + [(i, m) for i, _, m in self.__dict__.get(
+            "_metrics", ()) if hasattr(m, "check_target")]  # fit's metrics too
+        for i, fn in checks:
             try:
-                fn.check_target((len(t),) + out.shape[1:], t)
+                fn.check_target((len(ys[i]),) + outs[i].shape[1:], ys[i])
             except ValueError as e:
                 where = f"output {i}: " if len(ys) > 1 else ""
                 raise ValueError(f"{what}: {where}{e}") from None
@@ -274,10 +281,10 @@ def _scores(names: list[str], losses: list[Loss | None], weights: list[float],
     accuracy = [scorer(fn, p, t) for fn, p, t in zip(losses, preds, ys)]
     for name, fn, t, acc in zip(names, losses, ys, accuracy):
         where = f"output {name[:-1]}" if name else "the output"
-        if metrics and acc is None:
+        if metrics and "accuracy" in metrics and acc is None:
             raise ValueError(f"evaluate: accuracy is for classification; {where} is a "
                              f"regression ({type(fn).__name__} loss, {t.dtype} targets)")
-        if fn is None and acc is None:
+        if fn is None and acc is None and not metrics:
             raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
                              f"fit the model first (no loss is known, and its targets "
                              f"are not class labels of its outputs)")
@@ -289,11 +296,22 @@ def _scores(names: list[str], losses: list[Loss | None], weights: list[float],
         results["loss"] = float(sum(w * v for w, v in zip(weights, values)))
         if len(losses) > 1:
             results.update({f"{name}loss": v for name, v in zip(names, values)})
-    if metrics is None or metrics:
+    if metrics is None or "accuracy" in metrics:
         for name, acc, p, t in zip(names, accuracy, preds, ys):
             if acc is not None:
                 results[f"{name}accuracy"] = acc.accuracy(p, t)
     return results
+
+
+def _scorers(metrics: Sequence[Any] | None, losses: list[Loss], names: list[str], what: str
+             ) -> list[tuple[int, str, Any]]:
+    """(output, log key, scoring function) of the metrics asked for (``training.metrics``,
+    loaded then); by default, the accuracy of each output a classification loss trains."""
+    if metrics is None:
+        return [(i, f"{names[i]}accuracy", fn.accuracy) for i, fn in enumerate(losses)
+                if fn is not None and fn.classification]
+    from .metrics import scorers
+    return scorers(metrics, losses, names, what)
 
 
 def _no_batch_size(batch_size: Any, x: Any, what: str) -> None:
