@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import nnlite
-from nnlite.layers import (GELU, Add, Embedding, LayerNorm, Linear, MultiHeadAttention,
-                           PositionalEmbedding)
+from nnlite.layers import Embedding, LayerNorm, Linear, PositionalEmbedding, TransformerBlock
 
 
 def build(vocab: int, context: int = 64, width: int = 128, layers: int = 4, heads: int = 4,
@@ -31,11 +30,8 @@ def build(vocab: int, context: int = 64, width: int = 128, layers: int = 4, head
     ids = nnlite.Input((context,))
     tokens = Embedding(vocab, width)
     h = PositionalEmbedding(context, width)(tokens(ids))
-    for _ in range(layers):
-        attention = MultiHeadAttention(width, heads, causal=True, bias=False)
-        h = Add()([h, attention(LayerNorm(width, bias=False)(h))])
-        grow, shrink = Linear(width, 4 * width, bias=False), Linear(4 * width, width, bias=False)
-        h = Add()([h, shrink(GELU()(grow(LayerNorm(width, bias=False)(h))))])
+    for _ in range(layers):  # nanoGPT's Block: h + attn(ln_1(h)), then h + mlp(ln_2(h))
+        h = TransformerBlock(width, heads, causal=True, bias=False)(h)
     head = Linear(width, vocab, bias=False)
     head.weight = tokens.weight                       # tied: one Parameter, used transposed
     model = nnlite.Model(ids, head(LayerNorm(width, bias=False)(h)))

@@ -302,3 +302,56 @@ def test_recurrent_models_save_load_and_resume_bit_identically(tmp_path):
     straight.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(nnlite.load(tmp_path / "m.npz").predict(ids),
                                   straight.predict(ids))
+
+
+def _torch_block(torch, e, h, ratio, p, bias):
+    nn = torch.nn
+
+    class Block(nn.Module):      # nanoGPT's Block, from torch.nn's layers
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(e, bias=bias), nn.LayerNorm(e, bias=bias)
+            self.attn = nn.MultiheadAttention(e, h, dropout=p, bias=bias, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(e, ratio * e, bias=bias), nn.GELU(),
+                                     nn.Linear(ratio * e, e, bias=bias))
+
+        def forward(self, x):
+            t = x.shape[1]
+            mask = torch.triu(torch.full((t, t), float("-inf"), dtype=x.dtype), 1)
+            a = self.ln_1(x)
+            u = x + self.attn(a, a, a, attn_mask=mask, need_weights=False)[0]
+            return u + self.mlp(self.ln_2(u))
+    return Block().double()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_transformer_block_is_nanogpts_block(rng, tmp_path, bias):
+    torch = require("torch")
+    block = layers.TransformerBlock(8, 2, mlp_ratio=3, bias=bias, dtype=np.float64)
+    theirs = _torch_block(torch, 8, 2, 3, 0.0, bias)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in block.state_dict().items()},
+                           strict=True)
+    x = rng.standard_normal((2, 5, 8))
+    xt = torch.from_numpy(x).requires_grad_()
+    out = theirs(xt)
+    np.testing.assert_allclose(block.forward(x), out.detach().numpy(), atol=1e-9)
+    g = rng.standard_normal(out.shape)
+    out.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(block.backward(g), xt.grad.numpy(), atol=1e-9)
+    grads = {n: p.grad for n, p in theirs.named_parameters()}
+    for name, p in block.named_parameters():
+        np.testing.assert_allclose(p.grad, grads[name].numpy(), atol=1e-9, err_msg=name)
+    assert nnlite.check.check_layer(layers.TransformerBlock(4, 2, mlp_ratio=2, bias=bias), x[:, :, :4])
+    model = nnlite.Sequential(block)
+    model.predict(x)
+    model.save(tmp_path / "b.npz")
+    np.testing.assert_array_equal(nnlite.load(tmp_path / "b.npz").predict(x), model.predict(x))
+    assert "0 TransformerBlock" in model.summary()
+
+
+def test_a_transformer_block_with_dropout_trains_and_is_the_identity_of_its_mask_in_eval(rng):
+    block = layers.TransformerBlock(8, 2, dropout=0.1)
+    x = rng.standard_normal((2, 4, 8)).astype(np.float32)
+    with block.evaluating():
+        np.testing.assert_array_equal(block.forward(x), block.forward(x))
+    assert nnlite.check.check_layer(layers.TransformerBlock(4, 2, dropout=0.3), x[:, :, :4])

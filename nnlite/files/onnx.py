@@ -79,7 +79,8 @@ def export_onnx(model: Layer, path: str | os.PathLike,
     list of shapes for several inputs) is needed only where nnlite cannot infer it: a graph
     Model knows its inputs, and a model that was trained or run knows the shapes it saw.
 
-    MultiHeadAttention, LSTM and GRU have no export rule: a model holding one is refused,
+    MultiHeadAttention (and so TransformerBlock), LSTM and GRU have no export rule: a model
+    holding one is refused,
     naming it. A float64 model's exact GELU computes erf in float32 (onnxruntime has no
     float64 Erf), so its outputs are within about 1e-6 of ``predict``'s."""
     try:

@@ -13,9 +13,9 @@ __getattr__, __dir__ = attach(__name__, {
     "BatchNorm": ".normalisation", "LayerNorm": ".normalisation", "AvgPool2D": ".pooling",
     "MaxPool2D": ".pooling", "GRU": ".recurrent", "LSTM": ".recurrent",
     "Dropout": ".regularisation", "RandomHorizontalFlip": ".regularisation",
-    "RandomShift": ".regularisation"})
+    "RandomShift": ".regularisation", "TransformerBlock": ".transformer"})
 __all__ = ["Linear", "Flatten", "Reshape", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
            "Softmax", "Dropout", "RandomShift", "RandomHorizontalFlip", "Conv2D", "MaxPool2D", "AvgPool2D",
            "BatchNorm", "LayerNorm", "Add", "Multiply", "Concatenate", "Embedding",
            "PositionalEmbedding",
-           "MultiHeadAttention", "LSTM", "GRU"]
+           "MultiHeadAttention", "TransformerBlock", "LSTM", "GRU"]
