@@ -383,3 +383,15 @@ def test_named_layers_as_torch_sequential_takes_them(tmp_path, rng):
     for bad in ({"fit": ReLU()}, {"a.b": ReLU()}, {"": ReLU()}):
         with pytest.raises(ValueError, match="a layer's name must be a new string"):
             nnlite.Sequential(bad)
+
+
+def test_summary_shows_every_output_shape_for_an_input_shape_or_after_a_run(rng):
+    from nnlite.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU
+
+    model = nnlite.Sequential(Conv2D(1, 4, 3, padding="same"), ReLU(), MaxPool2D(2),
+                              Flatten(), Linear(4 * 14 * 14, 10))
+    assert "(None, 4, 28, 28)" not in model.summary() and "?" in model.summary()
+    shown = model.summary(input_shape=(1, 28, 28))
+    assert "(None, 4, 28, 28)" in shown and "(None, 784)" in shown and "(None, 10)" in shown
+    model.predict(rng.standard_normal((2, 1, 28, 28)).astype(np.float32))
+    assert model.summary() == shown       # the shape it ran on

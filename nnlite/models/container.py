@@ -43,9 +43,11 @@ class Container(Trainer):
                                    top_k=top_k, seed=seed)
 
     def summary(self, input_shape: tuple[int, ...] | None = None) -> str:
-        """Print (and return) each layer, its output shape and parameter count, Keras-style
-        (and, for a graph, the layers that feed it); then the totals, trainable and not
-        (frozen layers' parameters, and buffers such as BatchNorm's running statistics)."""
+        """Print (and return) each layer, its output shape (for ``input_shape``, one
+        sample's, else the shape the model last ran on; "?" before any) and parameter
+        count, Keras-style (and, for a graph, the layers that feed it); then the totals,
+        trainable and not (frozen layers' parameters, and buffers such as BatchNorm's
+        running statistics)."""
         rows = self._summary_rows(input_shape)
         connected = any(row[3] for row in rows)
         width = 64 + 24 * connected

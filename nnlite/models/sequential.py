@@ -160,9 +160,11 @@ class Sequential(Container):
                 layer.input_grad = needed or i != first or i in self._shared
 
     def _summary_rows(self, input_shape):
-        """Output shapes need the input's shape without the batch axis; it is inferred from
-        a first layer that is a Linear (in a Sequential first in this one, perhaps) when not
-        given."""
+        """Output shapes need the input's shape without the batch axis: ``input_shape``,
+        else the one the model last ran on, else a first layer's that is a Linear (in a
+        Sequential first in this one, perhaps); without any, "?"."""
+        if input_shape is None and self.__dict__.get("input_shapes"):
+            input_shape = tuple(self.__dict__["input_shapes"][0])
         if input_shape is None:
             first = self.layers[0] if self.layers else None
             while isinstance(first, Sequential) and first.layers:
