@@ -78,8 +78,8 @@ class Feed:
         batches = iter(self.source) if self.iterator is None else self.iterator
         i = 0
         while self.steps is None or i < self.steps:
-            batch, self.peeked = (self.peeked, None) if self.peeked is not None else \
-                (next(batches, None), None)
+            batch = self.peeked if self.peeked is not None else next(batches, None)
+            self.peeked = None
             if batch is None:
                 if self.iterator is not None and (self.steps is not None or i == 0):
                     self.ran_out = (epoch, i)
