@@ -116,8 +116,9 @@ def train(args, stream=None):
 
     optimizer = nnlite.optim.Adam(model.parameters(), lr=args.lr)
     schedule = nnlite.optim.CosineAnnealingLR(optimizer, T_max=epochs)
+    batch_size = None if args.stream else args.batch_size  # a stream's batches are made
     history = model.fit(*data, loss=nnlite.losses.CrossEntropy(), optimizer=optimizer,
-                        epochs=epochs, batch_size=args.batch_size, validation_data=val,
+                        epochs=epochs, batch_size=batch_size, validation_data=val,
                         callbacks=[schedule], seed=args.seed)
     model.save(args.save)
     print(f"saved the model to {args.save}")
