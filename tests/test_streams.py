@@ -245,3 +245,16 @@ def test_validation_split_holds_out_the_last_part_before_shuffling(data):
             trained(x, y, **kwargs)
     with pytest.raises(ValueError, match="validation_split cuts arrays"):
         trained(ArrayDataset(x, y, 20), validation_split=0.2)
+
+
+def test_arrays_with_batches_for_validation_and_batches_with_arrays_for_validation(data):
+    """Each validates in its own batches: fit's batch_size is the arrays', not a dataset's."""
+    x, y = data
+    for train, val, batch in [((x, y), ArrayDataset(x, y, 25), 20),
+                              ((ArrayDataset(x, y, 20),), (x, y), None)]:
+        model = mlp()
+        history = model.fit(*train, loss=losses.CrossEntropy(), epochs=1, verbose=False,
+                            optimizer=optim.Adam(model.parameters()), batch_size=batch,
+                            validation_data=val)
+        scores = model.evaluate(*(val if isinstance(val, tuple) else (val,)))
+        assert history.history["val_loss"][0] == pytest.approx(scores["loss"], rel=1e-6)

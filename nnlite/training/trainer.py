@@ -174,8 +174,9 @@ class Trainer(Layer):
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
+        every = None if val is None or val[1] is None else batch_size or 32  # fit's batches
         validate = None if val is None else lambda: self.evaluate(
-            *val, losses, metrics, batch_size, weights)  # fit's batches, loss and metrics
+            *val, losses, metrics, every, weights)  # (batches of its own for a dataset)
         return loop.train(self, epoch_data, Objective(losses, weights, self.output_names(),
                                                       self._metrics),
                           optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
