@@ -57,7 +57,14 @@ def test_finite_in_finite_out_and_shapes_kept(make, data):
     assert all(np.isfinite(p.grad).all() for p in layer.parameters())
 
 
-@pytest.mark.parametrize("make", MAKERS)
+#: TransformerBlock chains LayerNorm into attention and GELU: at the nearly constant rows the
+#: tie-breaking below makes (differences of 1e-5), LayerNorm scales them by 1/√ε ≈ 316 and
+#: the finite differences' truncation error swamps the check. Its gradients are checked on
+#: random inputs in test_layers and against PyTorch's in test_sequence.
+GRADIENT_MAKERS = [m for m in MAKERS if not m.id.startswith("TransformerBlock")]
+
+
+@pytest.mark.parametrize("make", GRADIENT_MAKERS)
 @FAST
 @given(data=st.data())
 def test_gradient_checks_pass(make, data):
