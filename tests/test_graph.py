@@ -494,3 +494,16 @@ def test_merge_layers_check_arrays_at_the_door_not_in_forward():
     assert Concatenate(axis=1).forward([a, b]).shape == (2, 9)
     with pytest.raises(ValueError, match="merges two or more inputs"):
         Multiply().check_input([a])
+
+
+def test_one_loss_for_a_model_of_two_outputs_is_copied_to_each(rng):
+    """fit(loss=CrossEntropy()) on two outputs: one copy of the loss per output (each loss
+    caches its own forward)."""
+    i = nnlite.Input((4,))
+    h = layers.ReLU()(layers.Linear(4, 6)(i))
+    model = nnlite.Model(i, [layers.Linear(6, 3)(h), layers.Linear(6, 3)(h)])
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), rng.integers(0, 3, 16)
+    history = model.fit(x, [y, y], loss=losses.CrossEntropy(), verbose=False,
+                        optimizer=optim.Adam(model.parameters()))
+    assert {"output_0_loss", "output_1_loss"} <= set(history.history)
+    assert model._trained_with[0] is not model._trained_with[1]

@@ -6,7 +6,8 @@ needs; ``backward()`` returns dL/dpred, the gradient that starts backpropagation
 """
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Sequence
 
 import numpy as np
 

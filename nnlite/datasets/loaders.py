@@ -14,7 +14,7 @@ import http.client
 import os
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
