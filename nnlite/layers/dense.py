@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import numpy as np
@@ -125,7 +124,6 @@ class Flatten(Layer):
 
     def jvp(self, tangent: np.ndarray) -> np.ndarray:
         return tangent.reshape(tangent.shape[0], -1)
-
 
 
 class Reshape(Layer):

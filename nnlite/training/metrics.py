@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.door import check_number, quote
-from ..core.losses import MSE, Loss
+from ..core.losses import MSE, CrossEntropy, Loss
 
 
 class Metric:
@@ -43,7 +43,6 @@ class TopKAccuracy(Metric):
         return float(np.mean((z > score[:, None]).sum(axis=1) < self.k))
 
     def check_target(self, pred_shape: tuple[int, ...], target: np.ndarray) -> None:
-        from ..core.losses import CrossEntropy
         CrossEntropy().check_target(pred_shape, target)  # labels in range, or one-hot
 
 
