@@ -208,7 +208,6 @@ def test_a_stem_a_callback_unfreezes_learns_from_then_on(which, threads, rng):
     assert unfreeze.moved == [False, True, True]
 
 
-
 def test_metrics_by_name_in_fit_and_evaluate_equal_scikit_learns(rng):
     from sklearn.metrics import (mean_absolute_error, mean_squared_error,
                                  top_k_accuracy_score)
@@ -248,3 +247,13 @@ def test_metrics_by_name_in_fit_and_evaluate_equal_scikit_learns(rng):
     with pytest.raises(ValueError, match="does not match predictions of shape"):
         reg.fit(x, t[:, :1], loss=losses.MSE(), optimizer=optim.Adam(reg.parameters()),
                 verbose=False, metrics=["mae"])
+
+
+def test_a_refused_fit_with_metrics_leaves_the_model_as_it_was(rng):
+    x, t = rng.standard_normal((40, 6)).astype(np.float32), np.zeros((40, 2), np.float32)
+    model = nnlite.Sequential(L.Linear(6, 2))
+    before = dict(vars(model))
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit(x, t, loss=losses.MSE(), optimizer=optim.SGD(model.parameters(), lr=0.1),
+                  epochs=-1, metrics=["mae"], verbose=False)
+    assert vars(model) == before

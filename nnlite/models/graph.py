@@ -77,14 +77,14 @@ class Model(Container):
     def n_outputs(self) -> int:
         return len(self.outputs)
 
-    def _check_data(self, xs, ys, losses, what, outs=None) -> list[np.ndarray]:
+    def _check_data(self, xs, ys, checks, what, outs=None) -> list[np.ndarray]:
         """Training data has exactly the Inputs' shapes (a model may run on others)."""
         for i, (v, x) in enumerate(zip(self.inputs, xs)):
             if x.shape[1:] != v.shape:
                 where = f"input {i}" if len(xs) > 1 else "x"
                 raise ValueError(f"{what}: {where} has shape {x.shape}, but the model's "
                                  f"Input takes {(None, *v.shape)}")
-        return super()._check_data(xs, ys, losses, what, outs)
+        return super()._check_data(xs, ys, checks, what, outs)
 
     def check_input(self, x: Any) -> None:
         """One array per Input (a list when there are several), then each node's

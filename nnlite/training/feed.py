@@ -98,14 +98,14 @@ class Feed:
 
 
 def checked_batch(model: Any, batch: Any, index: int, what: str, seen: dict[Any, Any],
-                  losses: list | None = None) -> tuple[Any, Any]:
+                  checks: list | None = None) -> tuple[Any, Any]:
     """Batch ``index`` of a dataset as ``model``'s arrays, checked as arrays are at its door
-    (cast, NaN and inf, lengths, the targets by each of ``losses``, and one row through the
+    (cast, NaN and inf, lengths, the targets by each of ``checks``, and one row through the
     model: once per shape, ``seen`` keeping what each shape gave), or a ValueError naming
-    the batch. With ``losses`` None (predict) a batch is x, or a tuple or list whose first
+    the batch. With ``checks`` None (predict) a batch is x, or a tuple or list whose first
     item is x."""
     where = f"{what}: batch {index} of the dataset"
-    if losses is None:  # x, or (x, y) of one input, or (xs, y) with several inputs
+    if checks is None:  # x, or (x, y) of one input, or (xs, y) with several inputs
         pair = isinstance(batch, (tuple, list)) and (
             len(model.input_dtypes) == 1 or isinstance(batch[0], (tuple, list)))
         xs = model._as_inputs(batch[0] if pair else batch, where)
@@ -114,10 +114,10 @@ def checked_batch(model: Any, batch: Any, index: int, what: str, seen: dict[Any,
     else:
         xs, ys = model._as_inputs(batch[0], where), model._as_targets(batch[1], where)
     shapes = tuple((v.shape[1:], v.dtype.str) for v in xs)
-    if losses is None:
+    if checks is None:
         seen[shapes] = seen.get(shapes) or model._check_inputs(xs, where)
         return bare(xs), None
-    seen[shapes] = model._check_data(xs, ys, losses, where, seen.get(shapes))
+    seen[shapes] = model._check_data(xs, ys, checks, where, seen.get(shapes))
     return bare(xs), bare(ys)
 
 

@@ -162,14 +162,14 @@ class Trainer(Layer):
         warning). Each batch is checked as it arrives; ``validation_data`` may be batches.
         """
         losses = per_output(loss, self.n_outputs)
-        self._metrics = _scorers(metrics, losses, self.output_names(), "fit")
+        scored, checks = _fit_checks(metrics, losses, self.output_names())
         threads = check_number("fit", "threads", threads, integer=True, low=1)
         check_fit_args(self, optimizer, epochs, initial_epoch)
         if validation_split and validation_data is not None:
             raise ValueError("fit: give validation_data or validation_split, not both")
-        epoch_data, steps, held = fit_data(self, x, y, losses, batch_size, shuffle, drop_last,
+        epoch_data, steps, held = fit_data(self, x, y, checks, batch_size, shuffle, drop_last,
                                            steps_per_epoch, validation_split)
-        val = validation_source(self, validation_data, losses) if held is None else held
+        val = validation_source(self, validation_data, checks) if held is None else held
         weights = loss_weights_of(loss_weights, self.n_outputs)
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
         self.stop_training, self.initial_epoch = False, initial_epoch
@@ -178,18 +178,19 @@ class Trainer(Layer):
         validate = None if val is None else lambda: self.evaluate(
             *val, losses, metrics, every, weights)  # (batches of its own for a dataset)
         return loop.train(self, epoch_data, Objective(losses, weights, self.output_names(),
-                                                      self._metrics),
+                                                      scored),
                           optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
                           seed, threads, validate)
 
-    def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray], losses: list[Loss],
-                    what: str, outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray],
+                    checks: list[tuple[int, Any]], what: str,
+                    outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Lengths, shapes (a one-row probe, unless its ``outs`` for these shapes are given)
-        and targets of data for ``fit``, checked before any training; the probe's outputs."""
+        and targets of data for ``fit``, checked before any training: ``checks`` holds
+        (output, a loss or metric whose ``check_target`` judges its targets); the probe's
+        outputs."""
         check_lengths(xs, ys, what)
         outs = self._check_inputs(xs, what) if outs is None else outs
-        checks = list(enumerate(losses)) + [(i, m) for i, _, m in self.__dict__.get(
-            "_metrics", ()) if hasattr(m, "check_target")]  # fit's metrics too
         for i, fn in checks:
             try:
                 fn.check_target((len(ys[i]),) + outs[i].shape[1:], ys[i])
@@ -222,7 +223,8 @@ class Trainer(Layer):
         return as_arrays(y, [None] * self.n_outputs, what, "y")
 
 
-def fit_data(model: Trainer, x: Any, y: Any, losses: list[Loss], batch_size: int | None,
+def fit_data(model: Trainer, x: Any, y: Any, checks: list[tuple[int, Any]],
+             batch_size: int | None,
              shuffle: bool, drop_last: bool, steps: int | None, split: float
              ) -> tuple[Callable, int | None, tuple[Any, Any] | None]:
     """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches; how
@@ -236,11 +238,11 @@ def fit_data(model: Trainer, x: Any, y: Any, losses: list[Loss], batch_size: int
         if split:
             raise ValueError("fit: validation_split cuts arrays; x is made of batches, so "
                              "give validation_data instead")
-        checked_batch(model, feed.first(), 0, "fit", feed.seen, losses)
+        checked_batch(model, feed.first(), 0, "fit", feed.seen, checks)
 
         def epoch_data(rng: np.random.Generator, epoch: int) -> Iterator:
             yield from feed.batches(lambda b, i: checked_batch(model, b, i, "fit", feed.seen,
-                                                               losses), rng if shuffle else None,
+                                                               checks), rng if shuffle else None,
                                     epoch)
             if feed.ran_out is not None:  # a one-shot iterator is used up: stop, as Keras
                 feed.warn_ran_out()
@@ -254,7 +256,7 @@ def fit_data(model: Trainer, x: Any, y: Any, losses: list[Loss], batch_size: int
     if at < len(xs[0]):
         held = (bare([v[at:] for v in xs]), bare([v[at:] for v in ys]))
         xs, ys = [v[:at] for v in xs], [v[:at] for v in ys]
-    model._check_data(xs, ys, losses, "fit")
+    model._check_data(xs, ys, checks, "fit")
     check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last))
     n = len(xs[0])
     return lambda rng, epoch: batches(bare(xs), bare(ys), batch_size, shuffle=shuffle,
@@ -315,6 +317,15 @@ def _scorers(metrics: Sequence[Any] | None, losses: list[Loss], names: list[str]
     return scorers(metrics, losses, names, what)
 
 
+def _fit_checks(metrics: Sequence[Any] | None, losses: list[Loss], names: list[str]
+                ) -> tuple[list[tuple[int, str, Any]], list[tuple[int, Any]]]:
+    """fit's metrics, as ``_scorers`` gives them, and what judges the targets at the door:
+    (output, its loss or a metric that has ``check_target``)."""
+    scored = _scorers(metrics, losses, names, "fit")
+    return scored, [*enumerate(losses), *[(i, m) for i, _, m in scored
+                                          if hasattr(m, "check_target")]]
+
+
 def _no_batch_size(batch_size: Any, x: Any, what: str) -> None:
     if batch_size is not None:
         raise ValueError(f"{what}: x is made of batches already ({type(x).__name__}), so "
@@ -333,7 +344,8 @@ def is_stream(x: Any) -> bool:
     return (hasattr(x, "__len__") and hasattr(x, "__getitem__")) or hasattr(x, "__iter__")
 
 
-def validation_source(model: Any, data: Any, losses: list[Any]) -> tuple[Any, Any] | None:
+def validation_source(model: Any, data: Any, checks: list[tuple[int, Any]]
+                      ) -> tuple[Any, Any] | None:
     """fit's ``validation_data`` as evaluate's (x, y): a pair of arrays, checked now like
     the training data, or batches (a dataset, a DataLoader; y None); None when there is
     none. A tuple or list is the pair, as in Keras."""
@@ -348,7 +360,7 @@ def validation_source(model: Any, data: Any, losses: list[Any]) -> tuple[Any, An
         raise ValueError("fit: validation_data must be a pair (x_val, y_val) or a dataset")
     vx, vy = (model._as_inputs(data[0], "validation_data"),
               model._as_targets(data[1], "validation_data"))
-    model._check_data(vx, vy, losses, "validation_data")
+    model._check_data(vx, vy, checks, "validation_data")
     return bare(vx), bare(vy)
 
 
