@@ -247,6 +247,18 @@ def test_validation_split_holds_out_the_last_part_before_shuffling(data):
         trained(ArrayDataset(x, y, 20), validation_split=0.2)
 
 
+def test_a_bad_label_in_the_part_validation_split_holds_out_is_refused_before_training(data):
+    x, y = data
+    y = y.copy()
+    y[-1] = 7                                   # out of range for 3 classes, in the last 20%
+    model = mlp()
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"class labels.*\[0, 3\)|label"):
+        model.fit(x, y, loss=losses.CrossEntropy(), optimizer=optim.Adam(
+            model.parameters()), epochs=2, validation_split=0.2, verbose=False)
+    assert same(before, [p.data for p in model.parameters()])
+
+
 def test_arrays_with_batches_for_validation_and_batches_with_arrays_for_validation(data):
     """Each validates in its own batches: fit's batch_size is the arrays', not a dataset's."""
     x, y = data

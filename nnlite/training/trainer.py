@@ -251,12 +251,11 @@ def fit_data(model: Trainer, x: Any, y: Any, checks: list[tuple[int, Any]],
     batch_size = 32 if batch_size is None else batch_size
     check_batch_size(batch_size)
     xs, ys = model._as_inputs(x, "fit"), model._as_targets(y, "fit")
-    check_lengths(xs, ys, "fit")
+    model._check_data(xs, ys, checks, "fit")  # the part held out for validation too
     held, at = None, _split_at(len(xs[0]), split)
     if at < len(xs[0]):
         held = (bare([v[at:] for v in xs]), bare([v[at:] for v in ys]))
         xs, ys = [v[:at] for v in xs], [v[:at] for v in ys]
-    model._check_data(xs, ys, checks, "fit")
     check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last))
     n = len(xs[0])
     return lambda rng, epoch: batches(bare(xs), bare(ys), batch_size, shuffle=shuffle,
