@@ -10,8 +10,10 @@ import pytest
 
 import nnlite
 from nnlite import kernels
-from nnlite.layers.activations import relu_vjp
+from nnlite.layers import activations
+from nnlite.layers.activations import gelu, gelu_vjp, relu_vjp
 from nnlite.layers.convolution import add_windows
+from nnlite.layers.normalisation import layer_norm, layer_norm_vjp
 from nnlite.layers.pooling import max_pool_2d, max_pool_2d_adjoint, max_pool_2d_tangent
 from nnlite.optim import adam_update, rmsprop_update, sgd_update
 
@@ -38,7 +40,8 @@ def same(a, b):
 
 def test_every_replaceable_reference_has_a_compiled_twin_tested_here(compiled):
     tested = {"max_pool_2d", "max_pool_2d_adjoint", "max_pool_2d_tangent", "add_windows",
-              "relu_vjp", "adam_update", "sgd_update", "rmsprop_update"}
+              "relu_vjp", "adam_update", "sgd_update", "rmsprop_update", "gelu", "gelu_vjp",
+              "layer_norm", "layer_norm_vjp"}
     assert set(kernels.REFERENCES) == tested
     assert all(callable(getattr(compiled, name)) for name in tested)
 
@@ -119,6 +122,44 @@ def test_relu_vjp_equals_numpy_in_every_layout(compiled, rng, dtype):
         assert same(got, want) and got.strides == want.strides
     five = rng.standard_normal((2, 3, 2, 2, 2)).astype(dtype)
     assert compiled.relu_vjp(five, five) is NotImplemented
+
+
+@pytest.mark.parametrize("tanh", [False, True])
+def test_gelu_equals_numpy(compiled, rng, tanh):
+    x = (rng.standard_normal((7, 64, 129)) * 4).astype(np.float32)
+    x.flat[:9] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-30, 40.0, -40.0]
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    with np.errstate(invalid="ignore"):  # ±inf·0
+        assert same(compiled.gelu(x, tanh), gelu.reference(x, tanh))
+        assert same(compiled.gelu_vjp(g, x, tanh), gelu_vjp.reference(g, x, tanh))
+        assert same(gelu(x[1:], tanh), gelu.reference(x[1:], tanh))  # through the dispatch
+    assert compiled.gelu(x[:, ::2], tanh) is NotImplemented          # a view: the reference
+    assert compiled.gelu(x.astype(np.float64), tanh) is NotImplemented
+    assert compiled.gelu_vjp(g.astype(np.float64), x, tanh) is NotImplemented
+    from nnlite.kernels import rows  # the twins' own copy of the coefficients
+    assert (rows.ERF_P, rows.ERF_Q) == (activations.ERF_P, activations.ERF_Q)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_equals_numpy_to_rounding(compiled, rng, dtype, rtol, bias):
+    """Not bit for bit: the twin sums each row in float64, NumPy pairwise in the dtype."""
+    x = (rng.standard_normal((77, 129)) * 3 + 5).astype(dtype)
+    w, b = (rng.standard_normal(129).astype(dtype) for _ in range(2))
+    g = rng.standard_normal(x.shape).astype(dtype)
+    got = compiled.layer_norm(x, w, b if bias else None, 1e-5)
+    want = layer_norm.reference(x, w, b if bias else None, 1e-5)
+    for params in (True, False):
+        got += compiled.layer_norm_vjp(g, want[1], want[2], w, params)
+        want += layer_norm_vjp.reference(g, want[1], want[2], w, params)
+    for a, c in zip(got, want):
+        if c is None:
+            assert a is None
+        else:
+            assert a.dtype == c.dtype and a.shape == c.shape
+            np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * np.abs(c).max())
+    assert compiled.layer_norm(x, None, None, 1e-5) is NotImplemented  # no γ: the reference
+    assert compiled.layer_norm(x[:, ::2], w[::2], None, 1e-5) is NotImplemented
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -234,7 +275,7 @@ def test_a_read_only_install_compiles_in_memory(compiled, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(numba, "njit", njit)
-    f = compiled._jit(lambda a: a + 1)
+    f = compiled._jit(lambda a: a + 1)  # nnlite.kernels.jit.jit
     assert f(1) == 2
 
 

@@ -184,11 +184,36 @@ def test_gelu_is_exact_by_default_and_the_tanh_form_on_request(rng):
     np.testing.assert_allclose(layers.GELU()(x), x * 0.5 * (1 + erf(x / np.sqrt(2))), rtol=1e-12)
     y32 = layers.GELU()(x.astype(np.float32))
     assert y32.dtype == np.float32
-    np.testing.assert_allclose(y32, x * 0.5 * (1 + erf(x / np.sqrt(2))), atol=1e-6)
+    x32 = x.astype(np.float32).astype(np.float64)
+    exact = x32 * 0.5 * (1 + erf(x32 / np.sqrt(2)))
+    np.testing.assert_allclose(y32, exact, rtol=2 ** -23, atol=3e-8)  # below ½ ulp of 1
     tanh_form = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
-    np.testing.assert_allclose(layers.GELU(approximate="tanh")(x), tanh_form, rtol=1e-12)
+    np.testing.assert_allclose(layers.GELU(approximate="tanh")(x), tanh_form, rtol=1e-12,
+                               atol=1e-15)
+    np.testing.assert_allclose(layers.GELU(approximate="tanh")(x.astype(np.float32)),
+                               tanh_form, rtol=2 ** -23, atol=1e-6)
     with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
         layers.GELU("fast")
+
+
+def test_float32_erf_is_within_one_ulp_over_the_whole_float32_line():
+    """GELU's float32 erf against scipy's (float64, rounded): every 1009th float32 from 0
+    to +inf (tiny and subnormal values, the tails, where erf rounds to 1, included) and
+    every float32 below 1e-3 that is a multiple of 2⁻²⁰ of its binade."""
+    from scipy.special import erf
+
+    from nnlite.layers.activations import erf_rational
+
+    bits = np.arange(0, 0x7F800001, 1009, dtype=np.uint32)
+    x = np.concatenate([bits.view(np.float32), np.float32(1e-3) * np.float32(0.5) ** np.arange(
+        0, 150, dtype=np.float32)[:, None].repeat(8, 1).ravel()])
+    x = np.concatenate([x, -x])
+    want = erf(x.astype(np.float64))
+    got = erf_rational(x.astype(np.float64)).astype(np.float32)
+    ulps = np.abs(got - want) / np.spacing(np.abs(want).astype(np.float32))
+    assert ulps.max() <= 1.0, (ulps.max(), x[np.argmax(ulps)])
+    assert np.all(got[np.abs(x) >= 4] == np.sign(x[np.abs(x) >= 4]))
+    assert np.array_equal(got[x == 0], x[x == 0])  # erf(±0) = ±0
 
 
 def test_leaky_relu_and_softmax_values():

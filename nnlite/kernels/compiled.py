@@ -11,20 +11,11 @@ twins cast theirs to the arrays' dtype before the loop, as NumPy casts a Python 
 """
 from __future__ import annotations
 
-import numba
+import numba  # noqa: F401 (nnlite.kernels reads its version and error types here)
 import numpy as np
 
-
-def _jit(fn):
-    """Compile on first call, cached on disk; where the install is read-only (no cache
-    locator, numba issue #4908), compiled in memory each process instead. NumPy's error
-    model: x/0 is inf or NaN as in NumPy, not a ZeroDivisionError (whose check would also
-    keep loops from running as vector instructions). Without the GIL, as NumPy's loops, so
-    that ``fit(threads=n)``'s replicas run them at once."""
-    try:
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:
-        return numba.njit(error_model="numpy")(fn)
+from .jit import jit as _jit
+from .rows import gelu, gelu_vjp, layer_norm, layer_norm_vjp  # noqa: F401 (twins, looked up here by name)
 
 
 # -- pooling: nnlite.layers.pooling -------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.door import check_flag, check_number, new_array
 from ..core.layer import Layer
 from ..core.parameter import Parameter, resolve_dtype
+from ..kernels import replaceable
 
 
 class BatchNorm(Layer):
@@ -191,40 +192,21 @@ class LayerNorm(Layer):
                     axis=-len(shape), epsilon=self.eps)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        d = int(np.prod(self.normalized_shape))
-        rows = x.reshape(-1, d)
-        xhat = rows - rows.mean(axis=1, keepdims=True)
-        var = np.einsum("ij,ij->i", xhat, xhat)[:, None]
-        var *= var.dtype.type(1 / d)
-        var += var.dtype.type(self.eps)
-        inv_std = np.sqrt(var, out=var)
-        np.divide(1, inv_std, out=inv_std)
-        xhat *= inv_std
-        self._xhat, self._inv_std = xhat, inv_std
-        if self.weight is None:
-            return xhat.reshape(x.shape).copy()
-        y = xhat * self.weight.data.reshape(-1)
-        if self.bias is not None:
-            y += self.bias.data.reshape(-1)
+        rows = x.reshape(-1, int(np.prod(self.normalized_shape)))
+        weight, bias = (None if p is None else p.data.reshape(-1)
+                        for p in (self.weight, self.bias))
+        y, self._xhat, self._inv_std = layer_norm(rows, weight, bias, self.eps)
         return y.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         xhat, inv_std = self._cached("_xhat"), self._inv_std
-        g = grad.reshape(xhat.shape)
-        if self.weight is not None:
-            if self._trainable:
-                self.weight.grad += np.einsum("ij,ij->j", g, xhat).reshape(
-                    self.normalized_shape)
-                if self.bias is not None:
-                    self.bias.grad += _column_sums(g).reshape(self.normalized_shape)
-            g = g * self.weight.data.reshape(-1)
-        d = xhat.shape[1]
-        mean_g = g.mean(axis=1, keepdims=True)
-        mean_gx = np.einsum("ij,ij->i", g, xhat)[:, None]
-        mean_gx *= mean_gx.dtype.type(1 / d)
-        dx = g - mean_g
-        dx -= xhat * mean_gx
-        dx *= inv_std
+        weight = None if self.weight is None else self.weight.data.reshape(-1)
+        want = weight is not None and self._trainable
+        dx, dw, db = layer_norm_vjp(grad.reshape(xhat.shape), xhat, inv_std, weight, want)
+        if want:
+            self.weight.grad += dw.reshape(self.normalized_shape)
+            if self.bias is not None:
+                self.bias.grad += db.reshape(self.normalized_shape)
         return dx.reshape(grad.shape)
 
     def jvp(self, tangent: np.ndarray) -> np.ndarray:
@@ -241,3 +223,43 @@ class LayerNorm(Layer):
         return {"normalized_shape": list(self.normalized_shape), "eps": self.eps,
                 "elementwise_affine": self.elementwise_affine, "bias": self.bias is not None,
                 "dtype": self.dtype.name}
+
+
+@replaceable
+def layer_norm(rows: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+               eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LayerNorm of each row of (M, D) rows: y = γ ⊙ x̂ + β, and x̂ and 1/√(σ² + ε) (M, 1)
+    for the VJP; γ, β of length D, or None."""
+    xhat = rows - rows.mean(axis=1, keepdims=True)
+    var = np.einsum("ij,ij->i", xhat, xhat)[:, None]
+    var *= var.dtype.type(1 / rows.shape[1])
+    var += var.dtype.type(eps)
+    inv_std = np.sqrt(var, out=var)
+    np.divide(1, inv_std, out=inv_std)
+    xhat *= inv_std
+    if weight is None:
+        return xhat.copy(), xhat, inv_std
+    y = xhat * weight
+    if bias is not None:
+        y += bias
+    return y, xhat, inv_std
+
+
+@replaceable
+def layer_norm_vjp(g: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray,
+                   weight: np.ndarray | None, params: bool
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """dL/dx = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))/√(σ² + ε) with ĝ = g ⊙ γ, for (M, D) rows;
+    with ``params``, also Σ over rows of g ⊙ x̂ and of g (dL/dγ and dL/dβ), else None."""
+    dw = db = None
+    if params:
+        dw, db = np.einsum("ij,ij->j", g, xhat), _column_sums(g)
+    if weight is not None:
+        g = g * weight
+    mean_g = g.mean(axis=1, keepdims=True)
+    mean_gx = np.einsum("ij,ij->i", g, xhat)[:, None]
+    mean_gx *= mean_gx.dtype.type(1 / xhat.shape[1])
+    dx = g - mean_g
+    dx -= xhat * mean_gx
+    dx *= inv_std
+    return dx, dw, db

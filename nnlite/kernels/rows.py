@@ -1,0 +1,169 @@
+"""The numba twins of the element- and row-wise passes of the transformer's layers: GELU
+(``nnlite.layers.activations``) and LayerNorm (``nnlite.layers.normalisation``). Each is
+one pass over the data (or over each row) where its reference makes a dozen. GELU's do the
+reference's operations in its order (float64 inside, rounded once), so they are equal bit
+for bit; LayerNorm's sum each row in float64 in vector lanes where NumPy sums pairwise in
+the input's dtype, so they are equal to its rounding. Gathered by ``nnlite.kernels.compiled``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .jit import jit
+
+#: ``nnlite.layers.activations.ERF_P``/``ERF_Q`` and its constants, written again since the
+#: kernels import nothing of nnlite (tests/test_kernels.py checks they are the same).
+ERF_P = (1.1283791678789563, 0.18533691457630014, 0.05428027067331551,
+         0.003848084737826445, 0.0003773458790224658, 4.620789448503415e-06,
+         -1.2878918015379881e-08)
+ERF_Q = (1.0, 0.4975839503527622, 0.11396555219434325, 0.015451035598281537,
+         0.001304230969589708, 6.250640506762738e-05)
+_C = math.sqrt(2.0 / math.pi)
+_SQRT_HALF, _INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
+
+
+def _flat_float32(*arrays):
+    """The arrays flattened, if all are row-major float32 of one shape; else None."""
+    first = arrays[0]
+    if any(a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != first.shape
+           for a in arrays):
+        return None
+    return [a.reshape(-1) for a in arrays]
+
+
+def gelu(x, tanh):
+    """Equals ``nnlite.layers.activations.gelu`` for row-major float32; NotImplemented
+    otherwise (float64's erf is scipy's)."""
+    flat = _flat_float32(x)
+    if flat is None:
+        return NotImplemented
+    out = np.empty(x.shape, np.float32)
+    _gelu(flat[0], out.reshape(-1), tanh)
+    return out
+
+
+def gelu_vjp(g, x, tanh):
+    """Equals ``nnlite.layers.activations.gelu_vjp`` for row-major float32 g and x."""
+    flat = _flat_float32(g, x)
+    if flat is None:
+        return NotImplemented
+    out = np.empty(x.shape, np.float32)
+    _gelu_vjp(flat[0], flat[1], out.reshape(-1), tanh)
+    return out
+
+
+@jit
+def _erf(z):
+    """``erf_rational`` at one float64 z."""
+    if z > 4.0:
+        z = 4.0
+    elif z < -4.0:
+        z = -4.0
+    t = z * z
+    p = ERF_P[6]
+    q = ERF_Q[5]
+    for i in range(5, -1, -1):
+        p = p * t + ERF_P[i]
+    for i in range(4, -1, -1):
+        q = q * t + ERF_Q[i]
+    return p / q * z
+
+
+@jit
+def _gate(w, tanh):
+    """p with GELU(w) = w·p: σ(2u), or Φ(w) = ½(1 + erf(w/√2))."""
+    if tanh:
+        return 1 / (1 + math.exp(-2 * (_C * (w + 0.044715 * w * w * w))))
+    return 0.5 * (1 + _erf(w * _SQRT_HALF))
+
+
+@jit
+def _gelu(x, out, tanh):
+    for i in range(x.size):
+        w = np.float64(x[i])
+        out[i] = np.float32(w * _gate(w, tanh))
+
+
+@jit
+def _gelu_vjp(g, x, out, tanh):
+    for i in range(x.size):
+        w = np.float64(x[i])
+        p = _gate(w, tanh)
+        if tanh:
+            slope = 2 * w * p * (1 - p) * (_C * (1 + 3 * 0.044715 * w * w))
+        else:
+            slope = math.exp(-0.5 * w * w) * _INV_SQRT_2PI * w
+        slope += p
+        out[i] = g[i] * np.float32(slope)
+
+
+def _rows_of(dtype, *arrays):
+    """True if every array is row-major and of ``dtype`` (float32 or float64)."""
+    return dtype in (np.float32, np.float64) and all(
+        a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+
+
+def layer_norm(rows, weight, bias, eps):
+    """Equals ``nnlite.layers.normalisation.layer_norm`` to rounding, with γ (β optional)."""
+    if weight is None or not _rows_of(rows.dtype, rows, weight, *(() if bias is None else
+                                                                   (bias,))):
+        return NotImplemented
+    y, xhat = np.empty_like(rows), np.empty_like(rows)
+    inv_std = np.empty((len(rows), 1), rows.dtype)
+    _layer_norm(rows, weight, weight if bias is None else bias, bias is not None, eps,
+                y, xhat, inv_std)
+    return y, xhat, inv_std
+
+
+def layer_norm_vjp(g, xhat, inv_std, weight, params):
+    """Equals ``nnlite.layers.normalisation.layer_norm_vjp`` to rounding, with γ."""
+    if weight is None or not _rows_of(xhat.dtype, g, xhat, inv_std, weight):
+        return NotImplemented
+    dx = np.empty_like(xhat)
+    dw, db = np.zeros(xhat.shape[1]), np.zeros(xhat.shape[1])  # float64 sums over rows
+    _layer_norm_vjp(g, xhat, inv_std, weight, params, dx, dw, db)
+    if not params:
+        return dx, None, None
+    return dx, dw.astype(xhat.dtype), db.astype(xhat.dtype)
+
+
+@jit(fastmath={"reassoc"})
+def _layer_norm(x, w, b, has_bias, eps, y, xhat, inv_std):
+    m, d = x.shape
+    for i in range(m):
+        total = 0.0
+        for j in range(d):
+            total += x[i, j]
+        mean = total / d
+        square = 0.0
+        for j in range(d):
+            c = x[i, j] - mean
+            square += c * c
+        r = 1 / math.sqrt(square / d + eps)
+        inv_std[i, 0] = r
+        for j in range(d):
+            h = (x[i, j] - mean) * r
+            xhat[i, j] = h
+            y[i, j] = h * w[j] + b[j] if has_bias else h * w[j]
+
+
+@jit(fastmath={"reassoc"})
+def _layer_norm_vjp(g, xhat, inv_std, w, params, dx, dw, db):
+    m, d = xhat.shape
+    for i in range(m):
+        mean_g = 0.0
+        mean_gx = 0.0
+        for j in range(d):
+            gj, h = np.float64(g[i, j]), np.float64(xhat[i, j])
+            if params:
+                dw[j] += gj * h
+                db[j] += gj
+            gw = gj * w[j]
+            mean_g += gw
+            mean_gx += gw * h
+        mean_g /= d
+        mean_gx /= d
+        for j in range(d):
+            dx[i, j] = (g[i, j] * np.float64(w[j]) - mean_g - xhat[i, j] * mean_gx) * inv_std[i, 0]
