@@ -1,8 +1,8 @@
 """The numba twins of the element- and row-wise passes of the transformer's layers: GELU
 (``nnlite.layers.activations``) and LayerNorm (``nnlite.layers.normalisation``). Each is
-one pass over the data (or over each row) where its reference makes a dozen. GELU's do the
-reference's operations in its order (float64 inside, rounded once), so they are equal bit
-for bit; LayerNorm's sum each row in float64 in vector lanes where NumPy sums pairwise in
+one pass over the data (or over each row) where its reference makes a dozen (GELU's two,
+around NumPy's vector exp). GELU's does the reference's operations in its order (float64
+inside, rounded once), so it is equal bit for bit; LayerNorm's sum each row in float64 in vector lanes where NumPy sums pairwise in
 the input's dtype, so they are equal to its rounding. Gathered by ``nnlite.kernels.compiled``.
 """
 from __future__ import annotations
@@ -24,34 +24,17 @@ _C = math.sqrt(2.0 / math.pi)
 _SQRT_HALF, _INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
 
 
-def _flat_float32(*arrays):
-    """The arrays flattened, if all are row-major float32 of one shape; else None."""
-    first = arrays[0]
-    if any(a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != first.shape
-           for a in arrays):
-        return None
-    return [a.reshape(-1) for a in arrays]
-
-
 def gelu(x, tanh):
     """Equals ``nnlite.layers.activations.gelu`` for row-major float32; NotImplemented
-    otherwise (float64's erf is scipy's)."""
-    flat = _flat_float32(x)
-    if flat is None:
+    otherwise (float64's erf is scipy's). Two passes around NumPy's vector exp."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
         return NotImplemented
-    out = np.empty(x.shape, np.float32)
-    _gelu(flat[0], out.reshape(-1), tanh)
-    return out
-
-
-def gelu_vjp(g, x, tanh):
-    """Equals ``nnlite.layers.activations.gelu_vjp`` for row-major float32 g and x."""
-    flat = _flat_float32(g, x)
-    if flat is None:
-        return NotImplemented
-    out = np.empty(x.shape, np.float32)
-    _gelu_vjp(flat[0], flat[1], out.reshape(-1), tanh)
-    return out
+    e, y = np.empty(x.shape, np.float32), np.empty(x.shape, np.float32)
+    _gelu_exponent(x.reshape(-1), e.reshape(-1), tanh)
+    with np.errstate(over="ignore"):
+        np.exp(e, out=e)
+    _gelu_from_exp(x.reshape(-1), e.reshape(-1), y.reshape(-1), tanh)
+    return y, e
 
 
 @jit
@@ -72,32 +55,31 @@ def _erf(z):
 
 
 @jit
-def _gate(w, tanh):
-    """p with GELU(w) = w·p: σ(2u), or Φ(w) = ½(1 + erf(w/√2))."""
-    if tanh:
-        return 1 / (1 + math.exp(-2 * (_C * (w + 0.044715 * w * w * w))))
-    return 0.5 * (1 + _erf(w * _SQRT_HALF))
+def _u(w):
+    return _C * (w + 0.044715 * w * w * w)
 
 
 @jit
-def _gelu(x, out, tanh):
+def _gelu_exponent(x, e, tanh):
     for i in range(x.size):
         w = np.float64(x[i])
-        out[i] = np.float32(w * _gate(w, tanh))
+        e[i] = np.float32(-2 * _u(w) if tanh else -0.5 * w * w)
 
 
 @jit
-def _gelu_vjp(g, x, out, tanh):
+def _gelu_from_exp(x, e, y, tanh):
+    """y, and the slope written over e."""
     for i in range(x.size):
-        w = np.float64(x[i])
-        p = _gate(w, tanh)
+        w, ei = np.float64(x[i]), np.float64(e[i])
         if tanh:
+            p = 1 / (1 + ei)
             slope = 2 * w * p * (1 - p) * (_C * (1 + 3 * 0.044715 * w * w))
         else:
-            slope = math.exp(-0.5 * w * w) * _INV_SQRT_2PI * w
+            p = 0.5 * (1 + _erf(w * _SQRT_HALF))
+            slope = ei * _INV_SQRT_2PI * w
         slope += p
-        out[i] = g[i] * np.float32(slope)
-
+        y[i] = np.float32(w * p)
+        e[i] = np.float32(slope)
 
 def _rows_of(dtype, *arrays):
     """True if every array is row-major and of ``dtype`` (float32 or float64)."""

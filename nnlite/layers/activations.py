@@ -116,9 +116,9 @@ class GELU(_Symmetric):
     normal CDF. VJP: g ⊙ (Φ(x) + x·φ(x)), φ(x) = e^(−x²/2)/√(2π).
     ``approximate="tanh"``: y = ½x(1 + t) with t = tanh(u), u = √(2/π)(x + 0.044715x³).
     VJP: g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)].
-    JVP (both forms): the same slope times v. Below float64 both are computed in float64
-    and rounded once (``gelu``, ``gelu_vjp``), erf as a rational function within 0.54 ulp
-    of float32; ½(1 + t) as σ(2u), which does not cancel where t → −1.
+    JVP (both forms): the same slope times v. ``forward`` computes y and the slope (``gelu``);
+    below float64, in float64, rounded once, with erf a rational function within 0.54 ulp of
+    float32 and ½(1 + t) as σ(2u), which does not cancel where t → −1.
     Exported to ONNX, a float64 exact GELU computes erf in float32 (onnxruntime has no
     float64 Erf): its outputs are within about 1e-6 of ``predict``'s.
     """
@@ -157,11 +157,11 @@ class GELU(_Symmetric):
         return g.op("Mul", g.op("Mul", x, one_plus), g.constant(0.5))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
-        return gelu(x, self.approximate == "tanh")
+        y, self._slope = gelu(x, self.approximate == "tanh")
+        return y
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        return gelu_vjp(grad, self._cached("_x"), self.approximate == "tanh")
+        return np.multiply(grad, self._cached("_slope"), dtype=grad.dtype)
 
 
 #: erf(z) ≈ z·P(z²)/Q(z²) for |z| ≤ 4 (beyond, erf rounds to ±1 in float32): relative
@@ -191,39 +191,33 @@ def erf_rational(z: np.ndarray) -> np.ndarray:
     return p
 
 
-def _gelu_gate(x: np.ndarray, tanh: bool) -> tuple[np.ndarray, np.ndarray]:
-    """x in float64 and the gate p with GELU(x) = x·p: Φ(x) = ½(1 + erf(x/√2)), or for the
-    tanh form ½(1 + tanh u) = σ(2u) = 1/(1 + e^(−2u)) (no cancellation as tanh u → −1).
-    Below float64, x is cast up once and erf is ``erf_rational``."""
+@replaceable
+def gelu(x: np.ndarray, tanh: bool) -> tuple[np.ndarray, np.ndarray]:
+    """y = x·p and the slope dy/dx, in x's dtype, computed in float64 and rounded once:
+    exact, p = Φ(x) = ½(1 + erf(x/√2)), slope = p + x·φ(x), φ(x) = e^(−x²/2)/√(2π);
+    tanh form, p = ½(1 + tanh u) = 1/(1 + e^(−2u)), slope = p + 2x·p(1 − p)·u' (as
+    ½x(1 − tanh²u) = 2x·p(1 − p)), u' = √(2/π)(1 + 3·0.044715x²). The exponential runs on
+    its argument rounded to x's dtype, NumPy's vector exp, which the compiled twin calls too.
+    Below float64, erf is ``erf_rational``; float64's is scipy's."""
     w = x.astype(np.float64)
     if tanh:
-        with np.errstate(over="ignore"):  # e^(−2u) = inf: p = 0, as it should be
-            return w, 1 / (1 + np.exp(-2 * (GELU._C * (w + 0.044715 * w * w * w))))
-    if x.dtype == np.float64:
-        from scipy.special import erf
-        return w, 0.5 * (1 + erf(w * _SQRT_HALF))
-    return w, 0.5 * (1 + erf_rational(w * _SQRT_HALF))
-
-
-@replaceable
-def gelu(x: np.ndarray, tanh: bool) -> np.ndarray:
-    """y = x·p, computed in float64 and rounded once to x's dtype."""
-    w, p = _gelu_gate(x, tanh)
-    return (w * p).astype(x.dtype, copy=False)
-
-
-@replaceable
-def gelu_vjp(g: np.ndarray, x: np.ndarray, tanh: bool) -> np.ndarray:
-    """g ⊙ GELU'(x), the slope computed in float64 and rounded to x's dtype, then times g:
-    Φ + x·φ(x) (exact), or p + 2x·p(1 − p)·√(2/π)(1 + 3·0.044715x²) (tanh form, as
-    ½x(1 − t²) = 2x·p(1 − p))."""
-    w, p = _gelu_gate(x, tanh)
-    if tanh:
-        slope = 2 * w * p * (1 - p) * (GELU._C * (1 + 3 * 0.044715 * w * w))
+        exponent = -2 * (GELU._C * (w + 0.044715 * w * w * w))
     else:
-        slope = np.exp(-0.5 * w * w) * _INV_SQRT_2PI * w
+        exponent = -0.5 * w * w
+    with np.errstate(over="ignore"):  # e^(−2u) = inf: p = 0, as it should be
+        e = np.exp(exponent.astype(x.dtype, copy=False)).astype(np.float64)
+    if tanh:
+        p = 1 / (1 + e)
+        slope = 2 * w * p * (1 - p) * (GELU._C * (1 + 3 * 0.044715 * w * w))
+    elif x.dtype == np.float64:
+        from scipy.special import erf
+        p = 0.5 * (1 + erf(w * _SQRT_HALF))
+        slope = e * _INV_SQRT_2PI * w
+    else:
+        p = 0.5 * (1 + erf_rational(w * _SQRT_HALF))
+        slope = e * _INV_SQRT_2PI * w
     slope += p
-    return np.multiply(g, slope.astype(x.dtype, copy=False), dtype=g.dtype)
+    return (w * p).astype(x.dtype, copy=False), slope.astype(x.dtype, copy=False)
 
 
 class Softmax(_Symmetric):
