@@ -4,6 +4,10 @@ alternating rounds of steps so machine noise hits both alike; prints time per st
 per second and their ratio, and where nnlite's time goes, layer by layer.
 
     python benchmarks/gpt_shakespeare.py [--rounds 5] [--steps 40] [--threads 2] [--data-dir DIR]
+        [--without gelu --without layer_norm,layer_norm_vjp ...]
+
+``--without`` races nnlite with those compiled kernels off as well, each ratio to nnlite
+being what the kernels pay.
 
 Needs PyTorch (pip install -e ".[bench]").
 """
@@ -70,11 +74,13 @@ def recipe_groups(params, decay_if):
 class NNLite:
     name = "nnlite"
 
-    def __init__(self, vocab, x, y, threads=1):
+    def __init__(self, vocab, x, y, threads=1, without=()):
         self.model = build(vocab, CONTEXT, WIDTH, LAYERS, HEADS)
-        self.threads = threads
+        self.threads, self.without = threads, without
         if threads > 1:
             self.name = f"nnlite, {threads} threads"
+        if without:  # these compiled kernels off: what each pays, against their references
+            self.name = f"nnlite without {'+'.join(without)}"
         self.opt = nnlite.optim.AdamW(recipe_groups(self.model.parameters(),
                                                     lambda p: p.data.ndim >= 2),
                                       lr=1e-3, betas=(0.9, 0.99), max_grad_norm=1.0)
@@ -83,10 +89,14 @@ class NNLite:
 
     def steps(self, n):
         part = slice(self.done * BATCH, (self.done + n) * BATCH)
+        with nnlite.kernels.without(*self.without):
+            self._fit(part)
+        self.done += n
+
+    def _fit(self, part):
         self.model.fit(self.x[part], self.y[part], loss=self.loss, optimizer=self.opt,
                        batch_size=BATCH, shuffle=False, verbose=False, seed=0,
                        threads=self.threads)
-        self.done += n
 
 
 class Torch:
@@ -119,6 +129,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per round")
     parser.add_argument("--threads", type=int, default=1,
                         help="also race nnlite's fit(threads=THREADS)")
+    parser.add_argument("--without", action="append", default=[], metavar="KERNEL[,KERNEL]",
+                        help="also race nnlite with these compiled kernels off (repeatable)")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
@@ -132,6 +144,8 @@ def main() -> None:
     contenders = [NNLite(len(chars), x, y), Torch(len(chars), x, y)]
     if args.threads > 1:
         contenders.insert(1, NNLite(len(chars), x, y, args.threads))
+    offs = [NNLite(len(chars), x, y, without=tuple(w.split(","))) for w in args.without]
+    contenders[1:1] = offs
     print(machine(torch))
     print(f"{args.rounds} rounds of {args.steps} steps, alternating")
     for c in contenders:              # warm-up round, not timed
@@ -149,7 +163,10 @@ def main() -> None:
              f"{BATCH * CONTEXT / statistics.median(t):,.0f}"] for n, t in times.items()]
     print()
     print(table(["", "ms/step", "tokens/s"], rows))
-    for c in contenders[:-1]:
+    for c in offs:
+        ratio = statistics.median(a / b for a, b in zip(times[c.name], times["nnlite"]))
+        print(f"\n{c.name} / nnlite, time per step: {ratio:.3f}x (median of per-round ratios)")
+    for c in (c for c in contenders[:-1] if c not in offs):
         ratio = statistics.median(a / b for a, b in zip(times[c.name], times["pytorch"]))
         print(f"\n{c.name} / PyTorch, time per step: {ratio:.2f}x (median of per-round ratios)")
         results.headline(f"character GPT step (nanoGPT's CPU configuration), {c.name} / "

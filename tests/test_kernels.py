@@ -12,6 +12,7 @@ import nnlite
 from nnlite import kernels
 from nnlite.layers import activations
 from nnlite.layers.activations import gelu, relu_vjp
+from nnlite.layers.attention import attention_softmax, softmax_vjp
 from nnlite.layers.convolution import add_windows
 from nnlite.layers.normalisation import layer_norm, layer_norm_vjp
 from nnlite.layers.pooling import max_pool_2d, max_pool_2d_adjoint, max_pool_2d_tangent
@@ -41,7 +42,7 @@ def same(a, b):
 def test_every_replaceable_reference_has_a_compiled_twin_tested_here(compiled):
     tested = {"max_pool_2d", "max_pool_2d_adjoint", "max_pool_2d_tangent", "add_windows",
               "relu_vjp", "adam_update", "sgd_update", "rmsprop_update", "gelu",
-              "layer_norm", "layer_norm_vjp"}
+              "layer_norm", "layer_norm_vjp", "attention_softmax", "softmax_vjp"}
     assert set(kernels.REFERENCES) == tested
     assert all(callable(getattr(compiled, name)) for name in tested)
 
@@ -160,6 +161,27 @@ def test_layer_norm_equals_numpy_to_rounding(compiled, rng, dtype, rtol, bias):
     assert compiled.layer_norm(x[:, ::2], w[::2], None, 1e-5) is NotImplemented
 
 
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_softmax_equals_numpy_to_rounding(compiled, rng, dtype, rtol, causal):
+    """The scale, mask, shift and exp bit for bit; the row sums in float64, not pairwise."""
+    t = 13
+    s = (rng.standard_normal((3, 2, t, t)) * 5).astype(dtype)
+    s[0, 0, 3, 5] = np.nan                                   # a NaN spoils its row only
+    mask = np.triu(np.full((t, t), -np.inf, dtype), 1) if causal else None
+    with np.errstate(invalid="ignore"):
+        got = compiled.attention_softmax(s.copy(), 0.3, mask)
+        want = attention_softmax.reference(s.copy(), 0.3, mask)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    assert np.isnan(got[0, 0, 3]).all() and not np.isnan(got[0, 0, 4]).any()
+    want[0, 0, 3] = got[0, 0, 3] = 1 / t
+    g = rng.standard_normal(s.shape).astype(dtype)
+    np.testing.assert_allclose(compiled.softmax_vjp(g.copy(), want, 0.3),
+                               softmax_vjp.reference(g.copy(), want, 0.3), rtol=rtol,
+                               atol=rtol * np.abs(g).max())
+    assert compiled.attention_softmax(s[..., ::2], 0.3, None) is NotImplemented
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [1, 1000, (1 << 18) + 5])
 def test_adam_update_equals_numpy(compiled, rng, dtype, size):
@@ -227,6 +249,19 @@ def test_the_path_can_be_chosen_and_is_reported(compiled):
                 np.array([[[[5.], [7.]], [[13.], [15.]]]], np.float32))
     with pytest.raises(ValueError, match="'numba' or 'numpy'"):
         kernels.use("cuda")
+
+
+def test_without_turns_kernels_off_in_its_block_only(compiled, monkeypatch, rng):
+    calls = []
+    monkeypatch.setattr(compiled, "relu_vjp", lambda g, x: calls.append("twin") or g)
+    g = rng.standard_normal((3, 4)).astype(np.float32)
+    with kernels.without("relu_vjp", "gelu"):
+        assert same(relu_vjp(g, g), relu_vjp.reference(g, g)) and calls == []
+    relu_vjp(g, g)
+    assert calls == ["twin"]
+    with pytest.raises(ValueError, match="no kernel named \\['relu'\\]"):
+        with kernels.without("relu"):
+            pass
 
 
 def test_the_environment_selects_numpy():

@@ -38,6 +38,8 @@ _NUMBA = importlib.util.find_spec("numba") is not None  # installed (not yet imp
 REFERENCES: dict[str, Callable] = {}
 #: True inside ``numpy_path()``, in this thread or task only.
 _numpy = contextvars.ContextVar("on_numpy", default=False)
+#: The kernels ``without(...)`` turns off, in this thread or task only.
+_off: contextvars.ContextVar[frozenset] = contextvars.ContextVar("off", default=frozenset())
 
 
 def use(path: str) -> None:
@@ -58,6 +60,22 @@ def numpy_path() -> Iterator[None]:
         yield
     finally:
         _numpy.reset(token)
+
+
+@contextmanager
+def without(*names: str) -> Iterator[None]:
+    """Run these kernels' NumPy references inside the block, in this thread only: what a
+    twin pays is measured against its reference (``benchmarks/gpt_shakespeare.py
+    --without``)."""
+    unknown = set(names) - set(REFERENCES)
+    if unknown:
+        raise ValueError(f"nnlite.kernels.without: no kernel named {sorted(unknown)}; the "
+                         f"kernels are {sorted(REFERENCES)}")
+    token = _off.set(_off.get() | frozenset(names))
+    try:
+        yield
+    finally:
+        _off.reset(token)
 
 
 def active() -> str:
@@ -104,7 +122,8 @@ def replaceable(reference: Callable) -> Callable:
 
     @functools.wraps(reference)
     def run(*args: Any) -> Any:
-        if _wanted != "numba" or name in _broken or _numpy.get() or not (_compiled or _module()):
+        if _wanted != "numba" or name in _broken or _numpy.get() or name in _off.get() \
+                or not (_compiled or _module()):
             return reference(*args)
         try:
             result = getattr(_compiled, name)(*args)

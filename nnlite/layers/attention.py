@@ -10,6 +10,7 @@ import numpy as np
 from ..core.door import check_flag, check_number, new_array
 from ..core.layer import Layer, default_rng
 from ..core.parameter import Parameter, resolve_dtype
+from ..kernels import replaceable
 from .dense import Linear
 
 
@@ -80,12 +81,8 @@ class MultiHeadAttention(Layer):
         # (3, N, H, T, d): queries, keys and values of every head
         q, k, v = qkv.reshape(n, t, 3, h, d).transpose(2, 0, 3, 1, 4)
         scores = q @ k.transpose(0, 1, 3, 2)
-        scores *= scores.dtype.type(1 / np.sqrt(d))
-        if self.causal:
-            scores += self._causal_mask(t, scores.dtype)
-        scores -= scores.max(axis=-1, keepdims=True)
-        a = np.exp(scores, out=scores)
-        a /= a.sum(axis=-1, keepdims=True)
+        mask = self._causal_mask(t, scores.dtype) if self.causal else None
+        a = attention_softmax(scores, 1 / np.sqrt(d), mask)
         self._keep = None
         if self.training and self.dropout:
             rng = self.rng if self.rng is not None else default_rng()
@@ -107,10 +104,7 @@ class MultiHeadAttention(Layer):
         da = g @ v.transpose(0, 1, 3, 2)
         if self._keep is not None:
             da *= self._keep
-        ds = da
-        ds -= np.einsum("nhij,nhij->nhi", da, a)[..., None]
-        ds *= a
-        ds *= ds.dtype.type(1 / np.sqrt(d))
+        ds = softmax_vjp(da, a, 1 / np.sqrt(d))
         np.matmul(ds, k, out=dqkv[0])                                     # dL/dQ
         np.matmul(ds.transpose(0, 1, 3, 2), q, out=dqkv[1])               # dL/dK
         rows = dqkv.transpose(1, 3, 0, 2, 4).reshape(n * t, 3 * e)
@@ -129,9 +123,7 @@ class MultiHeadAttention(Layer):
         dq, dk, dv = (tangent @ self.in_proj_weight.data.T).reshape(n, t, 3, h, d
                                                                      ).transpose(2, 0, 3, 1, 4)
         ds = dq @ k.transpose(0, 1, 3, 2) + q @ dk.transpose(0, 1, 3, 2)
-        ds *= ds.dtype.type(1 / np.sqrt(d))
-        da = ds - np.einsum("nhij,nhij->nhi", ds, a)[..., None]
-        da *= a
+        da = softmax_vjp(ds, a, 1 / np.sqrt(d))  # J of the softmax is symmetric: J·v = vᵀ·J
         if self._keep is not None:
             a, da = a * self._keep, da * self._keep
         dc = da @ v + a @ dv
@@ -150,3 +142,26 @@ class MultiHeadAttention(Layer):
         return {"embed_dim": self.embed_dim, "num_heads": self.num_heads,
                 "causal": self.causal, "bias": self.in_proj_bias is not None,
                 "dropout": self.dropout, "dtype": self.dtype.name}
+
+
+@replaceable
+def attention_softmax(scores: np.ndarray, scale: float, mask: np.ndarray | None) -> np.ndarray:
+    """A = softmax(S·scale + M) along the last axis, in place over the scores S; M the
+    causal mask (−∞ above the diagonal) or None. Shifted by each row's maximum."""
+    scores *= scores.dtype.type(scale)
+    if mask is not None:
+        scores += mask
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+@replaceable
+def softmax_vjp(g: np.ndarray, a: np.ndarray, scale: float) -> np.ndarray:
+    """dL/dS = A ⊙ (G − rowsum(G ⊙ A))·scale, in place over G (the softmax's VJP, and as
+    its Jacobian is symmetric, its JVP)."""
+    g -= np.einsum("...ij,...ij->...i", g, a)[..., None]
+    g *= a
+    g *= g.dtype.type(scale)
+    return g
