@@ -83,6 +83,7 @@ def _gelu_from_exp(x, e, y, tanh):
         y[i] = np.float32(w * p)
         e[i] = np.float32(slope)
 
+
 def _rows_of(dtype, *arrays):
     """True if every array is row-major and of ``dtype`` (float32 or float64)."""
     return dtype in (np.float32, np.float64) and all(
@@ -149,8 +150,9 @@ def _layer_norm_vjp(g, xhat, inv_std, w, params, dx, dw, db):
             mean_gx += gw * h
         mean_g /= d
         mean_gx /= d
+        r = inv_std[i, 0]
         for j in range(d):
-            dx[i, j] = (g[i, j] * np.float64(w[j]) - mean_g - xhat[i, j] * mean_gx) * inv_std[i, 0]
+            dx[i, j] = (g[i, j] * np.float64(w[j]) - mean_g - xhat[i, j] * mean_gx) * r
 
 
 def attention_softmax(scores, scale, mask):

@@ -166,7 +166,7 @@ class GELU(_Symmetric):
 
 #: erf(z) ≈ z·P(z²)/Q(z²) for |z| ≤ 4 (beyond, erf rounds to ±1 in float32): relative
 #: error below 6e-9, fitted to scipy's erf; evaluated in float64 and rounded to float32,
-#: within 0.54 ulp of the true erf (tests/test_kernels.py sweeps the float32 line).
+#: within 0.54 ulp of the true erf (tests/test_layers.py sweeps the float32 line).
 ERF_P = (1.1283791678789563, 0.18533691457630014, 0.05428027067331551,
          0.003848084737826445, 0.0003773458790224658, 4.620789448503415e-06,
          -1.2878918015379881e-08)
