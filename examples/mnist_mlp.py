@@ -7,6 +7,8 @@ curves, misclassified test digits, the first layer's weights and the input direc
 of eight test digits is most sensitive to (with its local Lipschitz constant) there as PNG.
 --stream reads the images from their IDX files a batch at a time (decompressed once into a
 temporary folder, then memory-mapped) instead of loading them, and prints the peak memory.
+--mpi trains on the ranks of ``mpiexec -n 2 python examples/mnist_mlp.py --mpi`` (each a
+part of every batch; the extra nnlite[mpi]); rank 0 prints, saves and reports.
 """
 import argparse
 import gzip
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--plot", metavar="DIR", help="write the figures there as PNG")
     parser.add_argument("--stream", action="store_true",
                         help="read the images a batch at a time instead of loading them")
+    parser.add_argument("--mpi", action="store_true",
+                        help="train on the ranks of mpiexec (nnlite.distributed.MPIComm)")
     args = parser.parse_args()
     if args.stream:
         with tempfile.TemporaryDirectory() as folder:
@@ -106,23 +110,28 @@ def train(args, stream=None):
     else:
         data, val, test = (stream[0], None), stream[1], (stream[2], None)
 
+    comm = nnlite.distributed.MPIComm() if args.mpi else None
+    lead = comm is None or comm.rank == 0  # the rank that prints
     nnlite.set_seed(args.seed)
     sizes = [784, *(int(h) for h in args.hidden.split(",") if h)]
     layers = []
     for n_in, n_out in zip(sizes, sizes[1:]):
         layers += [Linear(n_in, n_out), ReLU(), Dropout(args.dropout)]
     model = nnlite.Sequential(*layers, Linear(sizes[-1], 10))
-    model.summary()
+    if lead:
+        model.summary()
 
     optimizer = nnlite.optim.Adam(model.parameters(), lr=args.lr)
     schedule = nnlite.optim.CosineAnnealingLR(optimizer, T_max=epochs)
     batch_size = None if args.stream else args.batch_size  # a stream's batches are made
     history = model.fit(*data, loss=nnlite.losses.CrossEntropy(), optimizer=optimizer,
                         epochs=epochs, batch_size=batch_size, validation_data=val,
-                        callbacks=[schedule], seed=args.seed)
-    model.save(args.save)
-    print(f"saved the model to {args.save}")
+                        callbacks=[schedule], seed=args.seed, comm=comm)
+    model.save(args.save)  # (after fit(comm=...), on rank 0 only)
     accuracy = model.evaluate(*test)["accuracy"]
+    if not lead:
+        return
+    print(f"saved the model to {args.save}")
     if args.plot:
         if stream is not None:  # the pictures need the test images as one array
             x_test = np.concatenate([stream[2][i][0] for i in range(len(stream[2]))])

@@ -15,6 +15,7 @@ may import (the floors are import-linter contracts in setup.cfg, lowest first):
 - ``models``: the containers, Sequential and the graph Model, with fit, save and load.
 - ``check`` and ``plot``: Jacobians, gradient checks, Lipschitz constants, figures.
 - ``sklearn``: scikit-learn estimators.
+- ``distributed``: data-parallel ``fit`` across processes over MPI (the ``mpi`` extra).
 
 Nothing is loaded until it is used: ``import nnlite`` reads this file only.
 """
@@ -29,7 +30,7 @@ __getattr__, __dir__ = attach(__name__, {
     "export_onnx": ".files.onnx",
     **{name: f".{name}" for name in ("layers", "losses", "optim", "callbacks", "check",
                                      "datasets", "kernels", "metrics", "plot", "onnx",
-                                     "sklearn")}})
+                                     "sklearn", "distributed")}})
 __all__ = ["Parameter", "Layer", "Sequential", "Input", "Model", "set_seed",
            "set_default_dtype", "get_default_dtype", "save", "load", "load_checkpoint",
            "export_onnx",

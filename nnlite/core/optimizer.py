@@ -68,10 +68,9 @@ class FlatStore:
         """The flat gradient, after copying in any array a user (or another optimizer) put
         on a parameter, and writing the zeros of any gradient backward did not reach."""
         for i, p in enumerate(self.params):
-            stale_data, stale_grad = p.data is not self.data_views[i], \
-                p._grad is not self.grad_views[i]
-            if stale_data or stale_grad:
-                self._adopt(i, stale_data, stale_grad)
+            if p.data is not self.data_views[i] or p._grad is not self.grad_views[i]:
+                self._adopt(i, data=p.data is not self.data_views[i],
+                            grad=p._grad is not self.grad_views[i])
             if p._zero_pending:  # a gradient backward did not reach
                 p.write_pending_zeros()
         return self.grad
@@ -133,21 +132,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         seen: set[int] = set()
         for i, spec in enumerate(specs):
-            if "params" not in spec:
-                raise ValueError(f"{name}: parameter group {i} has no 'params'")
-            unknown = set(spec) - set(self.defaults) - {"params", "initial_lr"}
-            if unknown:
-                raise ValueError(f"{name}: parameter group {i} has unknown settings "
-                                 f"{sorted(unknown)}; {name} takes {sorted(self.defaults)}")
-            group = {**self.defaults, **spec}
-            group["params"] = list({id(p): p for p in group["params"]}.values())
-            if not group["params"]:
-                raise ValueError(f"{name}: got an empty parameter list")
-            if not all(isinstance(p, Parameter) for p in group["params"]):
-                raise ValueError(f"{name}: expects Parameters, e.g. model.parameters()")
-            if any(id(p) in seen for p in group["params"]):
-                raise ValueError(f"{name}: a parameter appears in more than one group")
-            seen.update(id(p) for p in group["params"])
+            group = _group(name, i, spec, self.defaults, seen)
             self._check_hyper(group)
             group.setdefault("initial_lr", group["lr"])
             self.param_groups.append(group)
@@ -208,10 +193,15 @@ class Optimizer:
         for p in self.params:
             p.zero_grad()
 
-    def step(self) -> None:
+    def gradients(self) -> list[np.ndarray]:
+        """Each group's flat gradient, as ``step`` applies it (``fit(comm=...)`` sums them
+        across ranks before the step)."""
         if Parameter.freeze_count != self._freeze_count:  # a layer was frozen or unfrozen
             self._regroup()
-        grads = [group.store.gradient() for group in self._groups]
+        return [group.store.gradient() for group in self._groups]
+
+    def step(self) -> None:
+        grads = self.gradients()
         if self.max_grad_norm is not None:
             norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
             if norm > self.max_grad_norm:
@@ -308,6 +298,28 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
         return f"{type(self).__name__}({args}{groups})"
+
+
+def _group(name: str, i: int, spec: dict[str, Any], defaults: dict[str, Any], seen: set[int]
+           ) -> dict[str, Any]:
+    """Parameter group ``i`` of optimizer ``name``: ``spec`` over the defaults, checked;
+    ``seen`` holds the ids of the parameters of the groups before it, and then of its own."""
+    if "params" not in spec:
+        raise ValueError(f"{name}: parameter group {i} has no 'params'")
+    unknown = set(spec) - set(defaults) - {"params", "initial_lr"}
+    if unknown:
+        raise ValueError(f"{name}: parameter group {i} has unknown settings "
+                         f"{sorted(unknown)}; {name} takes {sorted(defaults)}")
+    group = {**defaults, **spec}
+    group["params"] = list({id(p): p for p in group["params"]}.values())
+    if not group["params"]:
+        raise ValueError(f"{name}: got an empty parameter list")
+    if not all(isinstance(p, Parameter) for p in group["params"]):
+        raise ValueError(f"{name}: expects Parameters, e.g. model.parameters()")
+    if any(id(p) in seen for p in group["params"]):
+        raise ValueError(f"{name}: a parameter appears in more than one group")
+    seen.update(id(p) for p in group["params"])
+    return group
 
 
 def positive(owner: object, name: str, value: float) -> None:

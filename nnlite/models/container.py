@@ -75,12 +75,18 @@ class Container(Trainer):
 
     def save(self, path: str | os.PathLike, *, optimizer: Optimizer | None = None,
              epoch: int | None = None) -> None:
-        """Save architecture and weights (and optimizer state for a checkpoint), atomically."""
+        """Save architecture and weights (and optimizer state for a checkpoint), atomically;
+        after ``fit(comm=...)``, on rank 0 only (every rank holds the same)."""
+        if self.__dict__.get("_rank"):
+            return
         from ..files import io
         io.save(self, path, optimizer=optimizer, epoch=epoch)
 
     def save_weights(self, path: str | os.PathLike) -> None:
-        """Write the state dict to ``path`` as a safetensors file (what PyTorch reads)."""
+        """Write the state dict to ``path`` as a safetensors file (what PyTorch reads); after
+        ``fit(comm=...)``, on rank 0 only."""
+        if self.__dict__.get("_rank"):
+            return
         from ..files import safetensors
         safetensors.save_weights(self, path)
 

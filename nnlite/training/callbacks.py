@@ -27,10 +27,12 @@ def in_notebook() -> bool:
 
 
 class Callback:
-    """Base class: override any of the ``on_*`` hooks."""
+    """Base class: override any of the ``on_*`` hooks. One that ``writes`` (a file, the
+    screen) runs on rank 0 only in ``fit(comm=...)``; the others run on every rank."""
 
     model: Any = None
     optimizer: Any = None
+    writes = False
 
     def set_context(self, model: Any, optimizer: Any) -> None:
         self.model, self.optimizer = model, optimizer
@@ -123,6 +125,8 @@ class ModelCheckpoint(Callback):
     Weights that are not finite are never saved.
     """
 
+    writes = True
+
     def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto"):
         self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
@@ -153,6 +157,8 @@ class CSVLogger(Callback):
     ``epoch`` (counted from 0) and the logged metrics in sorted order, a header first; the
     file is flushed after every row, so a run killed midway keeps its finished epochs.
     With ``append``, rows are added to an existing file (without a second header)."""
+
+    writes = True
 
     def __init__(self, path: str, separator: str = ",", append: bool = False):
         self.path, self.separator, self.append = str(path), separator, bool(append)
@@ -244,6 +250,8 @@ class EpochLine(Callback):
     """One line per epoch on stdout, its number, its time and its metrics: ``fit`` adds
     it with ``verbose``."""
 
+    writes = True
+
     def __init__(self, epochs: int):
         self.epochs = epochs
 
@@ -260,6 +268,8 @@ class EpochLine(Callback):
 class ProgressBar(Callback):
     """The epoch's progress bar on stderr with its running loss: ``fit`` adds it, with
     ``verbose``, where a bar can redraw (a terminal or a notebook)."""
+
+    writes = True
 
     def __init__(self, epochs: int, batches: int):
         self.epochs, self.batches, self.bar = epochs, batches, None

@@ -22,18 +22,17 @@ from .callbacks import Callback, CallbackList, EpochLine, History, ProgressBar, 
 
 def train(model: Any, epoch_data: Callable[[np.random.Generator, int], Iterable], objective: Any,
           optimizer: Any, callbacks: list[Callback], epochs: int, seed: int, threads: int,
-          validate: Callable[[], dict[str, float]] | None) -> History:
+          validate: Callable[[], dict[str, float]] | None, comm: Any = None) -> History:
     """Epochs ``model.initial_epoch`` .. ``epochs - 1`` of ``epoch_data(rng, epoch)``'s
-    batches, run by the model or, with ``threads`` > 1, by its replicas on threads;
-    ``validate()`` after each epoch (None: no validation data); the History."""
+    batches, run by ``_runner``; ``validate()`` after each epoch (None: no validation
+    data); the History."""
+    interrupted = InterruptFlag()
+    net, seed = _runner(model, optimizer, threads, comm, seed, interrupted)
     history = History()
+    if comm is not None and comm.rank:  # what writes, writes once: on rank 0
+        callbacks = [c for c in callbacks if not c.writes]
     cbs = CallbackList([*callbacks, history], model, optimizer)
     model.train()
-    net = model  # what runs each batch
-    if threads > 1:
-        from .parallel import Replicas  # (threadpoolctl, loaded on first use)
-        net = Replicas(model, threads)
-    interrupted = InterruptFlag()
     try:
         cbs.call("on_train_begin")
         snapshot = Snapshot(model, optimizer)
@@ -56,6 +55,10 @@ def train(model: Any, epoch_data: Callable[[np.random.Generator, int], Iterable]
                 cbs.call("on_epoch_end", epoch, logs)
                 if model.stop_training:
                     break
+    except BaseException as error:
+        if comm is not None:  # the other ranks would wait for this one: stop them all
+            comm.fail(error)
+        raise
     finally:
         for m in model.modules():
             m.rng = None
@@ -67,6 +70,23 @@ def train(model: Any, epoch_data: Callable[[np.random.Generator, int], Iterable]
                       f"complete epoch(s); returning the history so far", stacklevel=3)
     cbs.call("on_train_end")
     return history
+
+
+def _runner(model: Any, optimizer: Any, threads: int, comm: Any, seed: int,
+            interrupted: InterruptFlag) -> tuple[Any, int]:
+    """What runs each batch: the model; with ``threads`` > 1, its replicas on threads; with
+    ``comm``, this process's rank of several (``nnlite.distributed``), which starts from
+    rank 0's weights, optimizer state and seed. And the seed."""
+    if threads > 1 and comm is not None:
+        raise ValueError(f"fit: give threads={threads} or comm, not both: each rank of comm "
+                         f"runs its part of a batch on one thread")
+    if threads > 1:
+        from .parallel import Replicas  # (threadpoolctl, loaded on first use)
+        return Replicas(model, threads), seed
+    if comm is not None:
+        model.__dict__["_rank"] = comm.rank  # save writes on rank 0 only
+        return comm.runner(model, optimizer, interrupted), comm.start(model, optimizer, seed)
+    return model, seed
 
 
 def shown(verbose: bool, epochs: int, steps: int) -> list[Callback]:
@@ -140,7 +160,8 @@ class Snapshot:
 
 class InterruptFlag:
     """While active, Ctrl-C sets ``raised`` instead of raising, so the current batch
-    finishes; a second Ctrl-C raises KeyboardInterrupt as usual."""
+    finishes; a second Ctrl-C raises KeyboardInterrupt as usual. (The ranks of
+    ``fit(comm=...)`` agree on it in each batch, so that all stop after the same one.)"""
 
     def __init__(self) -> None:
         self.raised = False

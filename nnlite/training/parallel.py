@@ -46,13 +46,7 @@ class Replicas:
     ``backward`` take and return what the model's do, for a whole batch."""
 
     def __init__(self, model: Layer, threads: int):
-        for layer in model.modules():  # fit's door: samples meet only where parts add up
-            if layer.__dict__.get("_buffers") and not hasattr(layer, "across"):
-                raise ValueError(f"fit: threads={threads} trains replicas of the model on parts "
-                                 f"of each batch, but {layer!r} keeps buffers ("
-                                 f"{', '.join(layer._buffers)}) that its copies would update "
-                                 f"apart (only a layer with ``across``, as BatchNorm, adds up "
-                                 f"its parts); train it with threads=1")
+        self.check(model, f"threads={threads}")
         self.model = model
         shared = {id(p.data): p.data for p in model.parameters()}
         self.copies = [copy.deepcopy(model, dict(shared)) for _ in range(threads - 1)]
@@ -72,16 +66,27 @@ class Replicas:
         self.rng = None  # the epoch generator the replicas' generators were seeded from
         self.frozen = None  # the freeze count the replicas' flags were copied at
 
+    @staticmethod
+    def check(model: Layer, how: str) -> None:
+        """fit's door: samples meet only where parts add up."""
+        for layer in model.modules():
+            if layer.__dict__.get("_buffers") and not hasattr(layer, "across"):
+                raise ValueError(f"fit: {how} trains the model on parts of each batch apart, "
+                                 f"but {layer!r} keeps buffers ({', '.join(layer._buffers)}) "
+                                 f"that would be updated apart (only a layer with ``across``, "
+                                 f"as BatchNorm, adds up its parts); train it in one part")
+
     def forward(self, x: Any) -> Any:
         """The model's output for the whole batch: its parts' outputs, joined."""
         self._sync()
-        bounds = np.linspace(0, _rows(x), min(len(self.copies) + 1, _rows(x)) + 1).astype(int)
-        parts = [_part(x, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        n = row_count(x)
+        bounds = np.linspace(0, n, min(len(self.copies) + 1, n) + 1).astype(int)
+        parts = [part_rows(x, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
         self.bounds = bounds
         for total in self.sums:
             total.expect(len(parts))
         outs = self._run([self.model.forward] + [c.forward for c in self.copies], parts)
-        return outs[0] if len(outs) == 1 else _joined(outs)
+        return outs[0] if len(outs) == 1 else joined(outs)
 
     def backward(self, grad: Any) -> None:
         """dL/dθ of the whole batch into the model's gradients: each part's backward, then
@@ -90,7 +95,7 @@ class Replicas:
         for pairs in self.params[:len(used)]:
             for _, q in pairs:
                 q.zero_grad()
-        parts = [_part(grad, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        parts = [part_rows(grad, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
         self._run([self.model.backward] + [c.backward for c in used], parts)
         for pairs in self.params[:len(used)]:
             for p, q in pairs:
@@ -180,16 +185,16 @@ class _Sum:
         return total
 
 
-def _rows(x: Any) -> int:
+def row_count(x: Any) -> int:
     return len(x[0] if isinstance(x, (list, tuple)) else x)
 
 
-def _part(x: Any, lo: int, hi: int) -> Any:
+def part_rows(x: Any, lo: int, hi: int) -> Any:
     """Rows lo:hi of an array, or of each array of a list (several inputs or outputs)."""
     return [a[lo:hi] for a in x] if isinstance(x, (list, tuple)) else x[lo:hi]
 
 
-def _joined(parts: list) -> Any:
+def joined(parts: list) -> Any:
     if isinstance(parts[0], (list, tuple)):
         return [np.concatenate(column) for column in zip(*parts)]
     return np.concatenate(parts)

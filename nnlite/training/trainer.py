@@ -132,12 +132,12 @@ class Trainer(Layer):
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
-            epochs: int = 1, batch_size: int | None = None,
+            epochs: int = 1, batch_size: int | None = None, threads: int = 1, comm: Any = None,
             validation_data: Any = None, validation_split: float = 0.0, shuffle: bool = True,
             callbacks: Iterable[Callback] = (), verbose: bool = True, seed: int | None = None,
             initial_epoch: int = 0, loss_weights: Sequence[float] | None = None,
             drop_last: bool = False, steps_per_epoch: int | None = None,
-            threads: int = 1, metrics: Sequence[Any] | None = None) -> History:
+            metrics: Sequence[Any] | None = None) -> History:
         """Train for epochs ``initial_epoch`` .. ``epochs - 1`` (Keras's meaning) and return
         the History: per-epoch ``loss`` (and ``accuracy`` for classification) and, with
         validation data, ``val_loss`` (and ``val_accuracy``). With several outputs,
@@ -152,8 +152,8 @@ class Trainer(Layer):
         leaves model and optimizer as they were at the start of the last epoch
         whose weights were finite. Ctrl-C stops after the current batch. ``drop_last``
         leaves out each epoch's last, smaller batch (as PyTorch's DataLoader).
-        ``threads`` > 1 splits each batch among that many threads (``training.parallel``):
-        it pays where a batch takes tens of milliseconds, as a convolutional network's.
+        ``threads`` > 1 splits each batch among threads (``training.parallel``), ``comm``
+        among processes (``nnlite.distributed``); threads pay for batches of 10 ms or more.
         ``validation_split`` holds out the last part of the arrays, as Keras does.
 
         ``x`` may be batches of (x, y) instead, ``y`` and ``batch_size`` left out
@@ -180,7 +180,7 @@ class Trainer(Layer):
         return loop.train(self, epoch_data, Objective(losses, weights, self.output_names(),
                                                       scored),
                           optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
-                          seed, threads, validate)
+                          seed, threads, validate, comm)
 
     def _check_data(self, xs: list[np.ndarray], ys: list[np.ndarray],
                     checks: list[tuple[int, Any]], what: str,

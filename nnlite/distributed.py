@@ -1,0 +1,169 @@
+"""Data parallelism across processes: ``fit(..., comm=MPIComm())``, launched as
+``mpiexec -n 4 python train.py``; the extra ``nnlite[mpi]`` (mpi4py and MPICH).
+
+The chain rule is linear: the gradient of a batch's loss is the sum of its parts'
+gradients. Every rank runs the same script on the same data, so each epoch every rank
+draws the same shuffle (one seed, rank 0's); each global batch of ``batch_size`` rows is
+cut into ``size`` contiguous parts, as ``fit(threads=n)`` cuts it, and rank r runs part r
+forward. The parts' outputs are gathered so that every rank computes the loss of the whole
+batch (its meaning, a mean, class weights, several outputs, does not change); rank r runs
+its part backward, the gradients are summed across ranks, one all-reduce per step over
+the optimizer's flat gradient store, and every rank takes the same step. BatchNorm's
+statistics are the global batch's: its parts' sums are summed across ranks.
+
+``deterministic=True`` (the default) adds the parts in rank order (an Allgather, then an
+ordered sum), as ``LocalComm(n)`` adds them in one process, so n ranks train bit for bit
+as ``LocalComm(n)`` does; ``deterministic=False`` uses MPI's Allreduce, equal to rounding.
+May import: nnlite.core, nnlite.training.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+from typing import Any
+
+import numpy as np
+
+from .core.door import check_flag, check_number
+from .training.parallel import Replicas, part_rows, row_count
+
+if importlib.util.find_spec("mpi4py") is None:
+    raise ImportError('nnlite.distributed needs mpi4py and an MPI library: '
+                      'pip install "nnlite[mpi]"')
+
+
+class LocalComm:
+    """``n`` ranks in one process, no MPI: each batch's n parts run on replicas of the
+    model and their gradients are added in part order, as ``MPIComm(deterministic=True)``
+    adds n ranks'. For tests, and to check a run of n ranks on one machine."""
+
+    rank = 0
+
+    def __init__(self, n: int):
+        self.size = check_number("LocalComm", "n", n, integer=True, low=1)
+
+    def start(self, model: Any, optimizer: Any, seed: int) -> int:
+        return seed
+
+    def runner(self, model: Any, optimizer: Any, interrupted: Any) -> Any:
+        return model if self.size == 1 else Replicas(model, self.size)
+
+    def fail(self, error: BaseException) -> None:
+        """Nothing to stop: the error reaches the caller."""
+
+
+class MPIComm:
+    """mpi4py's ``COMM_WORLD``, or the communicator given, for ``fit(comm=...)``."""
+
+    def __init__(self, comm: Any = None, deterministic: bool = True):
+        from mpi4py import MPI
+        self.mpi = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.deterministic = check_flag("MPIComm", "deterministic", deterministic)
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+
+    def start(self, model: Any, optimizer: Any, seed: int) -> int:
+        """Rank 0's weights, buffers, optimizer state and seed, on every rank."""
+        arrays = [p.data for p in model.parameters()] + \
+            [b for _, b in model.named_buffers()] + list(optimizer.state.values())
+        for a in arrays:
+            self.comm.Bcast(a, root=0)
+        optimizer.steps = self.comm.bcast(optimizer.steps, root=0)
+        return self.comm.bcast(seed, root=0)
+
+    def runner(self, model: Any, optimizer: Any, interrupted: Any) -> Ranks:
+        return Ranks(model, optimizer, self, interrupted)
+
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        """Σ over ranks of ``array`` (the same shape on each), in rank order if deterministic."""
+        shape, flat = np.shape(array), np.ascontiguousarray(array).reshape(-1)
+        if not self.deterministic:
+            total = np.empty_like(flat)
+            self.comm.Allreduce(flat, total, op=self.mpi.SUM)
+            return total.reshape(shape)
+        every = np.empty((self.size, flat.size), flat.dtype)
+        self.comm.Allgather(flat, every)
+        total = every[0].copy()
+        for part in every[1:]:
+            total += part
+        return total.reshape(shape)
+
+    def gather(self, array: np.ndarray, rows: list[int]) -> np.ndarray:
+        """The ranks' arrays of ``rows[r]`` rows each, joined in rank order, on every rank."""
+        array = np.ascontiguousarray(array)
+        width = array[0].size if len(array) else int(np.prod(array.shape[1:]))
+        counts = [r * width for r in rows]
+        out = np.empty((sum(rows),) + array.shape[1:], array.dtype)
+        self.comm.Allgatherv(array, [out, counts])
+        return out
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank."""
+        return bool(self.comm.allreduce(bool(flag), op=self.mpi.LOR))
+
+    def fail(self, error: BaseException) -> None:
+        """An error on one rank would leave the others waiting for it: say which rank
+        failed, on stderr, and stop every rank."""
+        if self.size == 1:
+            return
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        sys.stderr.write(f"nnlite: rank {self.rank} of {self.size} failed; stopping every "
+                         f"rank:\n{text}")
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+
+class Ranks:
+    """This process's share of training: part ``comm.rank`` of each batch, forward and
+    backward, with the outputs gathered and the gradients summed across ranks."""
+
+    def __init__(self, model: Any, optimizer: Any, comm: MPIComm, interrupted: Any):
+        Replicas.check(model, f"comm of {comm.size} ranks")
+        self.model, self.optimizer, self.comm = model, optimizer, comm
+        self.interrupted = interrupted  # fit's Ctrl-C flag
+        for layer in model.modules():  # parts meet: their sums are summed across ranks
+            if hasattr(layer, "across"):
+                layer.across = comm.sum
+        self.seen: tuple = (None, None)  # the epoch generator, and this rank's from it
+
+    def forward(self, x: Any) -> Any:
+        """The model's output for the whole batch: this rank's part, the others' gathered."""
+        self._sync()
+        n = row_count(x)
+        if n < self.comm.size:
+            raise ValueError(f"fit: a batch of {n} rows cannot be cut into {self.comm.size} "
+                             f"parts, one per rank; give a larger batch_size or drop_last=True")
+        bounds = np.linspace(0, n, self.comm.size + 1).astype(int)
+        self.bounds, rows = bounds, list(np.diff(bounds))
+        r = self.comm.rank
+        out = self.model.forward(part_rows(x, bounds[r], bounds[r + 1]))
+        if isinstance(out, (list, tuple)):
+            return [self.comm.gather(o, rows) for o in out]
+        return self.comm.gather(out, rows)
+
+    def backward(self, grad: Any) -> None:
+        """This rank's part backward; then each flat gradient summed across ranks. And
+        Ctrl-C on any rank, on every rank: all stop after this batch."""
+        r = self.comm.rank
+        self.model.backward(part_rows(grad, self.bounds[r], self.bounds[r + 1]))
+        for g in self.optimizer.gradients():
+            g[...] = self.comm.sum(g)
+        self.interrupted.raised = self.comm.any(self.interrupted.raised)
+
+    def _sync(self) -> None:
+        """A new epoch: ranks other than 0 draw from a generator of their own, seeded from
+        the epoch's as ``fit(threads=n)`` seeds its replicas'."""
+        if self.model.rng is None or self.model.rng in self.seen:
+            return
+        epoch = self.model.rng
+        entropy = int(epoch.integers(2 ** 63))
+        child = epoch if self.comm.rank == 0 else np.random.default_rng([entropy, self.comm.rank])
+        for m in self.model.modules():
+            m.rng = child
+        self.seen = (epoch, child)
+
+    def close(self) -> None:
+        for layer in self.model.modules():
+            layer.__dict__.pop("across", None)
+

@@ -1,0 +1,90 @@
+"""The small models tests/test_distributed.py trains on n ranks under ``mpiexec`` and in one
+process (``LocalComm``, or no comm at all), in float64.
+
+    mpiexec -n 2 python tests/mpi_case.py CASE OUT.npz [--epochs N] [--checkpoint PATH]
+        [--resume PATH] [--fail-rank R]
+
+trains CASE on the ranks (writing a checkpoint after each epoch, or resuming one) and has
+rank 0 write the weights and the History to OUT.npz; rank R raises in its third batch.
+"""
+import json
+
+import numpy as np
+
+import nnlite
+from nnlite import layers as L
+
+
+def build(case: str):
+    """The model of ``case``, its data (x, y) and validation data, built alike everywhere."""
+    nnlite.set_default_dtype(np.float64)
+    try:
+        nnlite.set_seed(0)
+        rng = np.random.default_rng(1)
+        if case in ("mlp", "mlp-dropout"):
+            x = rng.standard_normal((90, 6))
+            layers = [L.Linear(6, 16), L.ReLU(), *([L.Dropout(0.3)] if case == "mlp-dropout"
+                                                   else []), L.Linear(16, 3)]
+            model = nnlite.Sequential(*layers)
+        elif case == "cnn":
+            x = rng.standard_normal((90, 1, 6, 6))
+            model = nnlite.Sequential(L.Conv2D(1, 4, 3, padding=1, bias=False), L.BatchNorm(4),
+                                      L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Linear(36, 3))
+        else:  # a graph of two inputs
+            x = [rng.standard_normal((90, 6)), rng.standard_normal((90, 4))]
+            a, b = nnlite.Input((6,)), nnlite.Input((4,))
+            h = L.Concatenate()([L.ReLU()(L.Linear(6, 8)(a)), L.Tanh()(L.Linear(4, 8)(b))])
+            model = nnlite.Model([a, b], L.Linear(16, 3)(h))
+    finally:
+        nnlite.set_default_dtype(np.float32)
+    y = rng.integers(0, 3, 90)
+    return model, x, y
+
+
+def train(case: str, comm, epochs: int = 2, checkpoint: str | None = None, resume: bool = False,
+          callbacks=()):
+    """``case`` trained for ``epochs`` on ``comm``: (model, History)."""
+    model, x, y = build(case)
+    part = lambda a, s: [v[s] for v in a] if isinstance(a, list) else a[s]  # noqa: E731
+    optimizer = nnlite.optim.Adam(model.parameters(), lr=0.01, max_grad_norm=5.0)
+    initial = 0
+    if resume:
+        model, optimizer, initial = nnlite.load_checkpoint(checkpoint)
+    elif checkpoint:
+        callbacks = [*callbacks, nnlite.callbacks.ModelCheckpoint(checkpoint, monitor="loss")]
+    history = model.fit(part(x, slice(0, 72)), y[:72], loss=nnlite.losses.CrossEntropy(),
+                        optimizer=optimizer, epochs=epochs, batch_size=24, seed=3,
+                        validation_data=(part(x, slice(72, None)), y[72:]), verbose=False,
+                        initial_epoch=initial, comm=comm, callbacks=list(callbacks))
+    return model, history
+
+
+class FailIn(nnlite.callbacks.Callback):
+    """Raises in the third batch of the epoch."""
+
+    def on_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise RuntimeError("this rank's data is bad")
+
+
+def main() -> None:
+    import argparse
+    parser = argparse.ArgumentParser()
+    for name in ("case", "out"):
+        parser.add_argument(name)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--resume")
+    parser.add_argument("--fail-rank", type=int)
+    args = parser.parse_args()
+    comm = nnlite.distributed.MPIComm()
+    model, history = train(args.case, comm, args.epochs, args.resume or args.checkpoint,
+                           resume=bool(args.resume),
+                           callbacks=[FailIn()] if args.fail_rank == comm.rank else [])
+    if comm.rank == 0:
+        np.savez(args.out, *[p.data for p in model.parameters()],
+                 history=np.array(json.dumps(history.history)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""fit(comm=...) over MPI: n ranks under ``mpiexec`` train bit for bit as ``LocalComm(n)``
+does in one process (``deterministic=True``), and as one plain process does to rounding;
+validation numbers are the whole data's; a failing rank stops every rank; a checkpoint of
+n ranks resumes on m. The models are tests/mpi_case.py's, in float64."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mpi_case
+from conftest import require, skip_or_fail
+
+CASE = Path(__file__).resolve().parent / "mpi_case.py"
+
+
+@pytest.fixture(scope="module")
+def mpiexec():
+    """The mpiexec beside this Python (the mpich wheel's), or on the PATH."""
+    require("mpi4py")
+    found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
+        shutil.which("mpiexec")
+    if found is None:
+        skip_or_fail('mpiexec is not installed (pip install -e ".[mpi]")')
+    return found
+
+
+def run(mpiexec, n, *args, timeout=120):
+    """``mpiexec -n n python tests/mpi_case.py args`` (oversubscribed on 2 cores: MPICH
+    allows it as it is): the finished process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(CASE.parent.parent), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([mpiexec, "-n", str(n), sys.executable, str(CASE), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def ranks(mpiexec, n, case, tmp_path, *args):
+    """What n ranks trained: (weights, history)."""
+    out = tmp_path / f"{case}-{n}.npz"
+    done = run(mpiexec, n, case, out, *args)
+    assert done.returncode == 0, done.stderr
+    saved = np.load(out)
+    return [saved[f"arr_{i}"] for i in range(len(saved.files) - 1)], \
+        json.loads(str(saved["history"]))
+
+
+def here(case, comm, **kwargs):
+    """What one process trained: (weights, history)."""
+    model, history = mpi_case.train(case, comm, **kwargs)
+    return [p.data for p in model.parameters()], history.history
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("case", ["mlp-dropout", "cnn", "graph"])
+def test_n_ranks_train_bit_for_bit_as_local_comm(mpiexec, tmp_path, n, case):
+    from nnlite.distributed import LocalComm
+
+    got, got_history = ranks(mpiexec, n, case, tmp_path)
+    want, want_history = here(case, LocalComm(n))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want))
+    assert got_history == want_history  # the losses, and the validation numbers
+
+
+@pytest.mark.parametrize("case", ["mlp", "cnn", "graph"])
+def test_ranks_train_as_one_process_does_with_the_same_global_batch(mpiexec, tmp_path, case):
+    """Fails if the gradients were not summed across ranks, summed twice, or not divided
+    by the global batch: each changes the step."""
+    got, got_history = ranks(mpiexec, 2, case, tmp_path)
+    want, want_history = here(case, None)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    for key in want_history:  # validation, computed on the whole data, as one process does
+        np.testing.assert_allclose(got_history[key], want_history[key], rtol=1e-10)
+    assert set(got_history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_the_sum_is_taken_by_mpi_when_not_deterministic(mpiexec, tmp_path):
+    code = ("import numpy as np, nnlite\n"
+            "c = nnlite.distributed.MPIComm(deterministic=False)\n"
+            "total = c.sum(np.full(3, c.rank + 1.0))\n"
+            "assert np.array_equal(total, np.full(3, c.size * (c.size + 1) / 2)), total\n")
+    script = tmp_path / "sum.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(CASE.parent.parent))
+    done = subprocess.run([mpiexec, "-n", "3", sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_failing_rank_stops_every_rank_and_says_which(mpiexec, tmp_path):
+    start = time.monotonic()
+    done = run(mpiexec, 3, "mlp", tmp_path / "x.npz", "--fail-rank", 1, timeout=60)
+    assert time.monotonic() - start < 30
+    assert done.returncode != 0
+    assert "nnlite: rank 1 of 3 failed" in done.stderr
+    assert "this rank's data is bad" in done.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_checkpoint_of_two_ranks_resumes_on_three(mpiexec, tmp_path):
+    from nnlite.distributed import LocalComm
+
+    checkpoint = tmp_path / "ckpt.npz"
+    ranks(mpiexec, 2, "cnn", tmp_path, "--epochs", 1, "--checkpoint", checkpoint)
+    got, got_history = ranks(mpiexec, 3, "cnn", tmp_path, "--resume", checkpoint)
+    want, want_history = here("cnn", LocalComm(3), checkpoint=str(checkpoint), resume=True)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want))
+    assert got_history == want_history and len(got_history["loss"]) == 1  # epoch 2 only
+
+
+def test_local_comm_and_the_door():
+    from nnlite.distributed import LocalComm
+
+    with pytest.raises(ValueError, match="LocalComm: n must be"):
+        LocalComm(0)
+    model, history = mpi_case.train("mlp", LocalComm(1), epochs=1)  # one part: the model
+    assert len(history.history["loss"]) == 1
+    with pytest.raises(ValueError, match="give threads=2 or comm, not both"):
+        model.fit(np.zeros((8, 6)), np.zeros(8, int), loss=mpi_case.nnlite.losses.CrossEntropy(),
+                  optimizer=mpi_case.nnlite.optim.SGD(model.parameters(), lr=0.1),
+                  threads=2, comm=LocalComm(2), verbose=False)
