@@ -9,7 +9,8 @@ forward. The parts' outputs are gathered so that every rank computes the loss of
 batch (its meaning, a mean, class weights, several outputs, does not change); rank r runs
 its part backward, the gradients are summed across ranks, one all-reduce per step over
 the optimizer's flat gradient store, and every rank takes the same step. BatchNorm's
-statistics are the global batch's: its parts' sums are summed across ranks.
+statistics are the global batch's: its parts' sums are summed across ranks. While ``fit``
+runs, each rank's BLAS keeps to its share of its machine's cores.
 
 ``deterministic=True`` (the default) adds the parts in rank order (an Allgather, then an
 ordered sum), as ``LocalComm(n)`` adds them in one process, so n ranks train bit for bit
@@ -18,19 +19,22 @@ May import: nnlite.core, nnlite.training.
 """
 from __future__ import annotations
 
-import importlib.util
+import os
 import sys
 import traceback
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .core.door import check_flag, check_number
 from .training.parallel import Replicas, part_rows, row_count
 
-if importlib.util.find_spec("mpi4py") is None:
+try:
+    import mpi4py  # noqa: F401 (the package only: MPI starts with the first MPIComm)
+except ImportError as e:
     raise ImportError('nnlite.distributed needs mpi4py and an MPI library: '
-                      'pip install "nnlite[mpi]"')
+                      'pip install "nnlite[mpi]"') from e
 
 
 class LocalComm:
@@ -122,6 +126,10 @@ class Ranks:
         Replicas.check(model, f"comm of {comm.size} ranks")
         self.model, self.optimizer, self.comm = model, optimizer, comm
         self.interrupted = interrupted  # fit's Ctrl-C flag
+        # BLAS's threads: this rank's share of its machine's cores, rather than every rank
+        # spinning as many threads as there are cores (threadpoolctl; released by close)
+        here = comm.comm.Split_type(comm.mpi.COMM_TYPE_SHARED).Get_size()
+        self.blas = threadpool_limits(max(1, (os.cpu_count() or 1) // here), user_api="blas")
         for layer in model.modules():  # parts meet: their sums are summed across ranks
             if hasattr(layer, "across"):
                 layer.across = comm.sum
@@ -164,6 +172,7 @@ class Ranks:
         self.seen = (epoch, child)
 
     def close(self) -> None:
+        self.blas.restore_original_limits()
         for layer in self.model.modules():
             layer.__dict__.pop("across", None)
 

@@ -5,7 +5,8 @@ process (``LocalComm``, or no comm at all), in float64.
         [--resume PATH] [--fail-rank R]
 
 trains CASE on the ranks (writing a checkpoint after each epoch, or resuming one) and has
-rank 0 write the weights and the History to OUT.npz; rank R raises in its third batch.
+rank 0 write the weights and the History to OUT.npz (and save the model to
+OUT.npz.rank0.npz: every rank asks); rank R raises in its third batch.
 """
 import json
 
@@ -81,6 +82,7 @@ def main() -> None:
     model, history = train(args.case, comm, args.epochs, args.resume or args.checkpoint,
                            resume=bool(args.resume),
                            callbacks=[FailIn()] if args.fail_rank == comm.rank else [])
+    model.save(f"{args.out}.rank{comm.rank}.npz")  # written by rank 0 only
     if comm.rank == 0:
         np.savez(args.out, *[p.data for p in model.parameters()],
                  history=np.array(json.dumps(history.history)))

@@ -64,6 +64,8 @@ def test_n_ranks_train_bit_for_bit_as_local_comm(mpiexec, tmp_path, n, case):
     want, want_history = here(case, LocalComm(n))
     assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want))
     assert got_history == want_history  # the losses, and the validation numbers
+    saved = sorted(p.name for p in tmp_path.glob("*.rank*.npz"))
+    assert saved == [f"{case}-{n}.npz.rank0.npz"]  # every rank called save; rank 0 wrote
 
 
 @pytest.mark.parametrize("case", ["mlp", "cnn", "graph"])
@@ -124,3 +126,11 @@ def test_local_comm_and_the_door():
         model.fit(np.zeros((8, 6)), np.zeros(8, int), loss=mpi_case.nnlite.losses.CrossEntropy(),
                   optimizer=mpi_case.nnlite.optim.SGD(model.parameters(), lr=0.1),
                   threads=2, comm=LocalComm(2), verbose=False)
+
+
+def test_without_the_extra_the_import_names_it():
+    code = ("import sys\nsys.modules['mpi4py'] = None\nimport nnlite\n"
+            "try:\n    nnlite.distributed\nexcept ImportError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(CASE.parent.parent)))
+    assert 'pip install "nnlite[mpi]"' in done.stdout, done.stderr
