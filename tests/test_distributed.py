@@ -115,6 +115,29 @@ def test_a_checkpoint_of_two_ranks_resumes_on_three(mpiexec, tmp_path):
     assert got_history == want_history and len(got_history["loss"]) == 1  # epoch 2 only
 
 
+def test_ctrl_c_in_mpiexec_stops_every_rank_and_the_checkpoint_loads(mpiexec, tmp_path):
+    import signal
+
+    import nnlite
+
+    checkpoint = tmp_path / "ckpt.npz"
+    env = dict(os.environ, PYTHONPATH=str(CASE.parent.parent))
+    job = subprocess.Popen([mpiexec, "-n", "2", sys.executable, str(CASE), "mlp",
+                            tmp_path / "out.npz", "--epochs", "100000", "--checkpoint",
+                            checkpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert checkpoint.exists()
+        job.send_signal(signal.SIGINT)
+        job.wait(timeout=30)
+    finally:
+        job.kill()
+    model, optimizer, epoch = nnlite.load_checkpoint(checkpoint)
+    assert epoch >= 1 and optimizer.steps == 3 * epoch  # 72 rows, batches of 24
+
+
 def test_local_comm_and_the_door():
     from nnlite.distributed import LocalComm
 
