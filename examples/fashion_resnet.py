@@ -3,7 +3,8 @@
 random shifts of up to 2 pixels and, for Fashion-MNIST, left-right mirroring (training
 only) → conv 3x3 32 → BatchNorm → ReLU → max-pool
 → residual block of 32 → conv 3x3 64 → BatchNorm → ReLU → max-pool → residual block of 64
-→ global average pooling → 10, Adam with a cosine learning-rate schedule.
+→ global average pooling → 10; Adam with a learning rate that warms up over the first epoch
+and then follows a cosine to zero, per batch; cross-entropy with label smoothing 0.1.
 A residual block is y = ReLU(x + BN(conv(ReLU(BN(conv(x)))))): x feeds two paths, and
 its gradient is the sum of what comes back along both.
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
@@ -55,9 +56,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="fashion-mnist")
-    parser.add_argument("--epochs", type=int, help="default 15, or 2 with --quick")
+    parser.add_argument("--epochs", type=int, help="default 20, or 2 with --quick")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--width", type=int, default=32, help="channels of the first block")
     parser.add_argument("--samples", type=int, default=None,
                         help="train on this many images only (a quick look)")
@@ -68,7 +70,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4,000 images, 2 epochs")
     parser.add_argument("--plot", metavar="DIR", help="write the figures there as PNG")
     args = parser.parse_args()
-    epochs = args.epochs or (2 if args.quick else 15)
+    epochs = args.epochs or (2 if args.quick else 20)
     samples = args.samples or (4000 if args.quick else None)
 
     root = args.data_dir or os.environ.get("NNLITE_DATA") or \
@@ -86,9 +88,12 @@ def main() -> None:
     model = build(args.width, mirror=args.dataset == "fashion-mnist")
     model.summary()
     optimizer = nnlite.optim.Adam(model.parameters(), lr=args.lr)
-    schedule = nnlite.optim.CosineAnnealingLR(optimizer, T_max=epochs)
+    steps = -(-len(x_train) // args.batch_size)  # batches per epoch
+    schedule = nnlite.optim.WarmupCosineLR(optimizer, warmup_steps=steps,
+                                           total_steps=epochs * steps)
     start = time.perf_counter()
-    history = model.fit(x_train, y_train, loss=nnlite.losses.CrossEntropy(),
+    history = model.fit(x_train, y_train,
+                        loss=nnlite.losses.CrossEntropy(label_smoothing=args.label_smoothing),
                         optimizer=optimizer, epochs=epochs, batch_size=args.batch_size,
                         validation_data=(x_val, y_val), callbacks=[schedule], seed=args.seed,
                         threads=args.threads)
