@@ -12,7 +12,6 @@ import nnlite
 from nnlite import kernels
 from nnlite.layers import activations
 from nnlite.layers.activations import gelu, relu_vjp
-from nnlite.layers.attention import attention_softmax, softmax_vjp
 from nnlite.layers.convolution import add_windows
 from nnlite.layers.normalisation import layer_norm, layer_norm_vjp
 from nnlite.layers.pooling import max_pool_2d, max_pool_2d_adjoint, max_pool_2d_tangent
@@ -42,7 +41,7 @@ def same(a, b):
 def test_every_replaceable_reference_has_a_compiled_twin_tested_here(compiled):
     tested = {"max_pool_2d", "max_pool_2d_adjoint", "max_pool_2d_tangent", "add_windows",
               "relu_vjp", "adam_update", "sgd_update", "rmsprop_update", "gelu",
-              "layer_norm", "layer_norm_vjp", "attention_softmax", "softmax_vjp"}
+              "layer_norm", "layer_norm_vjp"}
     assert set(kernels.REFERENCES) == tested
     assert all(callable(getattr(compiled, name)) for name in tested)
 
@@ -159,27 +158,6 @@ def test_layer_norm_equals_numpy_to_rounding(compiled, rng, dtype, rtol, bias):
             np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * np.abs(c).max())
     assert compiled.layer_norm(x, None, None, 1e-5) is NotImplemented  # no γ: the reference
     assert compiled.layer_norm(x[:, ::2], w[::2], None, 1e-5) is NotImplemented
-
-
-@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
-@pytest.mark.parametrize("causal", [True, False])
-def test_attention_softmax_equals_numpy_to_rounding(compiled, rng, dtype, rtol, causal):
-    """The scale, mask, shift and exp bit for bit; the row sums in float64, not pairwise."""
-    t = 13
-    s = (rng.standard_normal((3, 2, t, t)) * 5).astype(dtype)
-    s[0, 0, 3, 5] = np.nan                                   # a NaN spoils its row only
-    mask = np.triu(np.full((t, t), -np.inf, dtype), 1) if causal else None
-    with np.errstate(invalid="ignore"):
-        got = compiled.attention_softmax(s.copy(), 0.3, mask)
-        want = attention_softmax.reference(s.copy(), 0.3, mask)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
-    assert np.isnan(got[0, 0, 3]).all() and not np.isnan(got[0, 0, 4]).any()
-    want[0, 0, 3] = got[0, 0, 3] = 1 / t
-    g = rng.standard_normal(s.shape).astype(dtype)
-    np.testing.assert_allclose(compiled.softmax_vjp(g.copy(), want, 0.3),
-                               softmax_vjp.reference(g.copy(), want, 0.3), rtol=rtol,
-                               atol=rtol * np.abs(g).max())
-    assert compiled.attention_softmax(s[..., ::2], 0.3, None) is NotImplemented
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

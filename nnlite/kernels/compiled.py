@@ -15,8 +15,7 @@ import numba  # noqa: F401 (nnlite.kernels reads its version and error types her
 import numpy as np
 
 from .jit import jit as _jit
-from .rows import (attention_softmax, gelu, layer_norm, layer_norm_vjp,  # noqa: F401
-                   softmax_vjp)  # twins, looked up here by name
+from .rows import gelu, layer_norm, layer_norm_vjp  # noqa: F401 (twins, looked up by name)
 
 
 # -- pooling: nnlite.layers.pooling -------------------------------------------------------

@@ -1,11 +1,10 @@
 """The numba twins of the element- and row-wise passes of the transformer's layers: GELU
-(``nnlite.layers.activations``), LayerNorm (``nnlite.layers.normalisation``) and attention's
-softmax (``nnlite.layers.attention``). Each is one pass over the data (or over each row)
-where its reference makes several; those with an exponential make two, around NumPy's
-vector exp, which both paths call. GELU's does the reference's operations in its order
-(float64 inside, rounded once), so it is equal bit for bit; the others sum each row in
-float64 in vector lanes where NumPy sums pairwise in the input's dtype, so they are equal
-to its rounding. Gathered by ``nnlite.kernels.compiled``.
+(``nnlite.layers.activations``) and LayerNorm (``nnlite.layers.normalisation``). GELU's is
+two passes around NumPy's vector exp (which both paths call) where its reference makes
+about forty, with the reference's operations in its order (float64 inside, rounded once),
+so it is equal bit for bit. LayerNorm's are one pass over each row, summing in float64 in
+vector lanes where NumPy sums pairwise in the input's dtype, so they are equal to its
+rounding. Gathered by ``nnlite.kernels.compiled``.
 """
 from __future__ import annotations
 
@@ -154,61 +153,3 @@ def _layer_norm_vjp(g, xhat, inv_std, w, params, dx, dw, db):
         for j in range(d):
             dx[i, j] = (g[i, j] * np.float64(w[j]) - mean_g - xhat[i, j] * mean_gx) * r
 
-
-def attention_softmax(scores, scale, mask):
-    """Equals ``nnlite.layers.attention.attention_softmax`` to rounding (row sums in
-    float64): the scale, the mask and the shift in one pass, NumPy's vector exp, then the
-    division by each row's sum in a second."""
-    dtype = scores.dtype.type
-    if scores.ndim < 2 or not _rows_of(scores.dtype, scores, *(() if mask is None else (mask,))):
-        return NotImplemented
-    rows = scores.reshape(-1, scores.shape[-1])
-    _scale_mask_shift(rows, dtype(scale), rows if mask is None else mask, mask is not None,
-                      scores.shape[-2])
-    np.exp(scores, out=scores)
-    _divide_by_sums(rows)
-    return scores
-
-
-def softmax_vjp(g, a, scale):
-    """Equals ``nnlite.layers.attention.softmax_vjp`` to rounding (row sums in float64)."""
-    if g.shape != a.shape or not _rows_of(g.dtype, g, a):
-        return NotImplemented
-    _softmax_vjp(g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1]), g.dtype.type(scale))
-    return g
-
-
-@jit
-def _scale_mask_shift(s, scale, mask, masked, t):
-    """s·scale (+ the mask's row i % t), minus the row's maximum (NaN if any is)."""
-    for r in range(s.shape[0]):
-        top = -np.inf
-        for j in range(s.shape[1]):
-            v = s[r, j] * scale
-            if masked:
-                v += mask[r % t, j]
-            s[r, j] = v
-            if top == top and (v > top or v != v):  # NaN, once seen, stays
-                top = v
-        for j in range(s.shape[1]):
-            s[r, j] -= top
-
-
-@jit(fastmath={"reassoc"})
-def _divide_by_sums(s):
-    for r in range(s.shape[0]):
-        total = 0.0
-        for j in range(s.shape[1]):
-            total += s[r, j]
-        for j in range(s.shape[1]):
-            s[r, j] = s[r, j] / total
-
-
-@jit(fastmath={"reassoc"})
-def _softmax_vjp(g, a, scale):
-    for r in range(g.shape[0]):
-        dot = 0.0
-        for j in range(g.shape[1]):
-            dot += np.float64(g[r, j]) * a[r, j]
-        for j in range(g.shape[1]):
-            g[r, j] = (g[r, j] - dot) * a[r, j] * scale

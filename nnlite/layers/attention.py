@@ -10,7 +10,6 @@ import numpy as np
 from ..core.door import check_flag, check_number, new_array
 from ..core.layer import Layer, default_rng
 from ..core.parameter import Parameter, resolve_dtype
-from ..kernels import replaceable
 from .dense import Linear
 
 
@@ -144,7 +143,6 @@ class MultiHeadAttention(Layer):
                 "dropout": self.dropout, "dtype": self.dtype.name}
 
 
-@replaceable
 def attention_softmax(scores: np.ndarray, scale: float, mask: np.ndarray | None) -> np.ndarray:
     """A = softmax(S·scale + M) along the last axis, in place over the scores S; M the
     causal mask (−∞ above the diagonal) or None. Shifted by each row's maximum."""
@@ -157,7 +155,6 @@ def attention_softmax(scores: np.ndarray, scale: float, mask: np.ndarray | None)
     return scores
 
 
-@replaceable
 def softmax_vjp(g: np.ndarray, a: np.ndarray, scale: float) -> np.ndarray:
     """dL/dS = A ⊙ (G − rowsum(G ⊙ A))·scale, in place over G (the softmax's VJP, and as
     its Jacobian is symmetric, its JVP)."""
