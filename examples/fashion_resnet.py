@@ -4,7 +4,8 @@ random shifts of up to 2 pixels and, for Fashion-MNIST, left-right mirroring (tr
 only) → conv 3x3 32 → BatchNorm → ReLU → max-pool
 → residual block of 32 → conv 3x3 64 → BatchNorm → ReLU → max-pool → residual block of 64
 → global average pooling → 10; Adam with a learning rate that warms up over the first epoch
-and then follows a cosine to zero, per batch; cross-entropy with label smoothing 0.1.
+(a tenth of the run, if shorter) and then follows a cosine to zero, per batch;
+cross-entropy with label smoothing 0.1.
 A residual block is y = ReLU(x + BN(conv(ReLU(BN(conv(x)))))): x feeds two paths, and
 its gradient is the sum of what comes back along both.
 Data comes from --data-dir, else $NNLITE_DATA, else the repository's datasets/ folder.
@@ -89,7 +90,8 @@ def main() -> None:
     model.summary()
     optimizer = nnlite.optim.Adam(model.parameters(), lr=args.lr)
     steps = -(-len(x_train) // args.batch_size)  # batches per epoch
-    schedule = nnlite.optim.WarmupCosineLR(optimizer, warmup_steps=steps,
+    warmup = min(steps, epochs * steps // 10)  # the first epoch, or a tenth of a short run
+    schedule = nnlite.optim.WarmupCosineLR(optimizer, warmup_steps=warmup,
                                            total_steps=epochs * steps)
     start = time.perf_counter()
     history = model.fit(x_train, y_train,
