@@ -139,7 +139,7 @@ class Ranks:
         """The model's output for the whole batch: this rank's part, the others' gathered."""
         self._sync()
         n = row_count(x)
-        if n < self.comm.size:
+        if n < self.comm.size:  # (arrays are checked at fit's door; a dataset's batches here)
             raise ValueError(f"fit: a batch of {n} rows cannot be cut into {self.comm.size} "
                              f"parts, one per rank; give a larger batch_size or drop_last=True")
         bounds = np.linspace(0, n, self.comm.size + 1).astype(int)

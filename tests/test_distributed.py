@@ -145,6 +145,15 @@ def test_local_comm_and_the_door():
         LocalComm(0)
     model, history = mpi_case.train("mlp", LocalComm(1), epochs=1)  # one part: the model
     assert len(history.history["loss"]) == 1
+    x, y = np.zeros((50, 6)), np.zeros(50, int)
+    fit = dict(loss=mpi_case.nnlite.losses.CrossEntropy(), verbose=False, batch_size=24,
+               optimizer=mpi_case.nnlite.optim.SGD(model.parameters(), lr=0.1))
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match="3 parts, one per rank, but the last batch of each "
+                                         "epoch has 2 rows"):
+        model.fit(x, y, comm=LocalComm(3), **fit)  # refused at the door: nothing trained
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+    model.fit(x, y, comm=LocalComm(3), drop_last=True, **fit)
     with pytest.raises(ValueError, match="give threads=2 or comm, not both"):
         model.fit(np.zeros((8, 6)), np.zeros(8, int), loss=mpi_case.nnlite.losses.CrossEntropy(),
                   optimizer=mpi_case.nnlite.optim.SGD(model.parameters(), lr=0.1),

@@ -298,11 +298,19 @@ def check_fit_args(model: Any, optimizer: Any, epochs: Any, initial_epoch: Any) 
                          f"epochs={epochs}], got {initial_epoch!r}")
 
 
-def check_last_batch(model: Any, n: int, batch_size: int, drop_last: bool) -> None:
-    """A layer normalising with its batch's statistics in training (``batch_statistics``,
-    BatchNorm's) needs two values per channel; a last batch of one sample gives one to a
-    BatchNorm of (N, C) features: its eval-mode forward in the one-row probe just kept one
-    row per channel (``_centred``)."""
+def check_last_batch(model: Any, n: int, batch_size: int, drop_last: bool, parts: int = 1
+                     ) -> None:
+    """Each batch of ``fit(comm=...)`` is cut into ``parts``, one per rank: none may have
+    fewer rows. A layer normalising with its batch's statistics in training
+    (``batch_statistics``, BatchNorm's) needs two values per channel; a last batch of one
+    sample gives one to a BatchNorm of (N, C) features: its eval-mode forward in the
+    one-row probe just kept one row per channel (``_centred``)."""
+    last = n % batch_size if not drop_last and n % batch_size else batch_size
+    if min(batch_size, last) < parts:
+        raise ValueError(f"fit: comm cuts each batch into {parts} parts, one per rank, but "
+                         f"{'the last batch' if last < batch_size else 'a batch'} of each "
+                         f"epoch has {min(batch_size, last)} rows ({n} samples, batch_size="
+                         f"{batch_size}); give a larger batch_size or drop_last=True")
     if drop_last or n % batch_size != 1:
         return
     for m in model.modules():

@@ -168,7 +168,7 @@ class Trainer(Layer):
         if validation_split and validation_data is not None:
             raise ValueError("fit: give validation_data or validation_split, not both")
         epoch_data, steps, held = fit_data(self, x, y, checks, batch_size, shuffle, drop_last,
-                                           steps_per_epoch, validation_split)
+                                           steps_per_epoch, validation_split, comm)
         val = validation_source(self, validation_data, checks) if held is None else held
         weights = loss_weights_of(loss_weights, self.n_outputs)
         self._trained_with = losses if self.n_outputs > 1 else losses[0]  # for evaluate
@@ -224,9 +224,8 @@ class Trainer(Layer):
 
 
 def fit_data(model: Trainer, x: Any, y: Any, checks: list[tuple[int, Any]],
-             batch_size: int | None,
-             shuffle: bool, drop_last: bool, steps: int | None, split: float
-             ) -> tuple[Callable, int | None, tuple[Any, Any] | None]:
+             batch_size: int | None, shuffle: bool, drop_last: bool, steps: int | None,
+             split: float, comm: Any) -> tuple[Callable, int | None, tuple[Any, Any] | None]:
     """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches; how
     many batches an epoch has (None: as many as an iterator gives); and the (x, y) that
     ``validation_split`` holds out, Keras's way: the last part, taken before shuffling."""
@@ -256,7 +255,8 @@ def fit_data(model: Trainer, x: Any, y: Any, checks: list[tuple[int, Any]],
     if at < len(xs[0]):
         held = (bare([v[at:] for v in xs]), bare([v[at:] for v in ys]))
         xs, ys = [v[:at] for v in xs], [v[:at] for v in ys]
-    check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last))
+    check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last),
+                     getattr(comm, "size", 1))
     n = len(xs[0])
     return lambda rng, epoch: batches(bare(xs), bare(ys), batch_size, shuffle=shuffle,
                                       rng=rng, drop_last=drop_last), \
