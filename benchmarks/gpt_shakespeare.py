@@ -90,13 +90,10 @@ class NNLite:
     def steps(self, n):
         part = slice(self.done * BATCH, (self.done + n) * BATCH)
         with nnlite.kernels.without(*self.without):
-            self._fit(part)
+            self.model.fit(self.x[part], self.y[part], loss=self.loss, optimizer=self.opt,
+                           batch_size=BATCH, shuffle=False, verbose=False, seed=0,
+                           threads=self.threads)
         self.done += n
-
-    def _fit(self, part):
-        self.model.fit(self.x[part], self.y[part], loss=self.loss, optimizer=self.opt,
-                       batch_size=BATCH, shuffle=False, verbose=False, seed=0,
-                       threads=self.threads)
 
 
 class Torch:
