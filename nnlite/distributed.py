@@ -28,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core.door import check_flag, check_number
-from .training.parallel import Replicas, part_rows, row_count
+from .training.parallel import Replicas, part_generators, part_rows, row_count
 
 try:
     import mpi4py  # noqa: F401 (the package only: MPI starts with the first MPIComm)
@@ -165,8 +165,7 @@ class Ranks:
         if self.model.rng is None or self.model.rng in self.seen:
             return
         epoch = self.model.rng
-        entropy = int(epoch.integers(2 ** 63))
-        child = epoch if self.comm.rank == 0 else np.random.default_rng([entropy, self.comm.rank])
+        child = part_generators(epoch, self.comm.size)[self.comm.rank]
         for m in self.model.modules():
             m.rng = child
         self.seen = (epoch, child)

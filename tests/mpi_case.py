@@ -2,7 +2,7 @@
 process (``LocalComm``, or no comm at all), in float64.
 
     mpiexec -n 2 python tests/mpi_case.py CASE OUT.npz [--epochs N] [--checkpoint PATH]
-        [--resume PATH] [--fail-rank R]
+        [--resume PATH] [--fail-rank R] [--verbose]
 
 trains CASE on the ranks (writing a checkpoint after each epoch, or resuming one) and has
 rank 0 write the weights and the History to OUT.npz (and save the model to
@@ -43,7 +43,7 @@ def build(case: str):
 
 
 def train(case: str, comm, epochs: int = 2, checkpoint: str | None = None, resume: bool = False,
-          callbacks=()):
+          callbacks=(), verbose: bool = False):
     """``case`` trained for ``epochs`` on ``comm``: (model, History)."""
     model, x, y = build(case)
     part = lambda a, s: [v[s] for v in a] if isinstance(a, list) else a[s]  # noqa: E731
@@ -55,7 +55,7 @@ def train(case: str, comm, epochs: int = 2, checkpoint: str | None = None, resum
         callbacks = [*callbacks, nnlite.callbacks.ModelCheckpoint(checkpoint, monitor="loss")]
     history = model.fit(part(x, slice(0, 72)), y[:72], loss=nnlite.losses.CrossEntropy(),
                         optimizer=optimizer, epochs=epochs, batch_size=24, seed=3,
-                        validation_data=(part(x, slice(72, None)), y[72:]), verbose=False,
+                        validation_data=(part(x, slice(72, None)), y[72:]), verbose=verbose,
                         initial_epoch=initial, comm=comm, callbacks=list(callbacks))
     return model, history
 
@@ -77,11 +77,13 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--resume")
     parser.add_argument("--fail-rank", type=int)
+    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     comm = nnlite.distributed.MPIComm()
     model, history = train(args.case, comm, args.epochs, args.resume or args.checkpoint,
                            resume=bool(args.resume),
-                           callbacks=[FailIn()] if args.fail_rank == comm.rank else [])
+                           callbacks=[FailIn()] if args.fail_rank == comm.rank else [],
+                           verbose=args.verbose)
     model.save(f"{args.out}.rank{comm.rank}.npz")  # written by rank 0 only
     if comm.rank == 0:
         np.savez(args.out, *[p.data for p in model.parameters()],

@@ -81,6 +81,13 @@ def test_ranks_train_as_one_process_does_with_the_same_global_batch(mpiexec, tmp
     assert set(got_history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
+def test_what_writes_writes_on_rank_zero_only(mpiexec, tmp_path):
+    done = run(mpiexec, 3, "mlp", tmp_path / "out.npz", "--verbose")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("Epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]  # one line each, not three
+
+
 def test_the_sum_is_taken_by_mpi_when_not_deterministic(mpiexec, tmp_path):
     code = ("import numpy as np, nnlite\n"
             "c = nnlite.distributed.MPIComm(deterministic=False)\n"

@@ -150,11 +150,10 @@ class Replicas:
                     q._requires_grad = p._requires_grad
                 c.input_grad = False  # backward's reach
         if self.model.rng is not self.rng:  # a new epoch: each replica a generator of its own
-            self.rng, entropy = self.model.rng, None
-            if self.rng is not None:
-                entropy = int(self.rng.integers(2 ** 63))
-            for k, pairs in enumerate(self.layers, 1):
-                child = None if entropy is None else np.random.default_rng([entropy, k])
+            self.rng = self.model.rng
+            children = [None] * len(self.layers) if self.rng is None else \
+                part_generators(self.rng, len(self.layers) + 1)[1:]
+            for pairs, child in zip(self.layers, children):
                 for _, c in pairs:
                     c.rng = child
 
@@ -183,6 +182,14 @@ class _Sum:
         total = functools.reduce(np.add, self.slots)
         self.barrier.wait()  # every part has read the slots before any writes its next sum
         return total
+
+
+def part_generators(epoch: np.random.Generator, parts: int) -> list[np.random.Generator]:
+    """The generators of a batch's parts for an epoch: part 0 draws from the epoch's own,
+    part k from one seeded with (a number drawn from the epoch's, k), so that a run depends
+    only on the seed, the epoch and the number of parts (threads, or ranks)."""
+    entropy = int(epoch.integers(2 ** 63))
+    return [epoch] + [np.random.default_rng([entropy, k]) for k in range(1, parts)]
 
 
 def row_count(x: Any) -> int:
