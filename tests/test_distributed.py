@@ -51,12 +51,12 @@ def ranks(mpiexec, n, case, tmp_path, *args):
 
 def here(case, comm, **kwargs):
     """What one process trained: (weights, history)."""
-    model, history = mpi_case.train(case, comm, **kwargs)
+    model, _, history, _ = mpi_case.train(case, comm, **kwargs)
     return [p.data for p in model.parameters()], history.history
 
 
 @pytest.mark.parametrize("n", [2, 3])
-@pytest.mark.parametrize("case", ["mlp-dropout", "cnn", "graph"])
+@pytest.mark.parametrize("case", ["mlp-dropout", "cnn", "graph", "cnn-whole"])
 def test_n_ranks_train_bit_for_bit_as_local_comm(mpiexec, tmp_path, n, case):
     from nnlite.distributed import LocalComm
 
@@ -66,6 +66,28 @@ def test_n_ranks_train_bit_for_bit_as_local_comm(mpiexec, tmp_path, n, case):
     assert got_history == want_history  # the losses, and the validation numbers
     saved = sorted(p.name for p in tmp_path.glob("*.rank*.npz"))
     assert saved == [f"{case}-{n}.npz.rank0.npz"]  # every rank called save; rank 0 wrote
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_each_rank_reads_only_its_part_of_each_batch(mpiexec, tmp_path, n):
+    """A dataset with ``part`` (ArrayDataset): rank r reads rows b[r]:b[r+1] of each batch,
+    training and validation, and trains bit for bit as LocalComm(n), which reads whole
+    batches."""
+    from nnlite.distributed import LocalComm
+    from nnlite.training.parts import part_bounds
+
+    got, got_history = ranks(mpiexec, n, "mlp-dataset", tmp_path)
+    model, _, history, (whole, _) = mpi_case.train("mlp-dataset", LocalComm(n))
+    assert all(a.tobytes() == p.data.tobytes() for a, p in zip(got, model.parameters()))
+    assert got_history == history.history
+    batches = [whole[i:i + 24] for i in range(0, len(whole), 24)]  # door's batch 0, 2 epochs
+    assert len(batches) == 7
+    for r in range(n):
+        read, val_read = json.loads((tmp_path / f"mlp-dataset-{n}.npz.reads{r}.json").read_text())
+        lo, hi = part_bounds(24, n)[r:r + 2]
+        assert read == [row for b in batches for row in b[lo:hi]]
+        lo, hi = part_bounds(9, n)[r:r + 2]
+        assert val_read == 2 * [*range(lo, hi), *range(9 + lo, 9 + hi)]  # 2 epochs
 
 
 @pytest.mark.parametrize("case", ["mlp", "cnn", "graph"])
@@ -145,12 +167,52 @@ def test_ctrl_c_in_mpiexec_stops_every_rank_and_the_checkpoint_loads(mpiexec, tm
     assert epoch >= 1 and optimizer.steps == 3 * epoch  # 72 rows, batches of 24
 
 
+def test_ctrl_c_reaching_one_rank_stops_every_rank_after_the_same_batch(mpiexec, tmp_path):
+    """Rank 1 alone gets SIGINT after batch 1 of epoch 2, between two agreements: both
+    ranks stop after batch 2, the next agreed (a rank stopping alone would leave the other
+    waiting for it forever)."""
+    done = run(mpiexec, 2, "mlp", tmp_path / "out.npz", "--epochs", 5, "--interrupt-rank", 1,
+               timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "interrupted by Ctrl-C after 1 complete epoch" in done.stderr
+    for r in range(2):
+        end = json.loads((tmp_path / f"out.npz.end{r}.json").read_text())
+        assert end == {"steps": 3 + 2, "epochs": 1}  # 3 batches, then 2 of epoch 2
+
+
+def test_each_rank_keeps_blas_to_its_share_of_the_cores(mpiexec, tmp_path):
+    """NumPy's BLAS (loaded when fit starts: numba, loaded with the first batch, brings
+    SciPy's, which nnlite's kernels do not call) runs on cores / ranks threads in fit."""
+    code = ("import os, numpy as np, nnlite\n"
+            "from threadpoolctl import threadpool_info\n"
+            "blas = lambda: {i['filepath']: i['num_threads'] for i in threadpool_info() "
+            "if i['user_api'] == 'blas'}\n"
+            "class Seen(nnlite.callbacks.Callback):\n"
+            "    def on_epoch_end(self, epoch, logs=None):\n"
+            "        self.threads = {p: n for p, n in blas().items() if p in before}\n"
+            "before, seen = blas(), Seen()\n"
+            "model = nnlite.Sequential(nnlite.layers.Linear(4, 2))\n"
+            "model.fit(np.ones((8, 4)), np.zeros(8, int), loss=nnlite.losses.CrossEntropy(),\n"
+            "          optimizer=nnlite.optim.SGD(model.parameters(), lr=0.1), verbose=False,\n"
+            "          callbacks=[seen], comm=nnlite.distributed.MPIComm())\n"
+            "share = max(1, os.cpu_count() // 2)\n"
+            "assert seen.threads == dict.fromkeys(before, share), (seen.threads, before)\n"
+            "assert {p: blas()[p] for p in before} == before\n")
+    script = tmp_path / "blas.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(CASE.parent.parent))
+    env.pop("OPENBLAS_NUM_THREADS", None)  # (BLAS's own default: every core)
+    done = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+
+
 def test_local_comm_and_the_door():
     from nnlite.distributed import LocalComm
 
     with pytest.raises(ValueError, match="LocalComm: n must be"):
         LocalComm(0)
-    model, history = mpi_case.train("mlp", LocalComm(1), epochs=1)  # one part: the model
+    model, _, history, _ = mpi_case.train("mlp", LocalComm(1), epochs=1)  # one part: the model
     assert len(history.history["loss"]) == 1
     x, y = np.zeros((50, 6)), np.zeros(50, int)
     fit = dict(loss=mpi_case.nnlite.losses.CrossEntropy(), verbose=False, batch_size=24,
@@ -161,6 +223,12 @@ def test_local_comm_and_the_door():
         model.fit(x, y, comm=LocalComm(3), **fit)  # refused at the door: nothing trained
     assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
     model.fit(x, y, comm=LocalComm(3), drop_last=True, **fit)
+    with pytest.raises(ValueError, match="cuts the validation data into 3 parts, one per rank, "
+                                         "but it has 2 rows"):
+        model.fit(x, y, comm=LocalComm(3), drop_last=True, validation_data=(x[:2], y[:2]), **fit)
+    val = mpi_case.nnlite.datasets.ArrayDataset(x[:11], y[:11], batch_size=5)  # 5, 5, 1 rows
+    with pytest.raises(ValueError, match="batch 2: a batch of 1 rows cannot be cut into 3"):
+        model.fit(x, y, comm=LocalComm(3), drop_last=True, validation_data=val, **fit)
     with pytest.raises(ValueError, match="give threads=2 or comm, not both"):
         model.fit(np.zeros((8, 6)), np.zeros(8, int), loss=mpi_case.nnlite.losses.CrossEntropy(),
                   optimizer=mpi_case.nnlite.optim.SGD(model.parameters(), lr=0.1),

@@ -254,6 +254,12 @@ def no_y(y: Any, what: str) -> None:
                          f"hold the targets; leave y out")
 
 
+def no_batch_size(batch_size: Any, x: Any, what: str) -> None:
+    if batch_size is not None:
+        raise ValueError(f"{what}: x is made of batches already ({type(x).__name__}), so "
+                         f"batch_size={batch_size!r} cannot apply; leave it out")
+
+
 def check_lengths(xs: list[np.ndarray], ys: list[np.ndarray], what: str) -> None:
     """Some samples, and as many in every input and target."""
     n = len(xs[0])

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..core.door import check_batch_size, check_lengths
 from ..training.trainer import rows as _rows
+from ..training.parts import part_rows_of
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -177,7 +178,12 @@ class Dataset:
     number of batches and ``dataset[i]`` batch i, ``(x, y)`` (lists for several inputs or
     outputs; ``x`` alone for ``predict``). ``fit``, ``evaluate`` and ``predict`` take any
     object that has these two, and call its ``set_epoch(epoch)`` before an epoch and its
-    ``on_epoch_end()`` after one when it has them; this class documents the protocol."""
+    ``on_epoch_end()`` after one when it has them; this class documents the protocol.
+
+    ``fit(comm=...)`` cuts each batch into one part per rank; a dataset that defines
+    ``part(i, k, parts)``, batch i's rows ``b[k]:b[k+1]`` with b =
+    ``nnlite.training.parts.part_bounds(len(batch i), parts)``, lets each rank read only
+    its own (without it, each rank reads batch i whole and keeps its part)."""
 
     def __len__(self) -> int:
         raise NotImplementedError(f"{type(self).__name__} must define __len__: its batches")
@@ -212,8 +218,19 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         if not 0 <= index < len(self):
             raise IndexError(f"ArrayDataset: batch {index} of {len(self)}")
-        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        rows = rows if self.order is None else self.order[rows]
+        return self._read(index * self.batch_size, (index + 1) * self.batch_size)
+
+    def part(self, index: int, k: int, parts: int) -> Any:
+        """Part ``k`` of ``parts`` of batch ``index``: only its rows are read."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"ArrayDataset: batch {index} of {len(self)}")
+        start = index * self.batch_size
+        lo, hi = part_rows_of(min(self.batch_size, self.n - start), k, parts,
+                              f"ArrayDataset: batch {index}")
+        return self._read(start + lo, start + hi)
+
+    def _read(self, lo: int, hi: int) -> Any:
+        rows = slice(lo, hi) if self.order is None else self.order[lo:hi]
         return _rows(self.x, rows) if self.y is None else (_rows(self.x, rows),
                                                             _rows(self.y, rows))
 

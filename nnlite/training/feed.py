@@ -11,7 +11,8 @@
 
 A batch is ``(x, y)`` (a tuple or a list, as a DataLoader yields), or ``x`` alone for
 ``predict``; PyTorch tensors are taken as arrays. The model checks every batch as it
-arrives, as it checks arrays at the door (``checked_batch``).
+arrives, as it checks arrays at the door (``checked_batch``). A feed of ``part=(k, parts)``
+gives part k of each batch (``training.parts``), a rank's share for ``fit(comm=...)``.
 """
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..core.door import bare, check_number
+from ..core.door import bare, check_number, no_batch_size, no_y
+from .parts import cut
 
 
 class Feed:
     """A dataset object, a re-iterable or an iterator of batches, read an epoch at a time."""
 
-    def __init__(self, source: Any, what: str, steps: int | None = None):
-        self.what, self.peeked, self.ran_out = what, None, None
+    def __init__(self, source: Any, what: str, steps: int | None = None,
+                 part: tuple[int, int] | None = None):
+        self.what, self.peeked, self.ran_out, self.part = what, None, None, part
         self.seen: dict[Any, Any] = {}  # batch shapes probed through the model: its outputs
         self.dataset = source if hasattr(source, "__getitem__") and \
             hasattr(source, "__len__") else None
@@ -42,7 +45,9 @@ class Feed:
 
     def first(self) -> Any:
         """Batch 0, which the door checks before anything runs (an iterator's is kept for
-        the first epoch)."""
+        the first epoch); with ``part``, only its part if the dataset reads parts."""
+        if self.part is not None and hasattr(self.dataset, "part"):
+            return self.dataset.part(0, *self.part)
         if self.dataset is not None:
             return self.dataset[0]
         batch = next(iter(self.source) if self.iterator is None else self.iterator, None)
@@ -58,7 +63,7 @@ class Feed:
         from ``shuffle`` (or in order), an iterable's as it comes; then the dataset's
         ``on_epoch_end``."""
         if self.dataset is None:
-            yield from self._read(check, epoch)
+            yield from self._iterate(check, epoch)
             return
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
@@ -66,11 +71,20 @@ class Feed:
         order = range(self.steps) if shuffle is None else shuffle.permutation(n) \
             if self.steps == n else shuffle.choice(n, self.steps, replace=False)
         for i in order:
-            yield check(self.dataset[int(i)], int(i))
+            yield self._read(check, int(i))
         if hasattr(self.dataset, "on_epoch_end"):
             self.dataset.on_epoch_end()
 
-    def _read(self, check: Callable[[Any, int], Any], epoch: int) -> Iterator[Any]:
+    def _read(self, check: Callable[[Any, int], Any], i: int) -> Any:
+        """Batch ``i`` of the dataset, checked; with ``part`` (k, parts), only part k of it:
+        the dataset's ``part(i, k, parts)`` when it has one, else the batch cut."""
+        if self.part is None:
+            return check(self.dataset[i], i)
+        if hasattr(self.dataset, "part"):
+            return check(self.dataset.part(i, *self.part), i)
+        return cut(check(self.dataset[i], i), *self.part, self.what)
+
+    def _iterate(self, check: Callable[[Any, int], Any], epoch: int) -> Iterator[Any]:
         """An iterable's batches for one epoch: a re-iterable's afresh, an iterator's where
         the last epoch left it; a short iterator ends the epoch and records ``ran_out``."""
         if self.iterator is None and hasattr(self.source, "set_epoch"):
@@ -84,7 +98,8 @@ class Feed:
                 if self.iterator is not None and (self.steps is not None or i == 0):
                     self.ran_out = (epoch, i)
                 return
-            yield check(batch, i)
+            yield check(batch, i) if self.part is None else \
+                cut(check(batch, i), *self.part, self.what)
             i += 1
 
     def warn_ran_out(self) -> None:
@@ -136,3 +151,31 @@ def predict_stream(model: Any, feed: Feed, with_targets: bool = False
                          f"{feed.ran_out[1]} batches of the {feed.steps} asked (steps)")
     ys = [np.concatenate(parts) for parts in zip(*targets)] if with_targets else None
     return [np.concatenate(parts) for parts in zip(*outs)], ys
+
+
+def fit_feed(model: Any, x: Any, y: Any, checks: list, batch_size: Any, shuffle: bool,
+             steps: int | None, split: float, comm: Any) -> tuple[Callable, int | None]:
+    """fit's batches made already: batch 0 checked at the door, the others as they arrive;
+    ``epoch_data(rng, epoch)``, an epoch's (with ``comm``, this rank's part of each), and
+    how many an epoch has (None: as many as an iterator gives)."""
+    feed = Feed(x, "fit", steps, getattr(comm, "part", None))
+    no_y(y, "fit")
+    no_batch_size(batch_size, x, "fit")
+    if split:
+        raise ValueError("fit: validation_split cuts arrays; x is made of batches, so "
+                         "give validation_data instead")
+    try:
+        checked_batch(model, feed.first(), 0, "fit", feed.seen, checks)
+    except ValueError as error:  # (a rank's own part: the others would wait for it)
+        if comm is not None:
+            comm.fail(error)
+        raise
+
+    def epoch_data(rng: np.random.Generator, epoch: int) -> Iterator:
+        yield from feed.batches(lambda b, i: checked_batch(model, b, i, "fit", feed.seen,
+                                                           checks), rng if shuffle else None,
+                                epoch)
+        if feed.ran_out is not None:  # a one-shot iterator is used up: stop, as Keras
+            feed.warn_ran_out()
+            model.stop_training = True
+    return epoch_data, feed.steps

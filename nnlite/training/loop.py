@@ -160,17 +160,20 @@ class Snapshot:
 
 class InterruptFlag:
     """While active, Ctrl-C sets ``raised`` instead of raising, so the current batch
-    finishes; a second Ctrl-C raises KeyboardInterrupt as usual. (The ranks of
-    ``fit(comm=...)`` agree on it in each batch, so that all stop after the same one.)"""
+    finishes; a second Ctrl-C raises KeyboardInterrupt as usual. The ranks of
+    ``fit(comm=...)`` set ``agreed``: Ctrl-C then sets ``pending``, and in each batch the
+    ranks set ``raised`` together, true if it is pending on any, so that all stop after
+    the same batch whichever rank the signal reached, and whenever."""
 
     def __init__(self) -> None:
-        self.raised = False
+        self.raised = self.pending = self.agreed = False
         self._previous = None
 
     def _handle(self, signum, frame) -> None:
-        if self.raised:
+        if self.pending:
             raise KeyboardInterrupt
-        self.raised = True
+        self.pending = True
+        self.raised = self.raised or not self.agreed
 
     def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():

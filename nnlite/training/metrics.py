@@ -2,7 +2,8 @@
 ``"top_k_accuracy"`` (k = 5; ``TopKAccuracy(k)`` for another k), ``"mae"`` and ``"mse"``.
 Each is a mean over a batch's samples; ``fit`` logs each epoch's mean under the metric's
 name (``output_i_`` before it with several outputs, ``val_`` for validation data), and
-``evaluate`` returns it over the whole data.
+``evaluate`` returns it over the whole data (``scores``: evaluate's numbers, the loss,
+accuracy and these).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.door import check_number, quote
-from ..core.losses import MSE, CrossEntropy, Loss
+from ..core.losses import MSE, CrossEntropy, Loss, loss_weights_of, per_output, scorer
 
 
 class Metric:
@@ -96,3 +97,51 @@ def scorers(metrics: Sequence[Any], losses: Sequence[Loss | None], names: list[s
                 metric = KNOWN[m]() if isinstance(m, str) else m
                 found.append((i, f"{names[i]}{metric.name}", metric))
     return found
+
+
+def scores(model: Any, predictions: Callable[[], tuple[list, list]], loss: Any, metrics: Any,
+           loss_weights: Any) -> dict[str, float]:
+    """``model.evaluate``'s numbers from ``predictions()``: (outputs, targets), one array
+    per output, asked for once the arguments are checked."""
+    others = scorers([m for m in metrics if m != "accuracy"], [None] * model.n_outputs,
+                      model.output_names(), "evaluate") if metrics is not None else []
+    known = loss if loss is not None else model.__dict__.get("_trained_with")
+    losses = per_output(known, model.n_outputs) if known is not None else \
+        [None] * model.n_outputs
+    weights = loss_weights_of(loss_weights, model.n_outputs)
+    preds, ys = predictions()
+    results = _loss_and_accuracy(model.output_names(), losses, weights, preds, ys, metrics)
+    for i, key, metric in others:
+        metric.check_target(preds[i].shape, ys[i])
+        results[key] = metric(preds[i], ys[i])
+    return results
+
+
+def _loss_and_accuracy(names: list[str], losses: list[Loss | None], weights: list[float],
+                       preds: list[np.ndarray], ys: list[np.ndarray],
+                       metrics: Sequence[str] | None) -> dict[str, float]:
+    """evaluate's numbers: the (weighted) loss where one is known, each output's own loss
+    when there are several, and accuracy where an output is a classifier's (``scorer``)."""
+    accuracy = [scorer(fn, p, t) for fn, p, t in zip(losses, preds, ys)]
+    for name, fn, t, acc in zip(names, losses, ys, accuracy):
+        where = f"output {name[:-1]}" if name else "the output"
+        if metrics and "accuracy" in metrics and acc is None:
+            raise ValueError(f"evaluate: accuracy is for classification; {where} is a "
+                             f"regression ({type(fn).__name__} loss, {t.dtype} targets)")
+        if fn is None and acc is None and not metrics:
+            raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
+                             f"fit the model first (no loss is known, and its targets "
+                             f"are not class labels of its outputs)")
+    results: dict[str, float] = {}
+    if losses[0] is not None:
+        for fn, p, t in zip(losses, preds, ys):
+            fn.check_target(p.shape, t)
+        values = [fn.forward(p, t) for fn, p, t in zip(losses, preds, ys)]
+        results["loss"] = float(sum(w * v for w, v in zip(weights, values)))
+        if len(losses) > 1:
+            results.update({f"{name}loss": v for name, v in zip(names, values)})
+    if metrics is None or "accuracy" in metrics:
+        for name, acc, p, t in zip(names, accuracy, preds, ys):
+            if acc is not None:
+                results[f"{name}accuracy"] = acc.accuracy(p, t)
+    return results

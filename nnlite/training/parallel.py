@@ -39,6 +39,7 @@ from threadpoolctl import ThreadpoolController
 
 from ..core.layer import Layer
 from ..core.parameter import Parameter
+from .parts import joined, part_bounds, part_rows, row_count
 
 
 class Replicas:
@@ -80,7 +81,7 @@ class Replicas:
         """The model's output for the whole batch: its parts' outputs, joined."""
         self._sync()
         n = row_count(x)
-        bounds = np.linspace(0, n, min(len(self.copies) + 1, n) + 1).astype(int)
+        bounds = part_bounds(n, min(len(self.copies) + 1, n))
         parts = [part_rows(x, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
         self.bounds = bounds
         for total in self.sums:
@@ -190,18 +191,3 @@ def part_generators(epoch: np.random.Generator, parts: int) -> list[np.random.Ge
     only on the seed, the epoch and the number of parts (threads, or ranks)."""
     entropy = int(epoch.integers(2 ** 63))
     return [epoch] + [np.random.default_rng([entropy, k]) for k in range(1, parts)]
-
-
-def row_count(x: Any) -> int:
-    return len(x[0] if isinstance(x, (list, tuple)) else x)
-
-
-def part_rows(x: Any, lo: int, hi: int) -> Any:
-    """Rows lo:hi of an array, or of each array of a list (several inputs or outputs)."""
-    return [a[lo:hi] for a in x] if isinstance(x, (list, tuple)) else x[lo:hi]
-
-
-def joined(parts: list) -> Any:
-    if isinstance(parts[0], (list, tuple)):
-        return [np.concatenate(column) for column in zip(*parts)]
-    return np.concatenate(parts)

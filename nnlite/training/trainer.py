@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..core.door import (as_arrays, bare, check_batch_size, check_fit_args, check_flag,
-                         check_last_batch, check_lengths, check_number, no_y, probe_rows)
+                         check_last_batch, check_lengths, check_number, no_batch_size, no_y,
+                         probe_rows)
 from ..core.layer import Layer, default_rng
-from ..core.losses import Loss, Objective, loss_weights_of, per_output, scorer
+from ..core.losses import Loss, Objective, loss_weights_of, per_output
 from ..core.optimizer import Optimizer
 from ..core.parameter import get_default_dtype
 from . import loop
@@ -67,7 +68,7 @@ class Trainer(Layer):
         an iterator's ``steps`` batches), whose outputs are joined."""
         if is_stream(x):
             from .feed import Feed, predict_stream  # (streams: loaded on first use)
-            _no_batch_size(batch_size, x, "predict")
+            no_batch_size(batch_size, x, "predict")
             outs = predict_stream(self, Feed(x, "predict", steps))[0]
             return outs if self.n_outputs > 1 else outs[0]
         xs = self._as_inputs(x, "predict")
@@ -106,29 +107,20 @@ class Trainer(Layer):
         ``output_i_loss`` (and ``output_i_accuracy``). ``x`` may be a dataset or an iterator
         of (x, y) batches (``nnlite.training.feed``), ``y`` then left out.
         """
+        from .metrics import scores  # (evaluate's numbers, loaded on first use)
         if is_stream(x):
             from .feed import Feed, predict_stream
             no_y(y, "evaluate")
-            _no_batch_size(batch_size, x, "evaluate")
+            no_batch_size(batch_size, x, "evaluate")
             preds, ys = predict_stream(self, Feed(x, "evaluate", steps), with_targets=True)
-        else:
-            xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
-            check_lengths(xs, ys, "evaluate")
-            preds = None
-        others = _scorers([m for m in metrics if m != "accuracy"], [None] * self.n_outputs,
-                          self.output_names(), "evaluate") if metrics is not None else []
-        known = loss if loss is not None else self.__dict__.get("_trained_with")
-        losses = per_output(known, self.n_outputs) if known is not None else \
-            [None] * self.n_outputs
-        weights = loss_weights_of(loss_weights, self.n_outputs)
-        if preds is None:
+            return scores(self, lambda: (preds, ys), loss, metrics, loss_weights)
+        xs, ys = self._as_inputs(x, "evaluate"), self._as_targets(y, "evaluate")
+        check_lengths(xs, ys, "evaluate")
+
+        def predictions() -> tuple[list, list]:
             preds = self.predict(bare(xs), batch_size)
-            preds = preds if self.n_outputs > 1 else [preds]
-        scores = _scores(self.output_names(), losses, weights, preds, ys, metrics)
-        for i, key, metric in others:
-            metric.check_target(preds[i].shape, ys[i])
-            scores[key] = metric(preds[i], ys[i])
-        return scores
+            return (preds if self.n_outputs > 1 else [preds]), ys
+        return scores(self, predictions, loss, metrics, loss_weights)
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, *, loss: Loss | Sequence[Loss], optimizer: Optimizer,
@@ -175,8 +167,8 @@ class Trainer(Layer):
         self.stop_training, self.initial_epoch = False, initial_epoch
         seed = int(default_rng().integers(2 ** 63)) if seed is None else seed
         every = None if val is None or val[1] is None else batch_size or 32  # fit's batches
-        validate = None if val is None else lambda: self.evaluate(
-            *val, losses, metrics, every, weights)  # (batches of its own for a dataset)
+        validate = None if val is None else _validation(self, val, every, losses, metrics,
+                                                        weights, comm)
         return loop.train(self, epoch_data, Objective(losses, weights, self.output_names(),
                                                       scored),
                           optimizer, [*loop.shown(verbose, epochs, steps), *callbacks], epochs,
@@ -223,86 +215,19 @@ class Trainer(Layer):
         return as_arrays(y, [None] * self.n_outputs, what, "y")
 
 
-def fit_data(model: Trainer, x: Any, y: Any, checks: list[tuple[int, Any]],
-             batch_size: int | None, shuffle: bool, drop_last: bool, steps: int | None,
-             split: float, comm: Any) -> tuple[Callable, int | None, tuple[Any, Any] | None]:
-    """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches; how
-    many batches an epoch has (None: as many as an iterator gives); and the (x, y) that
-    ``validation_split`` holds out, Keras's way: the last part, taken before shuffling."""
-    if is_stream(x):
-        from .feed import Feed, checked_batch
-        feed = Feed(x, "fit", steps)
-        no_y(y, "fit")
-        _no_batch_size(batch_size, x, "fit")
-        if split:
-            raise ValueError("fit: validation_split cuts arrays; x is made of batches, so "
-                             "give validation_data instead")
-        checked_batch(model, feed.first(), 0, "fit", feed.seen, checks)
-
-        def epoch_data(rng: np.random.Generator, epoch: int) -> Iterator:
-            yield from feed.batches(lambda b, i: checked_batch(model, b, i, "fit", feed.seen,
-                                                               checks), rng if shuffle else None,
-                                    epoch)
-            if feed.ran_out is not None:  # a one-shot iterator is used up: stop, as Keras
-                feed.warn_ran_out()
-                model.stop_training = True
-        return epoch_data, feed.steps, None
-    batch_size = 32 if batch_size is None else batch_size
-    check_batch_size(batch_size)
-    xs, ys = model._as_inputs(x, "fit"), model._as_targets(y, "fit")
-    model._check_data(xs, ys, checks, "fit")  # the part held out for validation too
-    held, at = None, _split_at(len(xs[0]), split)
-    if at < len(xs[0]):
-        held = (bare([v[at:] for v in xs]), bare([v[at:] for v in ys]))
-        xs, ys = [v[:at] for v in xs], [v[:at] for v in ys]
-    check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last),
-                     getattr(comm, "size", 1))
-    n = len(xs[0])
-    return lambda rng, epoch: batches(bare(xs), bare(ys), batch_size, shuffle=shuffle,
-                                      rng=rng, drop_last=drop_last), \
-        n // batch_size if drop_last else math.ceil(n / batch_size), held
-
-
-def _split_at(n: int, split: Any) -> int:
-    """Where ``validation_split`` cuts n samples (n: it holds nothing out)."""
-    if not split:
-        return n
-    split = check_number("fit", "validation_split", split, low=0, high=1)
-    at = int(n * (1 - split))
-    if not 0 < at < n:
-        raise ValueError(f"fit: validation_split must be in (0, 1) and leave samples on both "
-                         f"sides; {split} of {n} samples leaves {at} to train on")
-    return at
-
-
-def _scores(names: list[str], losses: list[Loss | None], weights: list[float],
-            preds: list[np.ndarray], ys: list[np.ndarray], metrics: Sequence[str] | None
-            ) -> dict[str, float]:
-    """evaluate's numbers: the (weighted) loss where one is known, each output's own loss
-    when there are several, and accuracy where an output is a classifier's (``scorer``)."""
-    accuracy = [scorer(fn, p, t) for fn, p, t in zip(losses, preds, ys)]
-    for name, fn, t, acc in zip(names, losses, ys, accuracy):
-        where = f"output {name[:-1]}" if name else "the output"
-        if metrics and "accuracy" in metrics and acc is None:
-            raise ValueError(f"evaluate: accuracy is for classification; {where} is a "
-                             f"regression ({type(fn).__name__} loss, {t.dtype} targets)")
-        if fn is None and acc is None and not metrics:
-            raise ValueError(f"evaluate: nothing to report for {where}: give loss=, or "
-                             f"fit the model first (no loss is known, and its targets "
-                             f"are not class labels of its outputs)")
-    results: dict[str, float] = {}
-    if losses[0] is not None:
-        for fn, p, t in zip(losses, preds, ys):
-            fn.check_target(p.shape, t)
-        values = [fn.forward(p, t) for fn, p, t in zip(losses, preds, ys)]
-        results["loss"] = float(sum(w * v for w, v in zip(weights, values)))
-        if len(losses) > 1:
-            results.update({f"{name}loss": v for name, v in zip(names, values)})
-    if metrics is None or "accuracy" in metrics:
-        for name, acc, p, t in zip(names, accuracy, preds, ys):
-            if acc is not None:
-                results[f"{name}accuracy"] = acc.accuracy(p, t)
-    return results
+def _validation(model: Trainer, val: tuple[Any, Any], batch_size: int | None,
+                losses: list[Loss], metrics: Any, weights: list[float], comm: Any
+                ) -> Callable[[], dict[str, float]]:
+    """fit's validation after each epoch: evaluate's numbers for ``val`` (a dataset in
+    batches of its own); with ``comm``, each rank predicts its part, the parts joined
+    (``comm.predictions``)."""
+    if comm is None:
+        return lambda: model.evaluate(*val, losses, metrics, batch_size, weights)
+    from .metrics import scores
+    from .parts import check_validation_parts
+    check_validation_parts(val, comm.size)
+    return lambda: scores(model, lambda: comm.predictions(model, *val, batch_size), losses,
+                          metrics, weights)
 
 
 def _scorers(metrics: Sequence[Any] | None, losses: list[Loss], names: list[str], what: str
@@ -325,10 +250,52 @@ def _fit_checks(metrics: Sequence[Any] | None, losses: list[Loss], names: list[s
                                           if hasattr(m, "check_target")]]
 
 
-def _no_batch_size(batch_size: Any, x: Any, what: str) -> None:
-    if batch_size is not None:
-        raise ValueError(f"{what}: x is made of batches already ({type(x).__name__}), so "
-                         f"batch_size={batch_size!r} cannot apply; leave it out")
+def fit_data(model: Any, x: Any, y: Any, checks: list[tuple[int, Any]],
+             batch_size: int | None, shuffle: bool, drop_last: bool, steps: int | None,
+             split: float, comm: Any) -> tuple[Callable, int | None, tuple[Any, Any] | None]:
+    """fit's data, checked at the door: ``epoch_data(rng, epoch)``, an epoch's batches
+    (with ``comm``, this rank's part of each); how many batches an epoch has (None: as many
+    as an iterator gives); and the (x, y) that ``validation_split`` holds out, Keras's way:
+    the last part, taken before shuffling."""
+    part = getattr(comm, "part", None)  # (rank, ranks): this process reads one part
+    if is_stream(x):
+        from .feed import fit_feed
+        epoch_data, steps = fit_feed(model, x, y, checks, batch_size, shuffle, steps, split,
+                                     comm)
+        return _joined_by(comm, epoch_data), steps, None
+    batch_size = 32 if batch_size is None else batch_size
+    check_batch_size(batch_size)
+    xs, ys = model._as_inputs(x, "fit"), model._as_targets(y, "fit")
+    model._check_data(xs, ys, checks, "fit")  # the part held out for validation too
+    held, at = None, _split_at(len(xs[0]), split)
+    if at < len(xs[0]):
+        held = (bare([v[at:] for v in xs]), bare([v[at:] for v in ys]))
+        xs, ys = [v[:at] for v in xs], [v[:at] for v in ys]
+    check_last_batch(model, len(xs[0]), batch_size, check_flag("fit", "drop_last", drop_last),
+                     getattr(comm, "size", 1))
+    n = len(xs[0])
+    return _joined_by(comm, lambda rng, epoch: batches(
+        bare(xs), bare(ys), batch_size, shuffle=shuffle, rng=rng, drop_last=drop_last,
+        part=part)), n // batch_size if drop_last else math.ceil(n / batch_size), held
+
+
+def _joined_by(comm: Any, epoch_data: Callable) -> Callable:
+    """Each rank's batches with their targets joined from every rank's (``comm.batches``)."""
+    if getattr(comm, "part", None) is None:
+        return epoch_data
+    return lambda rng, epoch: comm.batches(epoch_data(rng, epoch))
+
+
+def _split_at(n: int, split: Any) -> int:
+    """Where ``validation_split`` cuts n samples (n: it holds nothing out)."""
+    if not split:
+        return n
+    split = check_number("fit", "validation_split", split, low=0, high=1)
+    at = int(n * (1 - split))
+    if not 0 < at < n:
+        raise ValueError(f"fit: validation_split must be in (0, 1) and leave samples on both "
+                         f"sides; {split} of {n} samples leaves {at} to train on")
+    return at
 
 
 def is_stream(x: Any) -> bool:
@@ -364,23 +331,31 @@ def validation_source(model: Any, data: Any, checks: list[tuple[int, Any]]
 
 
 def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = True,
-            rng: np.random.Generator | int | None = None,
-            drop_last: bool = False) -> Iterator[tuple[Any, Any]]:
+            rng: np.random.Generator | int | None = None, drop_last: bool = False,
+            part: tuple[int, int] | None = None) -> Iterator[tuple[Any, Any]]:
     """Yield ``(x_batch, y_batch)`` of ``batch_size`` samples each.
 
     ``x`` and ``y`` are arrays, or lists of arrays (a model's several inputs or targets),
     which are sliced alike; ``y`` may be None. With ``shuffle`` the samples are taken in
     a random order drawn from ``rng`` (a Generator or a seed); call again for a new order
     each epoch. Without it, batches are views, in order. ``drop_last`` leaves out a
-    final, smaller batch.
+    final, smaller batch. ``part=(k, parts)`` yields only part k of each batch's rows
+    (``training.parts``): a rank's share.
     """
     check_batch_size(batch_size)
     n = len(x[0]) if isinstance(x, list) else len(x)
     order = np.random.default_rng(rng).permutation(n) if shuffle else None
     end = n - n % batch_size if drop_last else n
+    pick = rows if part is None else _share_of(n, *part)
     for start in range(0, end, batch_size):
         taken = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
-        yield rows(x, taken), rows(y, taken)
+        yield pick(x, taken), pick(y, taken)
+
+
+def _share_of(n: int, k: int, parts: int) -> Callable[[Any, Any], Any]:
+    """``rows`` of part ``k`` of ``parts`` of each batch (``training.parts``)."""
+    from .parts import share
+    return lambda a, taken: rows(a, share(taken, n, k, parts))
 
 
 def rows(a: Any, taken: Any) -> Any:
