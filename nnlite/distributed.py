@@ -117,12 +117,8 @@ class MPIComm:
         """This rank's parts (x, y) of ``data``'s batches, as (x, the batch's whole y):
         the targets gathered from every rank, so that each rank's loss is the batch's. The
         parts' rows are kept for ``Ranks``."""
-        for x, y in data:
+        for x, y in data:  # (every part holds a row: fit's door, cut and checked_batch)
             self.rows = self.counts(row_count(x))
-            if min(self.rows) == 0:
-                raise ValueError(f"fit: a batch of {sum(self.rows)} rows cannot be cut into "
-                                 f"{self.size} parts, one per rank (rows per rank: "
-                                 f"{self.rows}); give a larger batch_size or drop_last=True")
             yield x, self.gather(y, self.rows)
 
     def predictions(self, model: Any, x: Any, y: Any, batch_size: int | None

@@ -173,7 +173,8 @@ class InterruptFlag:
         if self.pending:
             raise KeyboardInterrupt
         self.pending = True
-        self.raised = self.raised or not self.agreed
+        if not self.agreed:
+            self.raised = True
 
     def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():
