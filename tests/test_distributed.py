@@ -39,6 +39,15 @@ def run(mpiexec, n, *args, timeout=120):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def run_code(mpiexec, n, tmp_path, code):
+    """``mpiexec -n n python`` of a script holding ``code``: the finished process."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(CASE.parent.parent))
+    return subprocess.run([mpiexec, "-n", str(n), sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
 def ranks(mpiexec, n, case, tmp_path, *args):
     """What n ranks trained: (weights, history)."""
     out = tmp_path / f"{case}-{n}.npz"
@@ -115,11 +124,7 @@ def test_the_sum_is_taken_by_mpi_when_not_deterministic(mpiexec, tmp_path):
             "c = nnlite.distributed.MPIComm(deterministic=False)\n"
             "total = c.sum(np.full(3, c.rank + 1.0))\n"
             "assert np.array_equal(total, np.full(3, c.size * (c.size + 1) / 2)), total\n")
-    script = tmp_path / "sum.py"
-    script.write_text(code)
-    env = dict(os.environ, PYTHONPATH=str(CASE.parent.parent))
-    done = subprocess.run([mpiexec, "-n", "3", sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = run_code(mpiexec, 3, tmp_path, code)
     assert done.returncode == 0, done.stderr
 
 
@@ -198,12 +203,7 @@ def test_each_rank_keeps_blas_to_its_share_of_the_cores(mpiexec, tmp_path):
             "share = max(1, os.cpu_count() // 2)\n"
             "assert seen.threads == dict.fromkeys(before, share), (seen.threads, before)\n"
             "assert {p: blas()[p] for p in before} == before\n")
-    script = tmp_path / "blas.py"
-    script.write_text(code)
-    env = dict(os.environ, PYTHONPATH=str(CASE.parent.parent))
-    env.pop("OPENBLAS_NUM_THREADS", None)  # (BLAS's own default: every core)
-    done = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = run_code(mpiexec, 2, tmp_path, code)
     assert done.returncode == 0, done.stderr
 
 
