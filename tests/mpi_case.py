@@ -129,10 +129,12 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     comm = nnlite.distributed.MPIComm()
-    model, optimizer, history, read = train(args.case, comm, args.epochs, args.resume or args.checkpoint,
-                                            resume=bool(args.resume), callbacks=[
-        *([FailIn()] if args.fail_rank == comm.rank else []),
-        *([InterruptIn()] if args.interrupt_rank == comm.rank else [])], verbose=args.verbose)
+    faults = [*([FailIn()] if args.fail_rank == comm.rank else []),
+              *([InterruptIn()] if args.interrupt_rank == comm.rank else [])]
+    model, optimizer, history, read = train(args.case, comm, args.epochs,
+                                            args.resume or args.checkpoint,
+                                            resume=bool(args.resume), callbacks=faults,
+                                            verbose=args.verbose)
     model.save(f"{args.out}.rank{comm.rank}.npz")  # written by rank 0 only
     with open(f"{args.out}.end{comm.rank}.json", "w") as f:
         json.dump({"steps": optimizer.steps, "epochs": len(history.epoch)}, f)
