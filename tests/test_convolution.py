@@ -35,6 +35,20 @@ def test_conv2d_matches_its_definition(rng, stride, padding):
     np.testing.assert_allclose(conv(x), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_conv2d_builds_its_rows_for_the_threads_blas_runs_on():
+    """Where BLAS's threads share one product, the batch's rows go in one (up to
+    _SHARED_BYTES); where BLAS runs on one thread (fit(threads=n)'s parts, MPI ranks), a
+    core's cache at a time."""
+    from threadpoolctl import threadpool_limits
+
+    from nnlite.layers import convolution
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert convolution._chunk_bytes() == convolution._CHUNK_BYTES
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert convolution._chunk_bytes() == convolution._SHARED_BYTES
+
+
 @pytest.mark.parametrize("stride, padding, bias", [(1, 1, True), (2, 0, False), (1, 0, True)])
 def test_conv2d_in_chunks_of_images_matches_the_definition(rng, monkeypatch, stride, padding,
                                                              bias):
@@ -59,7 +73,8 @@ def test_conv2d_in_chunks_of_images_matches_the_definition(rng, monkeypatch, str
     whole = run()
     ho, wo = whole[0].shape[2:]
     image_bytes = ho * wo * (3 * 3 * 3 + 1) * 8       # one image's rows of windows, float64
-    monkeypatch.setattr(convolution, "_CHUNK_BYTES", 2 * image_bytes)
+    for budget in ("_CHUNK_BYTES", "_SHARED_BYTES"):  # (BLAS on one thread, or several)
+        monkeypatch.setattr(convolution, budget, 2 * image_bytes)
     assert conv._images_per_chunk(ho, wo) == 2
     rng.bit_generator.state = state
     for a, b in zip(run(), whole):

@@ -71,10 +71,26 @@ def add_windows(out: np.ndarray, rows: np.ndarray, stride: tuple[int, int]) -> N
             out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += rows[:, :, :, i, j]
 
 
-#: Bytes of im2col rows (and of input-gradient rows) built at once: a few images' worth,
-#: so that they are still in cache when the product, or col2im, reads them: about one
-#: core's L2 cache.
+#: Bytes of im2col rows (and of input-gradient rows) built at once where BLAS runs on one
+#: thread (``fit(threads=n)``'s parts, MPI ranks): a few images' worth, so that they are
+#: still in cache when the product, or col2im, reads them: about one core's L2 cache.
 _CHUNK_BYTES = 2 << 20
+#: The same where BLAS runs on several threads, which share one product: the whole batch
+#: in one product, and forward's rows kept for backward, up to this many bytes a layer
+#: (conv 32→64 on MNIST, batch 128: 33 against 37 ms forward and backward, rows of 29 MB;
+#: examples/fashion_resnet.py --quick peaks at 792 MB against 641 MB).
+_SHARED_BYTES = 32 << 20
+_blas = []  # threadpoolctl's view of the BLAS libraries, made on first use
+
+
+def _chunk_bytes() -> int:
+    """How many bytes of rows to build at once: ``_SHARED_BYTES`` where BLAS runs on
+    several threads now, else ``_CHUNK_BYTES``."""
+    if not _blas:
+        from threadpoolctl import ThreadpoolController
+        _blas.append(ThreadpoolController().select(user_api="blas"))
+    threads = max((lib.num_threads for lib in _blas[0].lib_controllers), default=1)
+    return _SHARED_BYTES if threads > 1 else _CHUNK_BYTES
 
 
 class Conv2D(Layer):
@@ -93,7 +109,9 @@ class Conv2D(Layer):
     dL/dx = col2im(G · W): each window's gradient added back where the window was read.
     JVP: the convolution is linear in x, so J · v is the same product on v, without b.
     Both directions go a few images at a time, so that each chunk's rows are still in
-    cache when read; backward builds the windows' rows again rather than keep them. Rows no
+    cache when read (where BLAS runs on several threads, up to the whole batch: one
+    product, see ``_SHARED_BYTES``); backward builds the windows' rows again rather than
+    keep them, but for forward's last chunk. Rows no
     wider than the output (a first convolution of few channels) are built once, for the
     whole batch, and backward reuses them: their product streams its larger output anyway,
     and the rebuild cost more than the cache saved (conv 1→32 on MNIST, batch 128: 10-15%
@@ -253,7 +271,7 @@ class Conv2D(Layer):
             return 2 ** 31
         kh, kw = self.kernel_size
         row_bytes = (kh * kw * self.in_channels + 1) * self.dtype.itemsize
-        return max(1, _CHUNK_BYTES // (ho * wo * row_bytes))
+        return max(1, _chunk_bytes() // (ho * wo * row_bytes))
 
     def _weight_rows(self) -> np.ndarray:
         """W as (O, kh·kw·C), matching the im2col rows."""
