@@ -6,6 +6,7 @@ output, handed on as an NCHW view of NHWC memory, needs no copy in the next.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from typing import Any, Iterator
@@ -80,16 +81,19 @@ _CHUNK_BYTES = 2 << 20
 #: (conv 32→64 on MNIST, batch 128: 33 against 37 ms forward and backward, rows of 29 MB;
 #: examples/fashion_resnet.py --quick peaks at 792 MB against 641 MB).
 _SHARED_BYTES = 32 << 20
-_blas = []  # threadpoolctl's view of the BLAS libraries, made on first use
+
+
+@functools.cache
+def _blas() -> Any:
+    """threadpoolctl's view of the BLAS libraries, made once (1 ms)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController().select(user_api="blas")
 
 
 def _chunk_bytes() -> int:
     """How many bytes of rows to build at once: ``_SHARED_BYTES`` where BLAS runs on
     several threads now, else ``_CHUNK_BYTES``."""
-    if not _blas:
-        from threadpoolctl import ThreadpoolController
-        _blas.append(ThreadpoolController().select(user_api="blas"))
-    threads = max((lib.num_threads for lib in _blas[0].lib_controllers), default=1)
+    threads = max((lib.num_threads for lib in _blas().lib_controllers), default=1)
     return _SHARED_BYTES if threads > 1 else _CHUNK_BYTES
 
 
@@ -109,13 +113,13 @@ class Conv2D(Layer):
     dL/dx = col2im(G · W): each window's gradient added back where the window was read.
     JVP: the convolution is linear in x, so J · v is the same product on v, without b.
     Both directions go a few images at a time, so that each chunk's rows are still in
-    cache when read (where BLAS runs on several threads, up to the whole batch: one
-    product, see ``_SHARED_BYTES``); backward builds the windows' rows again rather than
-    keep them, but for forward's last chunk. Rows no
-    wider than the output (a first convolution of few channels) are built once, for the
-    whole batch, and backward reuses them: their product streams its larger output anyway,
-    and the rebuild cost more than the cache saved (conv 1→32 on MNIST, batch 128: 10-15%
-    less time, forward and backward). They are held column by column, (K, M) in memory.
+    cache when read (where BLAS runs on several threads, up to the whole batch in one
+    product: ``_SHARED_BYTES``); backward builds the windows' rows again, but for
+    forward's last chunk, which it reuses. Rows no wider than the output (a first
+    convolution of few channels) are built once, for the whole batch, and backward reuses
+    them: their product streams its larger output anyway, and the rebuild cost more than
+    the cache saved (conv 1→32 on MNIST, batch 128: 10-15% less time, forward and
+    backward). They are held column by column, (K, M) in memory.
     """
 
     skips_input_grad = True
