@@ -152,4 +152,3 @@ def _layer_norm_vjp(g, xhat, inv_std, w, params, dx, dw, db):
         r = inv_std[i, 0]
         for j in range(d):
             dx[i, j] = (g[i, j] * np.float64(w[j]) - mean_g - xhat[i, j] * mean_gx) * r
-
